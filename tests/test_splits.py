@@ -1,5 +1,3 @@
-import numpy as np
-import pandas as pd
 import pytest
 
 from itemlm.data.splits import leave_one_out_split, make_split, temporal_split

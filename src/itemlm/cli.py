@@ -172,6 +172,34 @@ def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10
 
 
 @app.command()
+def stage1(
+    config: str = typer.Option("stage1-quick", "--config", "-c", help="Preset name or YAML file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. variant=ilm-it-ii steps=600."),
+    resume: bool = typer.Option(False, help="Continue from the run's latest checkpoint."),
+):
+    """Pre-train the item Q-Former (ILM stage 1) and write metrics.json beside the model."""
+    from itemlm.config import load_config
+    from itemlm.train.stage1 import Stage1Config, train_stage1
+
+    settings = load_config(Stage1Config, config, overrides or [])
+    model_folder = train_stage1(settings, resume=resume)
+    metrics = json.loads((settings.out / "metrics.json").read_text())
+    table = Table(title=f"stage 1 · {settings.variant} · init {settings.init} · {metrics['items']} items")
+    table.add_column("items")
+    for column in ("i2t R@1", "i2t R@5", "i2t R@10", "t2i R@10", "ITM acc", "ITG ppl"):
+        table.add_column(column, justify="right")
+    for group in ("text_seen", "text_held_out"):
+        m = metrics[group]
+        table.add_row(
+            f"{group} ({m['items']})",
+            *[f"{m[k]:.3f}" for k in ("i2t_recall@1", "i2t_recall@5", "i2t_recall@10", "t2i_recall@10", "itm_accuracy")],
+            f"{m['itg_perplexity']:.1f}",
+        )
+    console.print(table)
+    console.print(f"chance recall@10: {metrics['chance_recall@10']:.4f} · model: {model_folder}")
+
+
+@app.command()
 def demo(data_home: Optional[Path] = HomeOption):
     """Run the pipeline end to end on the embedded ML-100K with quick settings."""
     from itemlm.demo import run_demo

@@ -18,7 +18,7 @@ from itemlm.errors import InputError
 from itemlm.paths import data_home, embedded_ml100k_folder, shared_data_folder
 
 FORMATS = ("auto", "recbole", "movielens", "openp5", "amazon")
-DOWNLOADABLE = ("ml-100k", "ml-1m", "ml-latest-small", "ml-25m")
+DOWNLOADABLE = ("ml-100k", "ml-1m", "ml-latest-small", "ml-latest", "ml-20m", "ml-25m")
 
 
 @dataclass
@@ -126,7 +126,7 @@ def prepare_dataset(name: str, options: PrepareOptions | None = None, home: str 
         if raw.items is None:
             raise InputError("this source has no item table to join text onto", path=options.item_text)
         raw.items, report = item_text.join_item_text(
-            raw.items, texts, field=options.item_text_field, key_titles=key_titles
+            raw.items, texts, field=options.item_text_field, key_titles=key_titles, source=options.item_text
         )
         raw.notes["item_text"] = {"file": str(options.item_text), "field": options.item_text_field, **report}
         raw.sources.append(Path(options.item_text))

@@ -196,7 +196,7 @@ class ItemQFormer(nn.Module):
     # -- forward ------------------------------------------------------------------------------
 
     @staticmethod
-    def attention_mask(mode: str, num_queries: int, text_mask: Tensor | None, batch_size: int = 1) -> Tensor:
+    def build_attention_mask(mode: str, num_queries: int, text_mask: Tensor | None, batch_size: int = 1) -> Tensor:
         """[B, L, L] bool, True where row position may attend to column position, over the
         sequence [queries; text] (L = num_queries + T). Padded text keys are never attended.
         Every position may attend to itself, so no row is empty (a fully masked row makes
@@ -227,7 +227,7 @@ class ItemQFormer(nn.Module):
         tokens = self.cf_norm(self.cf_proj(cf).view(cf.shape[0], c.num_cf_tokens, c.hidden))
         if kind is None:
             kind = torch.zeros(cf.shape[0], dtype=torch.long, device=cf.device)
-        return tokens + self.kind_embedding(kind.long())[:, None, :]
+        return tokens + self.kind_embedding(kind.to(cf.device, torch.long))[:, None, :]
 
     def forward(
         self,
@@ -251,7 +251,7 @@ class ItemQFormer(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         nq = 0 if cf is None else self.config.num_queries
         batch = cf.shape[0] if cf is not None else input_ids.shape[0]
-        mask = self.attention_mask(mode, nq, attention_mask, batch)[:, None]  # broadcast over heads
+        mask = self.build_attention_mask(mode, nq, attention_mask, batch)[:, None]  # broadcast over heads
         x = self.embeddings(input_ids, queries)
         for layer in self.layers:
             x = layer(x, mask, nq, cf_tokens)
@@ -324,7 +324,7 @@ class ItemQFormer(nn.Module):
             with torch.no_grad():
                 for src, dst in _bert_names(layers):
                     if own[dst].shape != state[src].shape:
-                        raise InputError(f"{src} has shape {tuple(state[src].shape)}, {dst} wants {tuple(own[dst].shape)}")
+                        raise InputError(f"{src} {tuple(state[src].shape)} does not fit {dst} {tuple(own[dst].shape)}")
                     own[dst].copy_(state[src])
         return model
 
@@ -397,29 +397,29 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+# HF BertLayer module -> ItemQFormer modules (the text feed-forward also seeds the query one)
+_BERT_LAYER = {
+    "attention.self.query": ["self_attn.q"],
+    "attention.self.key": ["self_attn.k"],
+    "attention.self.value": ["self_attn.v"],
+    "attention.output.dense": ["self_attn.out"],
+    "attention.output.LayerNorm": ["self_attn.norm"],
+    "intermediate.dense": ["text_ffn.up", "query_ffn.up"],
+    "output.dense": ["text_ffn.down", "query_ffn.down"],
+    "output.LayerNorm": ["text_ffn.norm", "query_ffn.norm"],
+}
+
+
 def _bert_names(layers: int) -> list[tuple[str, str]]:
-    """(HF BertModel name, ItemQFormer name) pairs; the text feed-forward feeds both FFNs."""
-    pairs = [
-        ("embeddings.word_embeddings", "embeddings.word"),
-        ("embeddings.position_embeddings", "embeddings.position"),
-        ("embeddings.token_type_embeddings", "embeddings.token_type"),
-        ("embeddings.LayerNorm", "embeddings.norm"),
+    """(HF BertModel tensor name, ItemQFormer tensor name) pairs for the first `layers` layers."""
+    names = [
+        ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
+        ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
+        ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
+        ("embeddings.LayerNorm.weight", "embeddings.norm.weight"),
+        ("embeddings.LayerNorm.bias", "embeddings.norm.bias"),
     ]
-    per_layer = [
-        ("attention.self.query", "self_attn.q"),
-        ("attention.self.key", "self_attn.k"),
-        ("attention.self.value", "self_attn.v"),
-        ("attention.output.dense", "self_attn.out"),
-        ("attention.output.LayerNorm", "self_attn.norm"),
-    ]
-    for ffn in ("text_ffn", "query_ffn"):
-        per_layer += [("intermediate.dense", f"{ffn}.up"), ("output.dense", f"{ffn}.down"), ("output.LayerNorm", f"{ffn}.norm")]
     for i in range(layers):
-        pairs += [(f"encoder.layer.{i}.{src}", f"layers.{i}.{dst}") for src, dst in per_layer]
-    names = []
-    for src, dst in pairs:
-        for p in ("weight", "bias"):
-            if src.endswith("_embeddings") and p == "bias":
-                continue
-            names.append((f"{src}.{p}", f"{dst}.{p}"))
+        for src, dsts in _BERT_LAYER.items():
+            names += [(f"encoder.layer.{i}.{src}.{p}", f"layers.{i}.{dst}.{p}") for dst in dsts for p in ("weight", "bias")]
     return names

@@ -92,6 +92,7 @@ def item_text_matching(
     B = cf.shape[0]
     if kind is None:
         kind = torch.zeros(B, dtype=torch.long, device=cf.device)
+    kind = kind.to(cf.device)
     blocked = torch.eye(B, dtype=torch.bool, device=cf.device)
     same = false_negative_mask(item_ids)
     if same is not None:

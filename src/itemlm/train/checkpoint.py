@@ -1,0 +1,99 @@
+"""Checkpoints a run can resume from exactly: model, optimizer, scheduler, RNG states and step.
+
+Each checkpoint is a folder `step-NNNNNNN/` written under a temporary name and renamed, then the
+`latest` file is replaced atomically; a crash at any moment leaves the previous checkpoint intact.
+Weights are safetensors; optimizer and RNG state use `torch.save` and are read back with
+`weights_only=True`, so loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from itemlm.errors import InputError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per logged step; resuming drops lines past the checkpoint."""
+
+    def __init__(self, path: Path, keep_through_step: int):
+        lines = path.read_text().splitlines() if path.exists() and keep_through_step else []
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= keep_through_step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.handle = open(path, "a")
+
+    def write(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class CheckpointManager:
+    def __init__(self, folder: Path, keep: int = 2):
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def metrics_log(self, path: Path, keep_through_step: int) -> MetricsLog:
+        return MetricsLog(path, keep_through_step)
+
+    def save(self, step: int, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".step-", dir=self.folder))
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / "model.safetensors"))
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "generator": generator.get_state(),
+                "step": step,
+            },
+            staging / "trainer_state.pt",
+        )
+        final = self.folder / f"step-{step:07d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        atomic_write_text(self.folder / "latest", final.name)
+        for old in sorted(self.folder.glob("step-*"))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest(self) -> Path | None:
+        pointer = self.folder / "latest"
+        if not pointer.exists():
+            return None
+        path = self.folder / pointer.read_text().strip()
+        if not (path / "trainer_state.pt").exists():
+            raise InputError("the latest checkpoint is incomplete", path=path)
+        return path
+
+    def restore_latest(self, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator) -> int:
+        """Load the newest checkpoint into the given objects; returns its step (0 when none)."""
+        path = self.latest()
+        if path is None:
+            return 0
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["generator"])
+        return int(state["step"])

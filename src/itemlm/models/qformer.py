@@ -55,6 +55,14 @@ class QFormerConfig:
     init: Literal["bert", "random"] = "bert"  # honored by ItemQFormer.from_bert
     text_model: str | None = None  # BERT folder or HF id; None = embedded all-MiniLM-L6-v2
     embed_dim: int = 256  # size of the ITC projections
+    # How a text becomes one ITC vector. "mean" (masked mean of the text outputs) suits encoders
+    # trained for mean pooling, like all-MiniLM-L6-v2, whose [CLS] output barely varies between
+    # sentences; "cls" is BLIP-2's choice for a BERT whose [CLS] was pre-trained.
+    text_pooling: Literal["mean", "cls"] = "mean"
+    # CF vectors are multiplied by this before the item encoder. Matrix-factorization vectors
+    # are small (ALS coordinates around 0.03); the recipes set it to 1 / RMS of the item vectors
+    # so the projection starts on unit-scale inputs. Users and items share it: one space.
+    cf_scale: float = 1.0
     # BLIP-2's [DEC] token. Id 1 is "[unused0]" in BERT vocabularies: a token distinct from
     # [CLS] that tells the model it is generating, without resizing the vocabulary.
     dec_token_id: int = 1
@@ -68,6 +76,8 @@ class QFormerConfig:
             raise InputError("cross_attention_every and num_cf_tokens must be >= 1")
         if self.init not in ("bert", "random"):
             raise InputError(f"init must be 'bert' or 'random', got {self.init!r}")
+        if self.text_pooling not in ("mean", "cls"):
+            raise InputError(f"text_pooling must be 'mean' or 'cls', got {self.text_pooling!r}")
         if not 0 <= self.dec_token_id < self.vocab_size:
             raise InputError(f"dec_token_id {self.dec_token_id} is outside the vocabulary")
 
@@ -224,7 +234,7 @@ class ItemQFormer(nn.Module):
     def cf_tokens(self, cf: Tensor, kind: Tensor | None = None) -> Tensor:
         """[B, cf_dim] CF vectors -> [B, M, hidden] tokens for the queries to cross-attend to."""
         c = self.config
-        tokens = self.cf_norm(self.cf_proj(cf).view(cf.shape[0], c.num_cf_tokens, c.hidden))
+        tokens = self.cf_norm(self.cf_proj(cf * c.cf_scale).view(cf.shape[0], c.num_cf_tokens, c.hidden))
         if kind is None:
             kind = torch.zeros(cf.shape[0], dtype=torch.long, device=cf.device)
         return tokens + self.kind_embedding(kind.to(cf.device, torch.long))[:, None, :]
@@ -268,9 +278,14 @@ class ItemQFormer(nn.Module):
         return F.normalize(self.item_proj(self.encode_items(cf, kind)), dim=-1)
 
     def text_embeddings(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """[B, embed_dim], L2-normalized, from the [CLS] output of a text-only pass."""
+        """[B, embed_dim], L2-normalized, pooled (see `text_pooling`) from a text-only pass."""
         text = self(input_ids=input_ids, attention_mask=attention_mask).text
-        return F.normalize(self.text_proj(text[:, 0]), dim=-1)
+        if self.config.text_pooling == "cls":
+            pooled = text[:, 0]
+        else:
+            weights = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).to(text.dtype)
+            pooled = (text * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     def itm_logits(self, cf: Tensor, kind: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """[B, 2] match (1) / no match (0) logits from the mean of the query outputs of a

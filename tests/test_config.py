@@ -1,0 +1,42 @@
+import pytest
+
+from itemlm.config import PRESETS, load_config
+from itemlm.errors import InputError
+from itemlm.train.stage1 import Stage1Config
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
+def test_every_preset_loads(preset):
+    config = load_config(Stage1Config, preset)
+    assert config.steps > 0 and config.variant.startswith("ilm-it")
+
+
+def test_variant_presets_name_their_variant():
+    for variant in ("ilm-it", "ilm-it-ii", "ilm-it-ui", "ilm-it-ii-ui"):
+        assert load_config(Stage1Config, variant).variant == variant
+
+
+def test_overrides_reach_nested_fields_and_are_typed():
+    config = load_config(Stage1Config, "stage1-quick", ["qformer.num_queries=4", "learning_rate=3e-4", "mf.factors=32"])
+    assert config.qformer.num_queries == 4 and config.learning_rate == 3e-4 and config.mf.factors == 32
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("qformer.num_querys=4", "unknown field 'qformer.num_querys'"),
+        ("steps=many", "'steps' must be int"),
+        ("variant=ilm-xx", "unknown variant 'ilm-xx'"),
+        ("no-equals-sign", "is not key=value"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(InputError, match=message):
+        load_config(Stage1Config, "stage1-quick", [override])
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("steps: [1,\n")
+    with pytest.raises(InputError, match="broken.yaml"):
+        load_config(Stage1Config, path)

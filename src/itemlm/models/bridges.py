@@ -1,0 +1,112 @@
+"""Bridges: how an item (or a user) becomes vectors in the frozen LLM's input.
+
+    ilm        the stage-1 Q-Former's query outputs -> `LinearAdapter` -> Q vectors (the paper)
+    ilm-rand   the same, with a randomly initialized Q-Former (no stage 1)
+    mlp        CoLLM-style: CF vector -> two-layer MLP -> `num_tokens` vectors
+    text-only  no vectors at all: the prompt names items by title (what a plain LLM gets)
+
+A bridge maps CF vectors [B, cf_dim] and kinds [B] (0 item, 1 user) to [B, num_tokens, llm_hidden].
+Only bridges are trained in stage 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from itemlm.errors import InputError
+from itemlm.models.qformer import ItemQFormer
+
+BRIDGES = ("ilm", "ilm-rand", "mlp", "text-only")
+
+
+class LinearAdapter(nn.Module):
+    """One linear map from the Q-Former's hidden size to the LLM's (the paper's adapter)."""
+
+    def __init__(self, in_dim: int, llm_hidden: int, output_scale: float = 1.0):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, llm_hidden)
+        # Start the outputs at the typical norm of the LLM's own token embeddings.
+        nn.init.normal_(self.proj.weight, std=output_scale / in_dim**0.5)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class QFormerBridge(nn.Module):
+    def __init__(self, qformer: ItemQFormer, llm_hidden: int, output_scale: float = 1.0):
+        super().__init__()
+        self.qformer = qformer
+        self.adapter = LinearAdapter(qformer.config.hidden, llm_hidden, output_scale)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.qformer.config.num_queries
+
+    def forward(self, cf: Tensor, kind: Tensor) -> Tensor:
+        return self.adapter(self.qformer.encode_items(cf, kind))
+
+
+class MLPBridge(nn.Module):
+    """CoLLM's mapping: CF vector -> hidden -> `num_tokens` LLM-sized vectors (ReLU between)."""
+
+    def __init__(self, cf_dim: int, llm_hidden: int, num_tokens: int = 1, hidden: int | None = None, cf_scale: float = 1.0, output_scale: float = 1.0):
+        super().__init__()
+        hidden = hidden or 4 * llm_hidden
+        self.num_tokens, self.llm_hidden, self.cf_scale = num_tokens, llm_hidden, cf_scale
+        self.kind_embedding = nn.Embedding(2, cf_dim)  # a user is a special item here too
+        self.mlp = nn.Sequential(nn.Linear(cf_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_tokens * llm_hidden))
+        nn.init.normal_(self.mlp[2].weight, std=output_scale / hidden**0.5)
+
+    def forward(self, cf: Tensor, kind: Tensor) -> Tensor:
+        x = cf * self.cf_scale + self.kind_embedding(kind)
+        return self.mlp(x).view(cf.shape[0], self.num_tokens, self.llm_hidden)
+
+
+def save_bridge(bridge: nn.Module | None, folder: Path, meta: dict) -> None:
+    """Bridge weights (+ the Q-Former as its own `from_pretrained` folder) and `bridge.json`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(bridge, QFormerBridge):
+        bridge.qformer.save_pretrained(folder / "qformer")
+        state = {f"adapter.{k}": v for k, v in bridge.adapter.state_dict().items()}
+    elif bridge is not None:
+        state = bridge.state_dict()
+    else:
+        state = {}
+    if state:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / "bridge.safetensors"))
+    (folder / "bridge.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_bridge(folder: Path, llm_hidden: int) -> tuple[nn.Module | None, dict]:
+    meta_path = folder / "bridge.json"
+    if not meta_path.exists():
+        raise InputError("not an itemlm model folder (no bridge.json)", path=folder)
+    meta = json.loads(meta_path.read_text())
+    kind = meta["bridge"]
+    if kind == "text-only":
+        return None, meta
+    state = load_file(str(folder / "bridge.safetensors"))
+    if kind in ("ilm", "ilm-rand"):
+        bridge = QFormerBridge(ItemQFormer.from_pretrained(folder / "qformer"), llm_hidden)
+        bridge.adapter.load_state_dict({k.removeprefix("adapter."): v for k, v in state.items()})
+    elif kind == "mlp":
+        bridge = MLPBridge(meta["cf_dim"], llm_hidden, meta["num_tokens"], meta["mlp_hidden"], meta["cf_scale"])
+        bridge.load_state_dict(state)
+    else:
+        raise InputError(f"unknown bridge '{kind}' (expected one of {', '.join(BRIDGES)})", path=meta_path)
+    return bridge, meta
+
+
+def trainable_parameters(module: nn.Module | None) -> list[nn.Parameter]:
+    return [] if module is None else [p for p in module.parameters() if p.requires_grad]
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    return sum(p.numel() for p in trainable_parameters(module))
+

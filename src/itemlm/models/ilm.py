@@ -1,0 +1,246 @@
+"""The Item-Language Model: a frozen LLM that reads items and users through a trained bridge.
+
+A prompt is text with placeholders, `<item:12>` and `<user:3>`. It is wrapped in the LLM's chat
+template, split at the placeholders, and each placeholder is replaced by the bridge's vectors for
+that item or user (the text-only bridge replaces it by the item's title instead). The result is
+one sequence of input embeddings for the frozen LLM.
+
+    model = ItemLanguageModel.from_pretrained("runs/stage2/demo/model")
+    model.describe(0)                         # "Toy Story (1995) is an animation ..."
+    model.recommend(history=[0, 49, 180], k=5)
+    model.chat([{"role": "user", "content": "I loved Heat and Casino, something lighter?"}])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from itemlm.data.text_views import display_title
+from itemlm.errors import InputError
+from itemlm.eval.constrained import TitleTrie, constrained_beam_search
+from itemlm.io import atomic_folder
+from itemlm.models.bridges import load_bridge, save_bridge
+from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, pad_embeds
+from itemlm.tasks.templates import find_placeholders, item_placeholder, user_placeholder
+
+IGNORE = -100
+
+
+@dataclass
+class Catalogue:
+    """What the model knows about the world besides its weights: items, users' histories, CF vectors."""
+
+    items: pd.DataFrame  # the dataset's item table (title, year, genres, ..., text_held_out)
+    histories: list[list[int]]  # each user's training items, oldest first
+    item_vectors: np.ndarray  # [num_items, cf_dim]
+    user_vectors: np.ndarray  # [num_users, cf_dim]
+    domain: str = "movies"
+
+    def __post_init__(self):
+        self.titles = [display_title(row) for row in self.items.to_dict("records")]
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def save(self, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        self.items.to_parquet(folder / "items.parquet", index=False)
+        save_file(
+            {"item_vectors": np.ascontiguousarray(self.item_vectors), "user_vectors": np.ascontiguousarray(self.user_vectors)},
+            str(folder / "cf.safetensors"),
+        )
+        (folder / "catalogue.json").write_text(json.dumps({"domain": self.domain, "histories": self.histories}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Catalogue":
+        from safetensors.numpy import load_file
+
+        vectors = load_file(str(folder / "cf.safetensors"))
+        meta = json.loads((folder / "catalogue.json").read_text())
+        return cls(pd.read_parquet(folder / "items.parquet"), meta["histories"], vectors["item_vectors"], vectors["user_vectors"], meta["domain"])
+
+
+class ItemLanguageModel(nn.Module):
+    def __init__(self, llm: FrozenLLM, bridge: nn.Module | None, bridge_kind: str, catalogue: Catalogue):
+        super().__init__()
+        self.llm = llm
+        self.bridge = bridge
+        self.bridge_kind = bridge_kind
+        self.catalogue = catalogue
+        self.register_buffer("item_cf", torch.as_tensor(catalogue.item_vectors, dtype=torch.float32), persistent=False)
+        self.register_buffer("user_cf", torch.as_tensor(catalogue.user_vectors, dtype=torch.float32), persistent=False)
+        self._piece_ids: dict[tuple[str, bool], list[int]] = {}
+        self._trie: TitleTrie | None = None
+
+    # ---------------------------------------------------------------- prompts -> embeddings
+    def render_text_only(self, prompt: str) -> str:
+        """The text-only bridge: items by title, users by their recent titles."""
+        out, last = [], 0
+        for kind, index, start, end in find_placeholders(prompt):
+            out.append(prompt[last:start])
+            if kind == "item":
+                out.append(self.catalogue.titles[index])
+            else:
+                recent = [self.catalogue.titles[i] for i in self.catalogue.histories[index][-5:]]
+                out.append(f"a user who recently chose {', '.join(recent)}" if recent else "a new user")
+            last = end
+        return "".join(out) + prompt[last:]
+
+    def _ids(self, piece: str, first: bool) -> list[int]:
+        key = (piece, first)
+        if key not in self._piece_ids:
+            self._piece_ids[key] = (
+                self.llm.encode(piece) if first else self.llm.tokenizer(piece, add_special_tokens=False).input_ids
+            )
+        return self._piece_ids[key]
+
+    def prompt_pieces(self, prompt: str) -> list[list[int] | tuple[str, int]]:
+        """The chat-formatted prompt as token-id runs and (kind, index) placeholders, in order."""
+        if self.bridge is None:
+            prompt = self.render_text_only(prompt)
+        text = self.llm.format_chat([{"role": "user", "content": prompt}])
+        pieces: list[list[int] | tuple[str, int]] = []
+        last = 0
+        for kind, index, start, end in find_placeholders(text):
+            if start > last:
+                pieces.append(self._ids(text[last:start], first=not pieces))
+            limit = self.catalogue.num_items if kind == "item" else len(self.catalogue.histories)
+            if not 0 <= index < limit:
+                raise InputError(f"<{kind}:{index}> is not in the catalogue (0..{limit - 1})")
+            pieces.append((kind, index))
+            last = end
+        if last < len(text):
+            pieces.append(self._ids(text[last:], first=not pieces))
+        return pieces
+
+    def placeholder_vectors(self, pieces_list: list[list]) -> dict[tuple[str, int], Tensor]:
+        """One batched bridge call for every distinct item and user placeholder of a batch."""
+        wanted = {p for pieces in pieces_list for p in pieces if isinstance(p, tuple)}
+        if not wanted or self.bridge is None:
+            return {}
+        keys = sorted(wanted)
+        kind = torch.tensor([0 if k == "item" else 1 for k, _ in keys])
+        cf = torch.stack([(self.item_cf if k == "item" else self.user_cf)[i] for k, i in keys])
+        vectors = self.bridge(cf, kind)
+        return {key: vectors[row] for row, key in enumerate(keys)}
+
+    def embed_pieces(self, pieces_list: list[list], extra_ids: list[list[int]] | None = None) -> list[Tensor]:
+        vectors = self.placeholder_vectors(pieces_list)
+        sequences = []
+        for row, pieces in enumerate(pieces_list):
+            ids_and_vectors: list[Tensor] = []
+            for piece in pieces + ([extra_ids[row]] if extra_ids else []):
+                if isinstance(piece, tuple):
+                    ids_and_vectors.append(vectors[piece].float())
+                elif piece:
+                    ids_and_vectors.append(self.llm.embed(torch.tensor(piece, dtype=torch.long)).float())
+            sequences.append(torch.cat(ids_and_vectors))
+        return sequences
+
+    # ---------------------------------------------------------------- training
+    def target_ids(self, target: str) -> list[int]:
+        eos = self.llm.tokenizer.eos_token_id
+        return self.llm.tokenizer(target, add_special_tokens=False).input_ids + ([eos] if eos is not None else [])
+
+    def batch(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+        """Right-padded (embeddings, attention mask, labels); labels only on the target tokens."""
+        pieces = [self.prompt_pieces(p) for p in prompts]
+        answers = [self.target_ids(t)[:max_target_tokens] for t in targets]
+        sequences = self.embed_pieces(pieces, answers)
+        embeds, mask = pad_embeds(sequences, side="right")
+        labels = torch.full(mask.shape, IGNORE, dtype=torch.long)
+        for row, (sequence, answer) in enumerate(zip(sequences, answers)):
+            start = len(sequence) - len(answer)
+            labels[row, start : len(sequence)] = torch.tensor(answer)
+        return embeds, mask, labels
+
+    def loss(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> tuple[Tensor, int]:
+        embeds, mask, labels = self.batch(prompts, targets, max_target_tokens)
+        out = self.llm.forward_embeds(embeds, mask, labels)
+        return out.loss, out.num_tokens
+
+    # ---------------------------------------------------------------- inference
+    def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        return pad_embeds(self.embed_pieces([self.prompt_pieces(p) for p in prompts]), side="left")
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int = 48) -> list[str]:
+        embeds, mask = self.encode_prompts(prompts)
+        return [t.strip() for t in self.llm.generate_embeds(embeds, mask, max_new_tokens).texts]
+
+    @property
+    def trie(self) -> TitleTrie:
+        if self._trie is None:
+            self._trie = TitleTrie.from_titles(self.llm.tokenizer, self.catalogue.titles)
+        return self._trie
+
+    @torch.no_grad()
+    def recommend_prompts(
+        self, prompts: list[str], k: int = 10, exclude: list[list[int]] | None = None, num_beams: int | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """Top-k distinct catalogue items per prompt (constrained beam search over titles)."""
+        embeds, mask = self.encode_prompts(prompts)
+        return constrained_beam_search(self.llm, embeds, mask, self.trie, num_beams or max(k, 10), k, exclude)
+
+    def describe(self, item: int, max_new_tokens: int = 48) -> str:
+        return self.generate([f"Pitch {item_placeholder(item)} in one sentence."], max_new_tokens)[0]
+
+    def profile(self, user: int, max_new_tokens: int = 48) -> str:
+        return self.generate([f"Describe the taste of {user_placeholder(user)}."], max_new_tokens)[0]
+
+    def recommend(
+        self,
+        history: list[int] | None = None,
+        user: int | None = None,
+        text: str | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+    ) -> list[tuple[int, str, float]]:
+        """Recommend from an item history, a user, or free text (which may hold placeholders)."""
+        if text is not None:
+            prompt, seen = text, [i for _, i, _, _ in find_placeholders(text)]
+        elif history:
+            recent = history[-20:]
+            prompt = f"A user interacted with these items in order: {', '.join(item_placeholder(i) for i in recent)}. What comes next?"
+            seen = list(history)
+        elif user is not None:
+            prompt, seen = f"Recommend an item for {user_placeholder(user)}.", list(self.catalogue.histories[user])
+        else:
+            raise InputError("recommend needs a history, a user or a text")
+        ranked = self.recommend_prompts([prompt], k, [seen if exclude_seen else []])[0]
+        return [(item, self.catalogue.titles[item], score) for item, score in ranked]
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 64) -> str:
+        """Free-form answer to the last user message (placeholders allowed in it)."""
+        return self.generate([messages[-1]["content"]], max_new_tokens)[0]
+
+    # ---------------------------------------------------------------- saving
+    def save_pretrained(self, folder: str | Path, meta: dict | None = None) -> Path:
+        """Bridge weights + config + the LLM's name + the catalogue, in one folder (atomically)."""
+        folder = Path(folder)
+        llm = None if self.llm.source.endswith(EMBEDDED_GGUF) else self.llm.source  # None: the embedded default
+        with atomic_folder(folder) as staging:
+            save_bridge(self.bridge, staging, {"bridge": self.bridge_kind, "llm": llm, **(meta or {})})
+            self.catalogue.save(staging)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, llm: FrozenLLM | None = None, dtype: str = "float32") -> "ItemLanguageModel":
+        folder = Path(folder)
+        if not (folder / "bridge.json").exists():
+            raise InputError("not an itemlm model folder (no bridge.json); train one with `itemlm stage2`", path=folder)
+        meta = json.loads((folder / "bridge.json").read_text())
+        llm = llm or FrozenLLM.load(meta.get("llm") or None, dtype=dtype)
+        bridge, meta = load_bridge(folder, llm.hidden_size)
+        if bridge is not None:
+            bridge.eval()
+        return cls(llm, bridge, meta["bridge"], Catalogue.load(folder))

@@ -1,0 +1,225 @@
+"""Stage-2 recipe: plug a bridge into a frozen LLM and fine-tune the bridge on many tasks at once.
+
+Read it top to bottom: config -> data, CF vectors, samples -> LLM + bridge -> loop -> save -> eval.
+
+    itemlm stage2 --config stage2-quick stage1_model=runs/stage1/stage1-quick/model
+    itemlm stage2 --config stage2-quick bridge=mlp
+    itemlm stage2 --config stage2-quick --resume
+
+Bridges: ilm (the stage-1 Q-Former + a linear adapter), ilm-rand (a randomly initialized
+Q-Former of the same size), mlp (CoLLM-style), text-only (nothing to train: the plain LLM reading
+titles). Only the bridge's parameters get gradients; the LLM is frozen (tests/test_llm.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from itemlm.cf.mf import MFConfig
+from itemlm.data.prepare import load_dataset
+from itemlm.data.splits import make_split
+from itemlm.errors import InputError
+from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters
+from itemlm.models.ilm import Catalogue, ItemLanguageModel
+from itemlm.models.llm import FrozenLLM
+from itemlm.models.qformer import ItemQFormer
+from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
+from itemlm.tasks.templates import TASKS, infer_domain
+from itemlm.train.checkpoint import CheckpointManager
+from itemlm.train.schedule import warmup_cosine
+from itemlm.train.stage1 import Stage1Config, cf_embeddings_for
+
+DEFAULT_WEIGHTS = {
+    "item_title": 1.0, "item_genres": 1.0, "item_description": 1.0, "item_pitch": 1.0,
+    "user_profile": 1.0, "sequential": 2.0, "straightforward": 1.0, "conversational": 1.0,
+}
+
+
+@dataclass
+class Stage2Config:
+    name: str = "stage2"
+    dataset: str = "ml-100k"
+    data_home: str | None = None
+    split: str = "leave-one-out"
+    cf_model: str | None = None  # None: the MF of `mf`, trained once per dataset and cached
+    mf: MFConfig = field(default_factory=MFConfig)
+    bridge: str = "ilm"  # ilm | ilm-rand | mlp | text-only
+    stage1_model: str | None = None  # the stage-1 Q-Former folder (bridge=ilm)
+    random_qformer_layers: int = 2  # size of the ilm-rand Q-Former (MiniLM config, random weights)
+    num_queries: int = 8  # ilm-rand only; ilm takes it from the stage-1 model
+    mlp_tokens: int = 1  # CoLLM uses one token per item
+    llm: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
+    llm_dtype: str = "bfloat16"  # bfloat16 for training speed; evaluation reloads in eval_dtype
+    eval_dtype: str = "float32"
+    task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    history_length: int = 20
+    max_target_tokens: int = 48
+    batch_size: int = 8
+    steps: int = 200
+    learning_rate: float = 1e-4
+    adapter_lr_scale: float = 10.0  # the adapter / MLP start from scratch
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 50
+    eval_text_samples: int = 40  # per text task and prompt set
+    eval_rec_samples: int = 100  # users per ranked task and prompt set
+    eval_beams: int = 10
+    output_dir: str | None = None  # default runs/stage2/<name>
+
+    def __post_init__(self):
+        if self.bridge not in BRIDGES:
+            raise InputError(f"unknown bridge '{self.bridge}': expected one of {', '.join(BRIDGES)}")
+        unknown = set(self.task_weights) - set(TASKS)
+        if unknown:
+            raise InputError(f"unknown task in task_weights: {', '.join(sorted(unknown))} (tasks: {', '.join(TASKS)})")
+        if self.bridge == "ilm" and not self.stage1_model:
+            raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir or f"runs/stage2/{self.name}")
+
+
+def embedding_scale(llm: FrozenLLM) -> float:
+    """Per-coordinate size of the LLM's own token embeddings: new vectors should start like them."""
+    weight = llm.model.get_input_embeddings().weight.float()
+    return float(weight.norm(dim=1).mean() / math.sqrt(weight.shape[1]))
+
+
+def build_bridge(config: Stage2Config, cf_dim: int, cf_scale: float, llm: FrozenLLM):
+    scale = embedding_scale(llm)
+    if config.bridge == "text-only":
+        return None
+    if config.bridge == "ilm":
+        qformer = ItemQFormer.from_pretrained(config.stage1_model)
+        if qformer.config.cf_dim != cf_dim:
+            raise InputError(f"the stage-1 model reads {qformer.config.cf_dim}-d CF vectors, these are {cf_dim}-d", path=config.stage1_model)
+        return QFormerBridge(qformer, llm.hidden_size, scale)
+    if config.bridge == "ilm-rand":
+        qformer = ItemQFormer.from_bert(
+            None, init="random", layers=config.random_qformer_layers, num_queries=config.num_queries,
+            cf_dim=cf_dim, cf_scale=cf_scale,
+        )
+        return QFormerBridge(qformer, llm.hidden_size, scale)
+    return MLPBridge(cf_dim, llm.hidden_size, config.mlp_tokens, cf_scale=cf_scale, output_scale=scale)
+
+
+def parameter_groups(bridge, config: Stage2Config) -> list[dict]:
+    fresh, pretrained = [], []
+    for name, parameter in bridge.named_parameters():
+        (pretrained if name.startswith("qformer.") else fresh).append(parameter)
+    groups = [{"params": fresh, "lr": config.learning_rate * config.adapter_lr_scale}]
+    if pretrained:
+        groups.append({"params": pretrained, "lr": config.learning_rate})
+    return [dict(g, weight_decay=config.weight_decay) for g in groups]
+
+
+def load_everything(config: Stage2Config, llm_dtype: str):
+    """Dataset, split, CF vectors, LLM and the catalogue the model will carry."""
+    dataset = load_dataset(config.dataset, config.data_home)
+    split = make_split(dataset, config.split)
+    stage1_like = Stage1Config(dataset=config.dataset, data_home=config.data_home, split=config.split, cf_model=config.cf_model, mf=config.mf)
+    cf = cf_embeddings_for(stage1_like, split)
+    llm = FrozenLLM.load(config.llm, dtype=llm_dtype)
+    catalogue = Catalogue(
+        dataset.items, [s.tolist() for s in split.train_sequences()], cf.item_vectors, cf.user_vectors, infer_domain(dataset)
+    )
+    return dataset, split, cf, llm, catalogue
+
+
+def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True, evaluate: bool = True) -> Path:
+    from itemlm.eval.stage2_eval import evaluate_stage2
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+
+    dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
+    cf_scale = 1.0 / max(float(np.sqrt(np.mean(np.square(cf.item_vectors)))), 1e-8)
+    bridge = build_bridge(config, cf.dim, cf_scale, llm)
+    model = ItemLanguageModel(llm, bridge, config.bridge, catalogue)
+    train_samples = build_samples(dataset, split, "train", seed=config.seed, history_length=config.history_length, prompts="seen")
+    steps = config.steps if bridge is not None else 0  # text-only has nothing to train
+    mixture = mix_samples(group_by_task(train_samples), config.task_weights, max(1, steps * config.batch_size), config.seed)
+
+    checkpoints = CheckpointManager(out / "checkpoints")
+    start_step = 0
+    log = None
+    if bridge is not None:
+        optimizer = torch.optim.AdamW(parameter_groups(bridge, config))
+        scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
+        bridge, optimizer, scheduler = accelerator.prepare(bridge, optimizer, scheduler)
+        model.bridge = bridge
+        generator = torch.Generator().manual_seed(config.seed)
+        if resume:
+            start_step = checkpoints.restore_latest(accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
+        log = checkpoints.metrics_log(out / "metrics.jsonl", keep_through_step=start_step)
+        model.train()
+
+    last_step = steps if stop_after is None else min(steps, start_step + stop_after)
+    bar = tqdm(range(start_step, last_step), desc=f"stage2 {config.bridge}", disable=not progress, initial=start_step, total=steps)
+    for step in bar:
+        batch = mixture[step * config.batch_size : (step + 1) * config.batch_size]
+        loss, tokens = model.loss([s.prompt for s in batch], [s.target for s in batch], config.max_target_tokens)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"stage-2 loss is {value} at step {step}; lower the learning rate")
+        accelerator.backward(loss)
+        if config.grad_clip:
+            accelerator.clip_grad_norm_(bridge.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if done % config.log_every == 0 or done == steps:
+            log.write({"step": done, "loss": round(value, 5), "tokens": tokens, "lr": scheduler.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{value:.3f}")
+        if done % config.checkpoint_every == 0 and done < steps:
+            checkpoints.save(done, accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
+    bar.close()
+    if log is not None:
+        log.close()
+    if last_step < steps:
+        checkpoints.save(last_step, accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
+        return out / "checkpoints"
+
+    trained = accelerator.unwrap_model(bridge) if bridge is not None else None
+    model.bridge = trained
+    meta = {
+        "dataset": config.dataset,
+        "cf_dim": cf.dim,
+        "cf_scale": cf_scale,
+        "num_tokens": getattr(trained, "num_tokens", 0),
+        "mlp_hidden": trained.mlp[0].out_features if isinstance(trained, MLPBridge) else None,
+        "trainable_parameters": count_parameters(trained),
+    }
+    final = model.save_pretrained(out / "model", meta)
+    train_seconds = time.perf_counter() - started
+    report = {"train": {"bridge": config.bridge, "steps": steps, "samples": steps * config.batch_size, "seconds": round(train_seconds, 1), **meta}}
+    if evaluate:
+        eval_model = ItemLanguageModel.from_pretrained(final, dtype=config.eval_dtype)
+        test_samples = build_samples(dataset, split, "test", seed=config.seed, history_length=config.history_length, prompts="all")
+        report["test"] = evaluate_stage2(
+            eval_model, test_samples, max_text_samples=config.eval_text_samples,
+            max_rec_samples=config.eval_rec_samples, num_beams=config.eval_beams, seed=config.seed, progress=progress,
+        )
+        report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
+    report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    return final

@@ -1,0 +1,116 @@
+"""Stage 2 on a tiny random LLM: the LLM stays bit-identical, only the bridge learns, resume is exact."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from itemlm.chat.session import ChatSession
+from itemlm.config import load_config
+from itemlm.models.ilm import ItemLanguageModel
+from itemlm.train.stage2 import Stage2Config, build_bridge, load_everything, train_stage2
+from tests.test_llm import make_tiny_llm
+
+
+@pytest.fixture(scope="module")
+def tiny_llm_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    make_tiny_llm(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+def tiny_config(llm_folder, data_home, out, **changes) -> Stage2Config:
+    overrides = [
+        f"llm={llm_folder}", f"data_home={data_home}", f"output_dir={out}", "bridge=ilm-rand",
+        "random_qformer_layers=1", "num_queries=2", "llm_dtype=float32", "steps=4", "batch_size=4",
+        "checkpoint_every=2", "log_every=1", "warmup_steps=1", "history_length=3", "max_target_tokens=12",
+        "eval_text_samples=4", "eval_rec_samples=4", "eval_beams=4", "mf.factors=8", "mf.iterations=2",
+    ] + [f"{k}={v}" for k, v in changes.items()]
+    return load_config(Stage2Config, "stage2-quick", overrides)
+
+
+def test_only_the_bridge_learns_and_the_llm_is_bit_identical(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, catalogue = load_everything(config, "float32")
+    bridge = build_bridge(config, cf.dim, 1.0, llm)
+    model = ItemLanguageModel(llm, bridge, "ilm-rand", catalogue)
+    model.train()
+    llm_before = {k: v.clone() for k, v in llm.state_dict().items()}
+    bridge_before = {k: v.clone() for k, v in bridge.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in bridge.parameters()], lr=1e-2)
+    for _ in range(2):
+        loss, tokens = model.loss(["Which movie is <item:0>?", "Pick a movie for <user:3>."], ["Toy Story (1995)", "Heat (1995)"])
+        loss.backward()
+        assert all(p.grad is None for p in llm.parameters())
+        optimizer.step()
+        optimizer.zero_grad()
+    assert tokens > 0
+    assert all(torch.equal(llm_before[k], v) for k, v in llm.state_dict().items())
+    assert any(not torch.equal(bridge_before[k], v) for k, v in bridge.state_dict().items())
+
+
+def test_placeholders_become_bridge_vectors(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, catalogue = load_everything(config, "float32")
+    model = ItemLanguageModel(llm, build_bridge(config, cf.dim, 1.0, llm), "ilm-rand", catalogue)
+    one = model.prompt_pieces("Which movie is <item:0>?")
+    two = model.prompt_pieces("Compare <item:0> and <item:1>.")
+    assert ("item", 0) in one and ("item", 1) in two
+    embeds, mask = model.encode_prompts(["Which movie is <item:0>?"])
+    text_tokens = sum(len(p) for p in one if isinstance(p, list))
+    assert embeds.shape[1] == text_tokens + 2  # two query vectors for the one item
+    text_only = ItemLanguageModel(llm, None, "text-only", catalogue)
+    assert "Toy Story (1995)" in text_only.render_text_only("Which movie is <item:0>?")
+    with pytest.raises(Exception, match="not in the catalogue"):
+        model.prompt_pieces("<item:99999>")
+
+
+def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, data_home, tmp_path):
+    straight = tiny_config(tiny_llm_folder, data_home, tmp_path / "straight")
+    train_stage2(straight, progress=False, evaluate=False)
+    resumed = tiny_config(tiny_llm_folder, data_home, tmp_path / "resumed")
+    train_stage2(resumed, stop_after=3, progress=False, evaluate=False)
+    final = train_stage2(resumed, resume=True, progress=False, evaluate=True)
+    a = load_file(tmp_path / "straight" / "model" / "qformer" / "model.safetensors")
+    b = load_file(final / "qformer" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(load_file(tmp_path / "straight" / "model" / "bridge.safetensors")["adapter.proj.weight"],
+                       load_file(final / "bridge.safetensors")["adapter.proj.weight"])
+    report = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert set(report["test"]["sequential"]) == {"seen", "unseen"}
+    assert 0.0 <= report["test"]["sequential"]["seen"]["HR@10"] <= 1.0
+    assert -1.0 <= report["test"]["item_title"]["seen"]["SC"] <= 1.0
+    loaded = ItemLanguageModel.from_pretrained(final)
+    recs = loaded.recommend(history=[0, 1, 2], k=3)
+    assert len(recs) == 3 and all(item not in (0, 1, 2) for item, _, _ in recs)
+
+
+def test_mlp_and_text_only_bridges_train_and_save(tiny_llm_folder, data_home, tmp_path):
+    for bridge in ("mlp", "text-only"):
+        config = tiny_config(tiny_llm_folder, data_home, tmp_path / bridge, bridge=bridge, steps=2)
+        folder = train_stage2(config, progress=False, evaluate=False)
+        model = ItemLanguageModel.from_pretrained(folder)
+        assert model.bridge_kind == bridge
+        assert isinstance(model.describe(0, max_new_tokens=4), str)
+
+
+def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "chat", bridge="text-only")
+    model = ItemLanguageModel.from_pretrained(train_stage2(config, progress=False, evaluate=False))
+    session = ChatSession(model, k=3, candidates=10)
+    reply = session.respond("I loved Toy Stroy")
+    assert "could not find" in reply and "Toy Story (1995)" in reply
+    reply = session.respond("I loved Heat and Casino")
+    titles = [model.catalogue.titles[i] for i in session.prefs.liked]
+    assert titles == ["Heat (1995)", "Casino (1995)"] or set(titles) == {"Heat (1995)", "Casino (1995)"}
+    assert reply.count("\n") >= 2 and "1. " in reply
+    session.respond("something less violent please")
+    assert {"action", "crime"} <= session.prefs.avoid_tags
+    for item, _ in session.recommendations():
+        assert not session.tags[item] & session.prefs.avoid_tags

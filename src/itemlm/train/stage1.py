@@ -34,6 +34,7 @@ from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.paths import data_home
 from itemlm.train.checkpoint import CheckpointManager
+from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 
 VARIANTS = {
@@ -247,6 +248,8 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
         optimizer.zero_grad(set_to_none=True)
         accelerator.unwrap_model(model).clamp_temperature_()
         done = step + 1
+        if done % 5 == 0:
+            return_freed_memory()
         if done % config.log_every == 0 or done == config.steps:
             record = {"step": done, "lr": scheduler.get_last_lr()[0], **{k: round(v, 5) for k, v in parts.items()}}
             log.write(record)

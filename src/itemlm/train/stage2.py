@@ -36,6 +36,7 @@ from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager
+from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.stage1 import Stage1Config, cf_embeddings_for
 
@@ -187,6 +188,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        if done % 5 == 0:
+            return_freed_memory()
         if done % config.log_every == 0 or done == steps:
             log.write({"step": done, "loss": round(value, 5), "tokens": tokens, "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{value:.3f}")

@@ -25,7 +25,7 @@ def test_chat_command_answers_and_survives_unknown_titles(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Toy Story (1995)" in result.stdout and "1. " in result.stdout
-    assert "newer than 1995" in result.stdout
+    assert "newer than 1995" in result.stdout and "could not find a title" in result.stdout
     assert "Traceback" not in result.stderr
 
 

@@ -109,11 +109,23 @@ class ChatSession:
         return not (p.max_year and (year is None or year >= p.max_year))
 
     # -------------------------------------------------------------- answering
+    def active_constraints(self) -> list[str]:
+        p = self.prefs
+        notes = [f"no {', '.join(sorted(p.avoid_tags))}"] if p.avoid_tags else []
+        notes += [f"with {', '.join(sorted(p.want_tags))}"] if p.want_tags else []
+        notes += [f"newer than {p.min_year}"] if p.min_year else []
+        notes += [f"older than {p.max_year}"] if p.max_year else []
+        return notes
+
     def recommendations(self) -> list[tuple[int, str]]:
         liked = self.prefs.liked[-3:]
         prompt = f"I loved {', '.join(item_placeholder(i) for i in liked)}; what should I try next?"
-        ranked = self.model.recommend_prompts([prompt], self.candidates, [self.prefs.liked], num_beams=self.candidates)[0]
-        chosen = [item for item, _ in ranked if self.acceptable(item)][: self.k]
+        chosen: list[int] = []
+        for width in (self.candidates, 4 * self.candidates):  # widen once when the filters leave too few
+            ranked = self.model.recommend_prompts([prompt], width, [self.prefs.liked], num_beams=width)[0]
+            chosen = [item for item, _ in ranked if self.acceptable(item)][: self.k]
+            if len(chosen) == self.k or not self.active_constraints():
+                break
         liked_tags = set().union(*(self.tags[i] for i in liked)) if liked else set()
         titles = self.model.catalogue.titles
         domain = self.model.catalogue.domain
@@ -133,10 +145,11 @@ class ChatSession:
         if text.lower() == "reset":
             self.prefs = Preferences()
             return "Starting over. " + HELP
-        named = [i for i in self.find_titles(text) if i not in self.prefs.liked]
+        mentioned = self.find_titles(text)
+        named = [i for i in mentioned if i not in self.prefs.liked]
         self.prefs.liked += named
         notes = self.refine(text)
-        if not self.prefs.liked:
+        if not self.prefs.liked or (not mentioned and not notes):
             close = self.suggestions(text)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             return f"I could not find a title I know in that.{hint} " + HELP
@@ -145,8 +158,8 @@ class ChatSession:
         lines = []
         if heard:
             lines.append(f"You liked {', '.join(heard)}.")
-        if notes:
-            lines.append(f"Keeping it {', '.join(notes)}.")
+        if notes or self.active_constraints():
+            lines.append(f"Keeping to: {'; '.join(self.active_constraints())}.")
         if not picks:
             lines.append("Nothing in my catalogue fits all of that; try 'reset' or fewer constraints.")
         for rank, (_, reason) in enumerate(picks, start=1):

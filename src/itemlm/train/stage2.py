@@ -13,6 +13,7 @@ titles). Only the bridge's parameters get gradients; the LLM is frozen (tests/te
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import resource
@@ -216,6 +217,10 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     train_seconds = time.perf_counter() - started
     report = {"train": {"bridge": config.bridge, "steps": steps, "samples": steps * config.batch_size, "seconds": round(train_seconds, 1), **meta}}
     if evaluate:
+        # The training copy of the LLM (often bfloat16) goes before the evaluation copy loads.
+        del model, trained, bridge, llm
+        gc.collect()
+        return_freed_memory()
         eval_model = ItemLanguageModel.from_pretrained(final, dtype=config.eval_dtype)
         test_samples = build_samples(dataset, split, "test", seed=config.seed, history_length=config.history_length, prompts="all")
         report["test"] = evaluate_stage2(

@@ -220,15 +220,15 @@ def stage2(
 
 def stage2_table(report: dict, title: str) -> Table:
     table = Table(title=title)
-    for column in ("task", "prompts", "metric", "value", "held-out items", "n"):
-        table.add_column(column, justify="right" if column in ("value", "held-out items", "n") else "left")
+    for column in ("task", "prompts", "metric", "value", "held-out", "n"):
+        table.add_column(column, justify="right" if column in ("value", "held-out", "n") else "left", no_wrap=True)
     for task, by_prompt in report.items():
         for prompt_set, m in by_prompt.items():
             if "SC" in m:
                 held = m.get("SC_text_held_out")
                 table.add_row(task, prompt_set, "SC", f"{m['SC']:.3f}", "" if held is None else f"{held:.3f}", str(m["n"]))
             else:
-                table.add_row(task, prompt_set, "HR@10 / NDCG@10", f"{m['HR@10']:.3f} / {m['NDCG@10']:.3f}", "", str(m["n"]))
+                table.add_row(task, prompt_set, "HR/NDCG@10", f"{m['HR@10']:.3f}/{m['NDCG@10']:.3f}", "", str(m["n"]))
     return table
 
 

@@ -55,7 +55,7 @@ def run_demo(data_home: Path | None = None, console: Console | None = None, runs
     # Each stage runs as its own `itemlm` process, as a person would run it: its memory goes back
     # to the OS when it ends, so the demo's peak is the larger stage's, not their sum.
     shared = [f"data_home={data_home}"] if data_home else []
-    stage1_overrides = shared + [f"output_dir={runs / 'stage1'}", "steps=20" if fast else "steps=200"]
+    stage1_overrides = shared + [f"output_dir={runs / 'stage1'}", "steps=20" if fast else "steps=150"]
     if not (runs / "stage1" / "metrics.json").exists():
         console.print("4. stage 1: pre-training the item Q-Former (ITC + ITM + ITG) ...")
         run_stage("stage1", "stage1-quick", stage1_overrides)

@@ -3,12 +3,23 @@ import pytest
 from itemlm.config import PRESETS, load_config
 from itemlm.errors import InputError
 from itemlm.train.stage1 import Stage1Config
+from itemlm.train.stage2 import Stage2Config
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
 def test_every_preset_loads(preset):
-    config = load_config(Stage1Config, preset)
-    assert config.steps > 0 and config.variant.startswith("ilm-it")
+    if preset.startswith("stage2"):
+        config = load_config(Stage2Config, preset)
+        assert config.steps > 0 and config.bridge == "ilm"
+    else:
+        config = load_config(Stage1Config, preset)
+        assert config.steps > 0 and config.variant.startswith("ilm-it")
+
+
+def test_stage2_needs_a_stage1_model_for_the_ilm_bridge():
+    with pytest.raises(InputError, match="stage1_model"):
+        load_config(Stage2Config, "stage2-quick", ["stage1_model=null"])
+    assert load_config(Stage2Config, "stage2-quick", ["bridge=mlp", "stage1_model=null"]).bridge == "mlp"
 
 
 def test_variant_presets_name_their_variant():

@@ -208,7 +208,11 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
+    # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
+    # stage 2 from Python) could not change it.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
 
     dataset = load_dataset(config.dataset, config.data_home)
     split = make_split(dataset, config.split)
@@ -236,7 +240,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     bar = tqdm(range(start_step, last_step), desc=f"stage1 {config.variant}", disable=not progress, initial=start_step, total=config.steps)
     for step in bar:
         batch = data.batch(step)
-        with accelerator.autocast():
+        with autocast:
             loss, parts = stage1_loss(accelerator.unwrap_model(model), batch, config, negatives)
         if not math.isfinite(parts["loss"]):
             raise RuntimeError(f"stage-1 loss is {parts['loss']} at step {step}; lower the learning rate")

@@ -46,6 +46,15 @@ class Stage1Batch:
     ii: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None  # cf_a, cf_b, ids_a, ids_b
     ui: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None  # user cf, item cf, user ids, item ids
 
+    def to(self, device: torch.device | str) -> "Stage1Batch":
+        def move(pair):
+            return None if pair is None else tuple(t.to(device) for t in pair)
+
+        return Stage1Batch(
+            self.item_ids.to(device), self.item_cf.to(device), self.input_ids.to(device),
+            self.attention_mask.to(device), move(self.ii), move(self.ui),
+        )
+
 
 class Stage1Data:
     def __init__(

@@ -30,6 +30,7 @@ from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.data.stage1_data import Stage1Batch, Stage1Data
 from itemlm.errors import InputError
+from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.paths import data_home
@@ -207,7 +208,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     torch.manual_seed(config.seed)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
     # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
     # stage 2 from Python) could not change it.
@@ -239,7 +240,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
     bar = tqdm(range(start_step, last_step), desc=f"stage1 {config.variant}", disable=not progress, initial=start_step, total=config.steps)
     for step in bar:
-        batch = data.batch(step)
+        batch = data.batch(step).to(accelerator.device)
         with autocast:
             loss, parts = stage1_loss(accelerator.unwrap_model(model), batch, config, negatives)
         if not math.isfinite(parts["loss"]):
@@ -277,5 +278,5 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return final

@@ -30,6 +30,7 @@ from itemlm.cf.mf import MFConfig
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.errors import InputError
+from itemlm.io import atomic_write_text
 from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
@@ -149,7 +150,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     torch.manual_seed(config.seed)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
 
     dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
@@ -229,5 +230,5 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         )
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
     return final

@@ -26,14 +26,13 @@ def run_stage(verb: str, preset: str, overrides: list[str]) -> None:
 
 
 def run_demo(data_home: Path | None = None, console: Console | None = None, runs: Path = Path("runs/demo"), fast: bool = False) -> dict:
-    from itemlm.cf.mf import MFConfig, train_mf
+    from itemlm.cf.mf import MFConfig, load_or_train_mf
     from itemlm.cf.mostpop import MostPopular
     from itemlm.cli import ranking_table
     from itemlm.data.prepare import PrepareOptions, prepare_dataset
     from itemlm.data.splits import leave_one_out_split
     from itemlm.eval.ranking import evaluate_ranking
     from itemlm.models.ilm import ItemLanguageModel
-    from itemlm.paths import data_home as home
 
     console = console or Console()
     started = time.perf_counter()
@@ -43,8 +42,8 @@ def run_demo(data_home: Path | None = None, console: Console | None = None, runs
     console.print(f"1. data: {stats['users']} users, {stats['items']} items, {stats['interactions']:,} interactions")
     split = leave_one_out_split(dataset)
     console.print(f"2. split: leave-one-out, {len(split.train):,} training interactions, {len(split.test)} test users")
-    embeddings = train_mf(split, MFConfig(), dataset="ml-100k")
-    folder = embeddings.save_pretrained(home(data_home) / "models" / "ml-100k" / "mf-als")
+    # The same cached MF the stage-1 and stage-2 processes read: trained once for the whole demo.
+    embeddings, folder = load_or_train_mf(split, MFConfig(), dataset="ml-100k", home=data_home)
     console.print(f"3. MF (ALS, {embeddings.dim} factors) -> {folder}")
     ranking = {
         "MostPop": evaluate_ranking(MostPopular(split).score, split, "test").metrics,

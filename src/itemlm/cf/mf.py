@@ -9,9 +9,6 @@ bias in the last coordinate and its user vectors a matching constant 1).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +20,8 @@ from threadpoolctl import threadpool_limits
 
 from itemlm.data.splits import Split
 from itemlm.errors import InputError
+from itemlm.io import atomic_folder
+from itemlm.paths import data_home
 
 
 @dataclass
@@ -61,17 +60,13 @@ class CFEmbeddings:
 
     def save_pretrained(self, folder: str | Path) -> Path:
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        save_file(
-            {"user_vectors": np.ascontiguousarray(self.user_vectors), "item_vectors": np.ascontiguousarray(self.item_vectors)},
-            str(staging / "embeddings.safetensors"),
-        )
-        meta = {"config": asdict(self.config), "dataset": self.dataset, "dim": self.dim}
-        (staging / "config.json").write_text(json.dumps(meta, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        with atomic_folder(folder) as staging:
+            save_file(
+                {"user_vectors": np.ascontiguousarray(self.user_vectors), "item_vectors": np.ascontiguousarray(self.item_vectors)},
+                str(staging / "embeddings.safetensors"),
+            )
+            meta = {"config": asdict(self.config), "dataset": self.dataset, "dim": self.dim}
+            (staging / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod
@@ -123,3 +118,23 @@ def _make_model(config: MFConfig, threads: int):
             num_threads=threads or 1,
             random_state=config.seed,
         )
+
+
+def load_or_train_mf(
+    split: Split, config: MFConfig, *, dataset: str, home: str | Path | None = None, folder: str | Path | None = None
+) -> tuple[CFEmbeddings, Path]:
+    """MF embeddings for a dataset, trained once and cached under <data home>/models/<dataset>/.
+
+    `folder` names embeddings to load as they are (a user's own CF model); otherwise a cached
+    model is reused when it was trained with the same config on a dataset of the same size.
+    """
+    if folder is not None:
+        return CFEmbeddings.from_pretrained(folder), Path(folder)
+    cache = data_home(home) / "models" / dataset / f"mf-{config.algorithm}-{config.factors}-s{config.seed}"
+    if (cache / "embeddings.safetensors").exists():
+        cached = CFEmbeddings.from_pretrained(cache)
+        if cached.config == config and cached.user_vectors.shape[0] == split.num_users:
+            return cached, cache
+    embeddings = train_mf(split, config, dataset=dataset)
+    embeddings.save_pretrained(cache)
+    return embeddings, cache

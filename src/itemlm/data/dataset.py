@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import pandas as pd
 
 from itemlm import __version__
 from itemlm.errors import InputError
+from itemlm.io import atomic_folder
 
 ITEM_TEXT_FIELDS = ("title", "year", "genres", "categories", "brand", "description")
 """Text columns every item table has (empty string when the source has none)."""
@@ -87,26 +85,13 @@ class InteractionDataset:
     def save(self, folder: str | Path) -> Path:
         """Write Parquet tables and a manifest atomically: a crash never leaves a half-written folder."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as staging:
             self.interactions.to_parquet(staging / "interactions.parquet", index=False)
             self.items.to_parquet(staging / "items.parquet", index=False)
             self.users.to_parquet(staging / "users.parquet", index=False)
             manifest = dict(self.manifest)
             manifest.update(name=self.name, format_version=FORMAT_VERSION, counts=self.stats_counts())
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            if folder.exists():
-                trash = folder.with_name(f".{folder.name}.old")
-                shutil.rmtree(trash, ignore_errors=True)
-                os.replace(folder, trash)
-                os.replace(staging, folder)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return folder
 
     def stats_counts(self) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from itemlm.data.stage1_data import Stage1Data
+from itemlm.eval.ranking import target_ranks
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer
 
@@ -23,11 +24,8 @@ KS = (1, 5, 10)
 
 
 def _ranks_of_diagonal(sim: torch.Tensor) -> np.ndarray:
-    """Rank of sim[i, i] in row i (0 = best), ties broken by column index."""
-    own = sim.diagonal()[:, None]
-    columns = torch.arange(sim.shape[1])
-    ahead = (sim > own).sum(1) + ((sim == own) & (columns[None, :] < torch.arange(len(sim))[:, None])).sum(1)
-    return ahead.numpy()
+    """Rank of sim[i, i] in row i (0 = best), ties broken by column index as in ranking.py."""
+    return target_ranks(sim, torch.arange(len(sim)), None).numpy()
 
 
 @torch.no_grad()

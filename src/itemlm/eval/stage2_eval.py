@@ -45,16 +45,20 @@ def evaluate_text_task(model: ItemLanguageModel, samples: list[Sample], batch_si
     return result
 
 
+def consumed_before(model: ItemLanguageModel, sample: Sample) -> list[int]:
+    """Items to leave out of the ranking: those in the prompt and the user's training history."""
+    seen = set(sample.prompt_items())
+    if sample.user is not None:
+        seen.update(model.catalogue.histories[sample.user])
+    seen.discard(sample.target_item)
+    return sorted(seen)
+
+
 def evaluate_ranked_task(model: ItemLanguageModel, samples: list[Sample], k: int, num_beams: int, batch_size: int, progress: bool) -> dict:
     ranks = []
     for start in tqdm(range(0, len(samples), batch_size), desc="recommend", disable=not progress, leave=False):
         chunk = samples[start : start + batch_size]
-        exclude = [[i for i in s.prompt_items() if i != s.target_item] for s in chunk]
-        if any(s.user is not None for s in chunk):
-            exclude = [
-                sorted(set(e) | {i for i in model.catalogue.histories[s.user] if i != s.target_item}) if s.user is not None else e
-                for e, s in zip(exclude, chunk)
-            ]
+        exclude = [consumed_before(model, s) for s in chunk]
         for sample, ranked in zip(chunk, model.recommend_prompts([s.prompt for s in chunk], k, exclude, num_beams)):
             items = [item for item, _ in ranked]
             ranks.append(items.index(sample.target_item) if sample.target_item in items else k)

@@ -20,9 +20,6 @@ Costs about 7M parameters at MiniLM size.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -32,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
+from itemlm.io import atomic_folder
 
 MODES = ("unimodal", "bidirectional", "causal")
 TEMPERATURE_RANGE = (0.001, 0.5)
@@ -348,24 +346,12 @@ class ItemQFormer(nn.Module):
         beside `folder` and renamed, so a crash never leaves a half-written checkpoint."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(Path(folder)) as staging:
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-            (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
+            (staging / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-            old = None
-            if folder.exists():
-                old = folder.with_name(tmp.name + ".old")
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                tokenizer.save_pretrained(staging)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "ItemQFormer":

@@ -43,9 +43,6 @@ class CheckpointManager:
         self.folder = Path(folder)
         self.keep = keep
 
-    def metrics_log(self, path: Path, keep_through_step: int) -> MetricsLog:
-        return MetricsLog(path, keep_through_step)
-
     def save(self, step: int, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".step-", dir=self.folder))

@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from itemlm.cf.mf import CFEmbeddings, MFConfig, train_mf
+from itemlm.cf.mf import CFEmbeddings, MFConfig, load_or_train_mf
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.data.stage1_data import Stage1Batch, Stage1Data
@@ -33,8 +33,7 @@ from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
-from itemlm.paths import data_home
-from itemlm.train.checkpoint import CheckpointManager
+from itemlm.train.checkpoint import CheckpointManager, MetricsLog
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 
@@ -103,20 +102,6 @@ class Stage1Config:
     @property
     def out(self) -> Path:
         return Path(self.output_dir or f"runs/stage1/{self.name}")
-
-
-def cf_embeddings_for(config: Stage1Config, split) -> CFEmbeddings:
-    """The CF vectors the Q-Former reads: a given folder, or MF trained once per dataset and cached."""
-    if config.cf_model:
-        return CFEmbeddings.from_pretrained(config.cf_model)
-    folder = data_home(config.data_home) / "models" / config.dataset / f"mf-{config.mf.algorithm}-{config.mf.factors}-s{config.mf.seed}"
-    if (folder / "embeddings.safetensors").exists():
-        cached = CFEmbeddings.from_pretrained(folder)
-        if cached.config == config.mf and cached.user_vectors.shape[0] == split.num_users:
-            return cached
-    embeddings = train_mf(split, config.mf, dataset=config.dataset)
-    embeddings.save_pretrained(folder)
-    return embeddings
 
 
 def build_model(config: Stage1Config, cf: CFEmbeddings) -> ItemQFormer:
@@ -217,7 +202,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
 
     dataset = load_dataset(config.dataset, config.data_home)
     split = make_split(dataset, config.split)
-    cf = cf_embeddings_for(config, split)
+    cf, _ = load_or_train_mf(split, config.mf, dataset=config.dataset, home=config.data_home, folder=config.cf_model)
     tokenizer = load_tokenizer(config.text_model)
     data = Stage1Data(
         dataset, split, cf.user_vectors, cf.item_vectors, tokenizer,
@@ -234,7 +219,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     start_step = 0
     if resume:
         start_step = checkpoints.restore_latest(accelerator.unwrap_model(model), optimizer, scheduler, negatives)
-    log = checkpoints.metrics_log(out / "metrics.jsonl", keep_through_step=start_step)
+    log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
 
     model.train()
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)

@@ -26,7 +26,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from itemlm.cf.mf import MFConfig
+from itemlm.cf.mf import MFConfig, load_or_train_mf
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.errors import InputError
@@ -37,10 +37,9 @@ from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
-from itemlm.train.checkpoint import CheckpointManager
+from itemlm.train.checkpoint import CheckpointManager, MetricsLog
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
-from itemlm.train.stage1 import Stage1Config, cf_embeddings_for
 
 DEFAULT_WEIGHTS = {
     "item_title": 1.0, "item_genres": 1.0, "item_description": 1.0, "item_pitch": 1.0,
@@ -134,8 +133,7 @@ def load_everything(config: Stage2Config, llm_dtype: str):
     """Dataset, split, CF vectors, LLM and the catalogue the model will carry."""
     dataset = load_dataset(config.dataset, config.data_home)
     split = make_split(dataset, config.split)
-    stage1_like = Stage1Config(dataset=config.dataset, data_home=config.data_home, split=config.split, cf_model=config.cf_model, mf=config.mf)
-    cf = cf_embeddings_for(stage1_like, split)
+    cf, _ = load_or_train_mf(split, config.mf, dataset=config.dataset, home=config.data_home, folder=config.cf_model)
     llm = FrozenLLM.load(config.llm, dtype=llm_dtype)
     catalogue = Catalogue(
         dataset.items, [s.tolist() for s in split.train_sequences()], cf.item_vectors, cf.user_vectors, infer_domain(dataset)
@@ -172,7 +170,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         generator = torch.Generator().manual_seed(config.seed)
         if resume:
             start_step = checkpoints.restore_latest(accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
-        log = checkpoints.metrics_log(out / "metrics.jsonl", keep_through_step=start_step)
+        log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
         model.train()
 
     last_step = steps if stop_after is None else min(steps, start_step + stop_after)

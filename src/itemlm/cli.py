@@ -283,6 +283,25 @@ def demo(
     run_demo(data_home, console, runs=runs, fast=fast)
 
 
+@app.command()
+def bench(
+    config: str = typer.Argument("bench-ml100k", help="Bench preset (bench-ml100k, bench-beauty, bench-quick) or YAML file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. seeds=[0] output_dir=results/x."),
+    quick: bool = typer.Option(False, "--quick", help="The bench-quick preset: ML-100K, one seed, < 30 min on 2 cores."),
+    workers: int = typer.Option(1, min=1, help="Cells run at once (each gets cores / workers threads)."),
+    reuse: Optional[list[Path]] = typer.Option(None, help="Another bench folder whose finished identical cells are copied in."),
+    report_only: bool = typer.Option(False, help="Rebuild report.md and results.json from finished cells; run nothing."),
+):
+    """Run the paper's experiments as a resumable grid and write results/<name>/report.md."""
+    from itemlm.bench.grid import BenchConfig
+    from itemlm.bench.runner import run_bench
+    from itemlm.config import load_config
+
+    settings = load_config(BenchConfig, "bench-quick" if quick else config, overrides or [])
+    report = run_bench(settings, workers=workers, console=console, run=not report_only, reuse=reuse or [])
+    console.print(f"report: {report}")
+
+
 def main() -> None:
     try:
         app()

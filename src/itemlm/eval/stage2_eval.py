@@ -1,9 +1,14 @@
 """Stage-2 evaluation: SC per text task and HR/NDCG for recommendation, seen and unseen prompts.
 
 Text tasks are generated greedily and scored by SC (sentence-embedding cosine with the reference),
-split into text-seen and text-held-out subjects. Recommendation tasks decode with beam search
-constrained to catalogue titles, the user's earlier items excluded; the rank of the held-back
-item in the returned top-K gives HR@K / NDCG@K (an item not returned counts as a miss).
+split into text-seen and text-held-out subjects; the reference's negative log-likelihood under the
+model is reported beside it. Recommendation tasks decode with beam search constrained to
+catalogue titles, the user's earlier items excluded; the rank of the held-back item in the
+returned top-K gives HR@K / NDCG@K (an item not returned counts as a miss).
+
+Which examples are scored is a pure function of the evaluation seed (`evaluation_plan`), never of
+the training seed, so every model evaluated on a dataset answers the very same examples and two
+models can be compared example by example (paired bootstrap, `itemlm.bench.stats`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from itemlm.tasks.samples import Sample, group_by_task
 from itemlm.tasks.templates import REC_TASKS
 
 RANKED_TASKS = ("sequential", "straightforward")
+PROMPT_SETS = ("seen", "unseen")
 
 
 def subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
@@ -27,14 +33,49 @@ def subsample(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
     return [samples[i] for i in keep]
 
 
-def evaluate_text_task(model: ItemLanguageModel, samples: list[Sample], batch_size: int, max_new_tokens: int, progress: bool) -> dict:
+def is_text_task(task: str) -> bool:
+    return task not in REC_TASKS or task == "conversational"
+
+
+def evaluation_plan(samples: list[Sample], max_text_samples: int, max_rec_samples: int, seed: int) -> dict[tuple[str, str], list[Sample]]:
+    """(task, prompt set) -> the test samples to score, for test samples built with prompts="all".
+
+    Text tasks give half of their budget to subjects whose text training never read, when there are any.
+    """
+    plan: dict[tuple[str, str], list[Sample]] = {}
+    for task, task_samples in group_by_task(samples).items():
+        if task not in RANKED_TASKS and not is_text_task(task):
+            continue
+        for prompt_set in PROMPT_SETS:
+            chosen = [s for s in task_samples if s.held_out_prompt == (prompt_set == "unseen")]
+            if not chosen:
+                continue
+            if task in RANKED_TASKS:
+                plan[task, prompt_set] = subsample(chosen, max_rec_samples, seed)
+                continue
+            held = [s for s in chosen if s.text_held_out_subject]
+            seen = [s for s in chosen if not s.text_held_out_subject]
+            held = subsample(held, max_text_samples // 2, seed)
+            plan[task, prompt_set] = held + subsample(seen, max_text_samples - len(held), seed)
+    return plan
+
+
+def example_key(sample: Sample) -> str:
+    """Identifies an evaluation example across models: task, phrasing, subject and target."""
+    return f"{sample.task}|{sample.template}|item={sample.item}|user={sample.user}|target={sample.target_item}"
+
+
+def evaluate_text_task(model: ItemLanguageModel, samples: list[Sample], batch_size: int, max_new_tokens: int, progress: bool) -> tuple[dict, dict]:
     generated: list[str] = []
+    nll: list[float] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="generate", disable=not progress, leave=False):
         chunk = samples[start : start + batch_size]
-        generated += model.generate([s.prompt for s in chunk], max_new_tokens)
+        prompts, targets = [s.prompt for s in chunk], [s.target for s in chunk]
+        generated += model.generate(prompts, max_new_tokens)
+        nll += model.reference_nll(prompts, targets, max_new_tokens).tolist()
     scores = semantic_similarity(generated, [s.target for s in samples])
     held = np.array([s.text_held_out_subject for s in samples])
-    result = {"SC": float(scores.mean()), "n": len(samples)}
+    result = {"SC": float(scores.mean()), "reference_nll": float(np.mean(nll)), "n": len(samples)}
     if held.any():
         result["SC_text_held_out"] = float(scores[held].mean())
         result["SC_text_seen"] = float(scores[~held].mean()) if (~held).any() else float("nan")
@@ -42,7 +83,14 @@ def evaluate_text_task(model: ItemLanguageModel, samples: list[Sample], batch_si
         {"prompt": s.prompt, "reference": s.target, "generated": g, "SC": round(float(c), 3)}
         for s, g, c in list(zip(samples, generated, scores))[:3]
     ]
-    return result
+    per_example = {
+        "key": [example_key(s) for s in samples],
+        "SC": [round(float(c), 5) for c in scores],
+        "reference_nll": [round(float(v), 5) for v in nll],
+        "text_held_out": held.tolist(),
+        "generated": generated,
+    }
+    return result, per_example
 
 
 def consumed_before(model: ItemLanguageModel, sample: Sample) -> list[int]:
@@ -54,7 +102,7 @@ def consumed_before(model: ItemLanguageModel, sample: Sample) -> list[int]:
     return sorted(seen)
 
 
-def evaluate_ranked_task(model: ItemLanguageModel, samples: list[Sample], k: int, num_beams: int, batch_size: int, progress: bool) -> dict:
+def evaluate_ranked_task(model: ItemLanguageModel, samples: list[Sample], k: int, num_beams: int, batch_size: int, progress: bool) -> tuple[dict, dict]:
     ranks = []
     for start in tqdm(range(0, len(samples), batch_size), desc="recommend", disable=not progress, leave=False):
         chunk = samples[start : start + batch_size]
@@ -63,7 +111,10 @@ def evaluate_ranked_task(model: ItemLanguageModel, samples: list[Sample], k: int
             items = [item for item, _ in ranked]
             ranks.append(items.index(sample.target_item) if sample.target_item in items else k)
     metrics = metrics_from_ranks(np.array(ranks), ks=(5, 10))
-    return {key: metrics[key] for key in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")} | {"n": len(samples)}
+    result = {key: metrics[key] for key in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")} | {"n": len(samples)}
+    # rank == k means "not in the top k": a miss at every cut-off up to k
+    per_example = {"key": [example_key(s) for s in samples], "user": [s.user for s in samples], "rank": ranks}
+    return result, per_example
 
 
 def evaluate_stage2(
@@ -78,22 +129,16 @@ def evaluate_stage2(
     max_new_tokens: int = 40,
     seed: int = 0,
     progress: bool = True,
-) -> dict:
-    """Metrics per task and prompt set ("seen" / "unseen"), for test-stage samples built with prompts="all"."""
+) -> tuple[dict, dict]:
+    """(metrics, per-example records), both keyed task -> prompt set ("seen" / "unseen")."""
     model.eval()
     report: dict = {}
-    for task, task_samples in group_by_task(samples).items():
-        for prompt_set in ("seen", "unseen"):
-            chosen = [s for s in task_samples if s.held_out_prompt == (prompt_set == "unseen")]
-            if not chosen:
-                continue
-            if task in RANKED_TASKS:
-                chosen = subsample(chosen, max_rec_samples, seed)
-                report.setdefault(task, {})[prompt_set] = evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress)
-            elif task not in REC_TASKS or task == "conversational":
-                # Half of the budget for subjects whose text training never read, when there are any.
-                held = [s for s in chosen if s.text_held_out_subject]
-                seen = [s for s in chosen if not s.text_held_out_subject]
-                chosen = subsample(held, max_text_samples // 2, seed) + subsample(seen, max_text_samples - min(len(held), max_text_samples // 2), seed)
-                report.setdefault(task, {})[prompt_set] = evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress)
-    return report
+    per_example: dict = {}
+    for (task, prompt_set), chosen in evaluation_plan(samples, max_text_samples, max_rec_samples, seed).items():
+        if task in RANKED_TASKS:
+            result, records = evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress)
+        else:
+            result, records = evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress)
+        report.setdefault(task, {})[prompt_set] = result
+        per_example.setdefault(task, {})[prompt_set] = records
+    return report, per_example

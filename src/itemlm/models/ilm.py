@@ -168,6 +168,15 @@ class ItemLanguageModel(nn.Module):
         out = self.llm.forward_embeds(embeds, mask, labels)
         return out.loss, out.num_tokens
 
+    @torch.no_grad()
+    def reference_nll(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> np.ndarray:
+        """Per example, the mean negative log-likelihood (nats per token) of `targets` given `prompts`."""
+        embeds, mask, labels = self.batch(prompts, targets, max_target_tokens)
+        out = self.llm.forward_embeds(embeds, mask, labels, reduction="none")
+        # forward_embeds keeps labelled positions in row-major order: split them back per row
+        counts = ((labels[:, 1:] != IGNORE) & mask[:, :-1].bool()).sum(1).tolist()
+        return np.array([chunk.float().mean().item() for chunk in out.loss.split(counts)])
+
     # ---------------------------------------------------------------- inference
     def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         return pad_embeds(self.embed_pieces([self.prompt_pieces(p) for p in prompts]), side="left")

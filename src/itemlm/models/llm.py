@@ -210,7 +210,7 @@ class FrozenLLM(nn.Module):
         inputs_embeds: Tensor,
         attention_mask: Tensor,
         labels: Tensor | None = None,
-        reduction: Literal["mean", "sum"] = "mean",
+        reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> LMOutput:
         """Run the LLM on embeddings; with labels, the next-token loss on positions labels != -100.
 

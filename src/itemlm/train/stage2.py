@@ -79,6 +79,7 @@ class Stage2Config:
     eval_text_samples: int = 40  # per text task and prompt set
     eval_rec_samples: int = 100  # users per ranked task and prompt set
     eval_beams: int = 10
+    eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
     output_dir: str | None = None  # default runs/stage2/<name>
 
     def __post_init__(self):
@@ -221,11 +222,12 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         gc.collect()
         return_freed_memory()
         eval_model = ItemLanguageModel.from_pretrained(final, dtype=config.eval_dtype)
-        test_samples = build_samples(dataset, split, "test", seed=config.seed, history_length=config.history_length, prompts="all")
-        report["test"] = evaluate_stage2(
-            eval_model, test_samples, max_text_samples=config.eval_text_samples,
-            max_rec_samples=config.eval_rec_samples, num_beams=config.eval_beams, seed=config.seed, progress=progress,
+        test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length, prompts="all")
+        report["test"], per_example = evaluate_stage2(
+            eval_model, test_samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
+            num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed, progress=progress,
         )
+        atomic_write_text(out / "per_example.json", json.dumps(per_example))
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))

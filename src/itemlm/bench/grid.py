@@ -1,0 +1,149 @@
+"""The bench grid: which cells an `itemlm bench` config asks for, and how each one runs.
+
+A cell is one unit of work with its own folder: a stage-1 pre-training, a stage-2 fine-tuning +
+evaluation, the reference recommenders of a dataset, or the SC floors of a dataset. Its folder
+name ends with a hash of everything that determines its result (not of paths), so a finished cell
+is reused whenever the same work is asked for again -- after an interruption, or by a bigger grid
+whose cells include a smaller one's -- and a changed setting makes a new cell instead of silently
+reusing an old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from itemlm.errors import InputError
+from itemlm.train.stage1 import VARIANTS
+from itemlm.train.stage2 import BRIDGES
+
+PRETRAINED_BRIDGES = tuple(VARIANTS)
+"""Bench bridges that are a stage-1 variant's Q-Former plugged in with bridge=ilm."""
+BENCH_BRIDGES = PRETRAINED_BRIDGES + tuple(b for b in BRIDGES if b != "ilm")
+REFERENCES = ("mostpop", "mf", "sasrec")
+
+
+@dataclass
+class BenchConfig:
+    """An `itemlm bench` grid; presets live in itemlm/configs/bench-*.yaml."""
+
+    name: str = "bench"
+    datasets: list = field(default_factory=lambda: ["ml-100k"])
+    bridges: list = field(default_factory=lambda: list(BENCH_BRIDGES[:3]) + ["ilm-rand", "mlp", "text-only"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    query_sweep: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # query tokens, for sweep_variant
+    sweep_variant: str = "ilm-it-ii"
+    sweep_seeds: list = field(default_factory=lambda: [0])
+    references: list = field(default_factory=lambda: list(REFERENCES))
+    sasrec: dict = field(default_factory=dict)  # SASRecConfig fields
+    stage1_preset: str = "stage1-quick"
+    stage1: list = field(default_factory=list)  # key=value overrides of the stage-1 preset
+    stage2_preset: str = "stage2-quick"
+    stage2: list = field(default_factory=list)  # key=value overrides of the stage-2 preset
+    per_dataset: dict = field(default_factory=dict)  # {dataset: {stage1: [...], stage2: [...], sasrec: {...}}}
+    encoder: str | None = None  # sentence encoder of SC and its floors; None: the packaged MiniLM
+    primary: str = "ilm-it-ii"  # the ILM the significance tests compare with the others
+    compare_with: list = field(default_factory=lambda: ["ilm-rand", "mlp", "text-only"])
+    bootstrap_resamples: int = 2000
+    data_home: str | None = None  # None: <output>/data, where built-in datasets are prepared
+    output_dir: str | None = None  # None: results/<name>
+
+    def __post_init__(self):
+        unknown = [b for b in self.bridges if b not in BENCH_BRIDGES]
+        if unknown:
+            raise InputError(f"unknown bridge '{unknown[0]}' in bridges: expected some of {', '.join(BENCH_BRIDGES)}")
+        if self.query_sweep and self.sweep_variant not in PRETRAINED_BRIDGES:
+            raise InputError(f"sweep_variant must be a stage-1 variant ({', '.join(PRETRAINED_BRIDGES)}), got '{self.sweep_variant}'")
+        unknown = [r for r in self.references if r not in REFERENCES]
+        if unknown:
+            raise InputError(f"unknown reference recommender '{unknown[0]}': expected some of {', '.join(REFERENCES)}")
+        for number in list(self.seeds) + list(self.sweep_seeds) + list(self.query_sweep):
+            if not isinstance(number, int) or number < 0:
+                raise InputError(f"seeds and query_sweep must be non-negative integers, got {number!r}")
+        if not self.datasets:
+            raise InputError("datasets is empty: name at least one (ml-100k, beauty or a prepared dataset)")
+        for name in (self.primary, *self.compare_with):
+            if name not in self.bridges:
+                raise InputError(f"'{name}' is compared in the report but is not one of bridges")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir or f"results/{self.name}")
+
+    @property
+    def home(self) -> Path:
+        return Path(self.data_home) if self.data_home else self.out / "data"
+
+    def dataset_overrides(self, dataset: str, stage: str) -> list:
+        return list(self.per_dataset.get(dataset, {}).get(stage, []))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of the grid. `settings` (no paths) determine the result; `key` hashes them."""
+
+    kind: str  # stage1 | stage2 | references | floors
+    dataset: str
+    label: str  # e.g. "ilm-it-ii-q8-s0"
+    settings: tuple = ()
+    depends: tuple = ()  # ids of cells whose output this one reads
+    bridge: str | None = None
+    seed: int | None = None
+    queries: int | None = None
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([self.kind, self.dataset, list(self.settings), list(self.depends)], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.kind}-{self.label}-{self.key}"
+
+    def folder(self, bench_out: Path) -> Path:
+        return bench_out / "cells" / self.id
+
+
+def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, queries: int) -> Cell:
+    settings = (
+        f"preset={config.stage1_preset}", f"dataset={dataset}", f"variant={variant}", f"seed={seed}",
+        f"qformer.num_queries={queries}", *config.stage1, *config.dataset_overrides(dataset, "stage1"),
+    )
+    return Cell("stage1", dataset, f"{variant}-q{queries}-s{seed}", settings, bridge=variant, seed=seed, queries=queries)
+
+
+def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queries: int, stage1: Cell | None) -> Cell:
+    recipe_bridge = "ilm" if bridge in PRETRAINED_BRIDGES else bridge
+    settings = [f"preset={config.stage2_preset}", f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
+    if bridge == "ilm-rand":
+        settings.append(f"num_queries={queries}")
+    settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2")]
+    label = f"{bridge}-q{queries}-s{seed}" if bridge in PRETRAINED_BRIDGES or bridge == "ilm-rand" else f"{bridge}-s{seed}"
+    return Cell("stage2", dataset, label, tuple(settings), (stage1.id,) if stage1 else (), bridge=bridge, seed=seed, queries=queries)
+
+
+def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[Cell]:
+    """Every cell of the grid in the order it should run: per dataset the cheap in-process cells,
+    then seed by seed every bridge (a stage-1 cell just before the stage-2 cell that reads it), then
+    the query sweep; so an interrupted grid has whole rows. Duplicates (the sweep's default query
+    count is also a bridge cell) appear once."""
+    default_queries = 8
+    cells: dict[str, Cell] = {}
+
+    def add(cell: Cell) -> Cell:
+        return cells.setdefault(cell.id, cell)
+
+    for dataset in datasets if datasets is not None else config.datasets:
+        sasrec = {**config.sasrec, **config.per_dataset.get(dataset, {}).get("sasrec", {})}
+        add(Cell("references", dataset, "refs", (json.dumps({"references": config.references, "sasrec": sasrec}, sort_keys=True),)))
+        add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}")))
+        runs = [(b, s, default_queries) for s in config.seeds for b in config.bridges]
+        runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.query_sweep]
+        for bridge, seed, queries in runs:
+            if bridge == "text-only":
+                seed = config.seeds[0]  # nothing is trained: one run stands for every seed
+            stage1 = add(stage1_cell(config, dataset, bridge, seed, queries)) if bridge in PRETRAINED_BRIDGES else None
+            add(stage2_cell(config, dataset, bridge, seed, queries, stage1))
+    return list(cells.values())

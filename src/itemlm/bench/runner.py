@@ -1,0 +1,244 @@
+"""Run a bench grid: prepare its datasets, run every unfinished cell, write the report.
+
+Stage-1 and stage-2 cells run as `itemlm stage1|stage2 --resume` child processes, `workers` at a
+time, each with its share of the CPU threads; a cell starts once the cells it reads are done. Each
+child's wall time and peak memory (its own `wait4` rusage) are recorded in the cell's `cell.json`.
+Interrupt the bench at any moment and run it again: finished cells are skipped, and the recipe of
+an interrupted cell resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from tqdm.auto import tqdm
+
+from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell, plan_cells
+from itemlm.config import load_config
+from itemlm.errors import InputError
+from itemlm.io import atomic_write_text
+from itemlm.paths import shared_data_folder
+
+RESULT_FILE = {"stage1": "run/metrics.json", "stage2": "run/metrics.json", "references": "result.json", "floors": "result.json"}
+
+
+def cell_record(folder: Path) -> dict:
+    path = folder / "cell.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def is_done(cell: Cell, bench_out: Path) -> bool:
+    folder = cell.folder(bench_out)
+    return cell_record(folder).get("status") == "done" and (folder / RESULT_FILE[cell.kind]).exists()
+
+
+def write_record(cell: Cell, bench_out: Path, status: str, seconds: float, peak_rss_gb: float | None, **extra) -> None:
+    folder = cell.folder(bench_out)
+    previous = cell_record(folder)
+    record = {
+        "id": cell.id, "kind": cell.kind, "dataset": cell.dataset, "settings": list(cell.settings),
+        "depends": list(cell.depends), "status": status,
+        # an interrupted cell's earlier attempts count towards its cost
+        "seconds": round(previous.get("seconds", 0.0) + seconds, 1) if previous.get("status") != "done" else round(seconds, 1),
+        "attempts": previous.get("attempts", 0) + 1,
+        "peak_rss_gb": max(filter(None, [peak_rss_gb, previous.get("peak_rss_gb")]), default=None),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
+    }
+    atomic_write_text(folder / "cell.json", json.dumps(record, indent=2))
+
+
+# ------------------------------------------------------------------ datasets
+def prepare_bench_datasets(config: BenchConfig, console: Console) -> list[str]:
+    """Prepare the built-in datasets under the bench's data home; returns those available."""
+    from itemlm.data.prepare import PrepareOptions, dataset_folder, prepare_dataset
+
+    available = []
+    shared = shared_data_folder()
+    for name in config.datasets:
+        if (dataset_folder(name, config.home) / "manifest.json").exists():
+            available.append(name)
+            continue
+        if name == "ml-100k":
+            options = PrepareOptions()
+            movielens = shared / "movielens" if shared else None
+            if movielens and (movielens / "ml1m_item_descriptions.json").exists():
+                options.item_text = movielens / "ml1m_item_descriptions.json"
+                options.item_text_titles = movielens / "ml1m_movies.dat"
+                console.print(f"ml-100k: item descriptions joined from {movielens}")
+            else:
+                console.print("ml-100k: ../shared/data/movielens is absent, so items have no descriptions (no item_description task)")
+        elif name == "beauty":
+            if shared is None or not (shared / "beauty" / "user_sequence.txt").exists():
+                console.print("[yellow]beauty: skipped, the reference data ../shared/data/beauty is absent[/]")
+                continue
+            options = PrepareOptions()
+        else:
+            raise InputError(
+                f"dataset '{name}' is not prepared under {config.home}; run "
+                f"`itemlm data prepare {name} --source DIR --data-home {config.home}` first (or set data_home)"
+            )
+        prepare_dataset(name, options, config.home)
+        available.append(name)
+    return available
+
+
+# ------------------------------------------------------------------ in-process cells
+def run_in_process(cell: Cell, config: BenchConfig, bench_out: Path) -> None:
+    """The references and floors cells: minutes at most, run in the bench process itself."""
+    import resource
+
+    from itemlm.bench.floors import sc_floors
+    from itemlm.bench.references import run_references
+    from itemlm.cf.mf import load_or_train_mf
+    from itemlm.data.prepare import load_dataset
+    from itemlm.data.splits import make_split
+
+    started = time.perf_counter()
+    stage2 = stage2_settings(cell, config)
+    dataset = load_dataset(cell.dataset, config.home)
+    split = make_split(dataset, stage2.split)
+    cf, _ = load_or_train_mf(split, stage2.mf, dataset=cell.dataset, home=config.home)
+    if cell.kind == "references":
+        sasrec = {**config.sasrec, **config.per_dataset.get(cell.dataset, {}).get("sasrec", {})}
+        result = run_references(split, cf, config.references, sasrec)
+    else:
+        result = sc_floors(
+            dataset, split, cf, eval_seed=stage2.eval_seed, history_length=stage2.history_length,
+            max_text_samples=stage2.eval_text_samples, max_rec_samples=stage2.eval_rec_samples, encoder=config.encoder,
+        )
+    atomic_write_text(cell.folder(bench_out) / "result.json", json.dumps(result))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    write_record(cell, bench_out, "done", time.perf_counter() - started, round(peak, 2), peak_note="the bench process's peak so far")
+
+
+def stage2_settings(cell: Cell, config: BenchConfig):
+    from itemlm.train.stage2 import Stage2Config
+
+    return load_config(Stage2Config, config.stage2_preset, [*config.stage2, *config.dataset_overrides(cell.dataset, "stage2")])
+
+
+# ------------------------------------------------------------------ child-process cells
+def stage_command(cell: Cell, cells: dict[str, Cell], config: BenchConfig, bench_out: Path) -> list[str]:
+    preset, *overrides = cell.settings
+    command = [sys.executable, "-m", "itemlm.cli", cell.kind, "--config", preset.split("=", 1)[1], "--resume", *overrides]
+    command += [f"data_home={config.home.resolve()}", f"output_dir={(cell.folder(bench_out) / 'run').resolve()}"]
+    if cell.kind == "stage2" and cell.bridge in PRETRAINED_BRIDGES:
+        stage1 = cells[cell.depends[0]]
+        command.append(f"stage1_model={(stage1.folder(bench_out) / 'run' / 'model').resolve()}")
+    return command
+
+
+@dataclass
+class Running:
+    cell: Cell
+    process: subprocess.Popen
+    started: float
+    log: object
+
+
+def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfig, bench_out: Path, workers: int, console: Console) -> list[str]:
+    """Run stage cells, at most `workers` at once, each after its dependencies; returns failed ids."""
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_MININTERVAL="15")
+    running: dict[int, Running] = {}
+    failed: list[str] = []
+    bar = tqdm(total=len(pending), desc="bench cells", unit="cell")
+    try:
+        while pending or running:
+            for cell in list(pending):
+                if len(running) >= workers:
+                    break
+                if any(dep in failed for dep in cell.depends):
+                    pending.remove(cell)
+                    failed.append(cell.id)
+                    console.print(f"[red]skipped[/] {cell.id}: a cell it reads failed")
+                    bar.update()
+                    continue
+                if not all(is_done(cells[dep], bench_out) for dep in cell.depends):
+                    continue
+                pending.remove(cell)
+                folder = cell.folder(bench_out)
+                folder.mkdir(parents=True, exist_ok=True)
+                log = open(folder / "log.txt", "a")
+                process = subprocess.Popen(stage_command(cell, cells, config, bench_out), stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[process.pid] = Running(cell, process, time.perf_counter(), log)
+                tqdm.write(f"started  {cell.id} (log: {folder / 'log.txt'})")
+            if not running:
+                if pending:  # nothing can start: dependencies missing from the plan
+                    raise RuntimeError(f"cells wait on cells that cannot run: {', '.join(c.id for c in pending)}")
+                break
+            pid, status, usage = os.wait4(-1, 0)
+            if pid not in running:
+                continue
+            job = running.pop(pid)
+            job.process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            job.log.close()
+            seconds = time.perf_counter() - job.started
+            peak = round(usage.ru_maxrss / 2**20, 2)
+            if job.process.returncode == 0 and (job.cell.folder(bench_out) / RESULT_FILE[job.cell.kind]).exists():
+                write_record(job.cell, bench_out, "done", seconds, peak)
+                tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s, peak {peak:.2f} GB")
+            else:
+                write_record(job.cell, bench_out, "failed", seconds, peak, returncode=job.process.returncode)
+                failed.append(job.cell.id)
+                tail = (job.cell.folder(bench_out) / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
+                console.print(f"[red]failed[/] {job.cell.id} (exit {job.process.returncode}): " + " | ".join(tail))
+            bar.update()
+    except BaseException:
+        for job in running.values():  # recipes resume from their checkpoints on the next run
+            job.process.terminate()
+        raise
+    finally:
+        bar.close()
+    return failed
+
+
+def reuse_cells(cells: list[Cell], bench_out: Path, sources: list[Path], console: Console) -> None:
+    """Copy in finished cells of other bench folders that did exactly the same work (same id)."""
+    for source in sources:
+        if not (Path(source) / "cells").is_dir():
+            raise InputError("not a bench folder (no cells/ inside)", path=source)
+        for cell in cells:
+            if not is_done(cell, bench_out) and is_done(cell, Path(source)):
+                shutil.copytree(cell.folder(Path(source)), cell.folder(bench_out), dirs_exist_ok=True)
+                console.print(f"reused   {cell.id} from {source}")
+
+
+def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None = None, run: bool = True, reuse: list[Path] = ()) -> Path:
+    """Run (or, with run=False, only report on) the grid; returns the report's path."""
+    from itemlm.bench.report import write_report
+
+    console = console or Console()
+    bench_out = config.out
+    bench_out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    failed: list[str] = []
+    if run:
+        datasets = prepare_bench_datasets(config, console)
+        cells = plan_cells(config, datasets)
+        by_id = {c.id: c for c in cells}
+        reuse_cells(cells, bench_out, list(reuse), console)
+        todo = [c for c in cells if not is_done(c, bench_out)]
+        console.print(f"bench {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {bench_out}")
+        for cell in [c for c in todo if c.kind in ("references", "floors")]:
+            console.print(f"running  {cell.id}")
+            run_in_process(cell, config, bench_out)
+        children = [c for c in todo if c.kind in ("stage1", "stage2")]
+        failed = run_children(children, by_id, config, bench_out, workers, console)
+        session = {"wall_seconds": round(time.perf_counter() - started, 1), "cells_run": len(todo), "workers": workers,
+                   "failed": failed, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        history = bench_out / "sessions.jsonl"
+        with open(history, "a") as handle:
+            handle.write(json.dumps(session) + "\n")
+    report = write_report(config, bench_out)
+    if failed:
+        console.print(f"[red]{len(failed)} cell(s) failed or were skipped[/]; their logs are in their folders; run the bench again to retry")
+    return report

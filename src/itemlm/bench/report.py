@@ -174,7 +174,9 @@ def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]
         "SC: cosine similarity between generated and reference text under the sentence encoder, per task "
         "(seen and unseen prompts pooled), mean ± std over seeds; 'avg' is the mean over tasks. Floors and "
         "ceilings (italic) are trivial answers scored on the same examples by the same encoder; on "
-        "text-held-out subjects the CF neighbour's reference is the bar to clear.\n\n" + table(header, rows)
+        "text-held-out subjects the CF neighbour's reference is the bar to clear. The text-only model reads "
+        "every item's title in its prompt, so for it 'text-held-out' only means that no bridge was trained "
+        "on the item's text (it has no bridge).\n\n" + table(header, rows)
     )
     return text, {"models": data, "floors": results.floors}
 
@@ -188,8 +190,9 @@ def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, 
             agg = results.aggregate(bridge)
             if f"{task}/seen/HR@10" not in agg:
                 continue
+            users = len(evaluated_users(results, task, bridge))
             rows.append([bridge, *[fmt(agg.get(f"{task}/seen/{m}"), 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")],
-                         fmt(agg.get(f"{task}/unseen/HR@10"), 4), fmt(agg.get(f"{task}/unseen/NDCG@10"), 4), ""])
+                         fmt(agg.get(f"{task}/unseen/HR@10"), 4), fmt(agg.get(f"{task}/unseen/NDCG@10"), 4), str(users)])
             data.setdefault(task, {})[bridge] = {k.split("/", 1)[1]: v[:2] for k, v in agg.items() if k.startswith(f"{task}/")}
         users = evaluated_users(results, task)
         for name, ref in results.references.items():
@@ -202,8 +205,11 @@ def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, 
     return "\n\n".join(parts), data
 
 
-def evaluated_users(results: DatasetResults, task: str) -> list[int]:
-    for key, cell in results.stage2.items():
+def evaluated_users(results: DatasetResults, task: str, bridge: str | None = None) -> list[int]:
+    """The users a ranked task was evaluated on (seen prompts); the same for every model of a dataset."""
+    for (cell_bridge, _, _), cell in results.stage2.items():
+        if bridge is not None and cell_bridge != bridge:
+            continue
         records = read_json(cell.folder(results.out) / "run" / "per_example.json").get(task, {}).get("seen")
         if records:
             return records["user"]
@@ -292,6 +298,27 @@ def verdicts(comparisons: list[dict], config: BenchConfig) -> list[str]:
             parts.append(f"{c['metric']}: {word} ({c['difference']:+.3f}, p {p_text(c['p_value'], config.bootstrap_resamples)})")
         lines.append(f"- **{claim}** — " + "; ".join(parts))
     return lines
+
+
+def examples_section(results: DatasetResults, config: BenchConfig, task: str = "item_description") -> str:
+    """What each model wrote about the first text-held-out subject of a task (first seed)."""
+    chosen_task = task if task in results.text_tasks() else next(iter(results.text_tasks()), None)
+    rows, reference = [], None
+    for bridge in config.bridges:
+        runs = results.runs(bridge)
+        if not runs or chosen_task is None:
+            continue
+        per_example = read_json(results.stage2[runs[0]].folder(results.out) / "run" / "per_example.json")
+        records = per_example.get(chosen_task, {}).get("seen")
+        if not records:
+            continue
+        held = [k for k, h in enumerate(records["text_held_out"]) if h] or [0]
+        k = held[0]
+        reference = reference or records["key"][k]
+        rows.append([bridge, records["generated"][k].replace("|", "/").replace("\n", " "), f"{records['SC'][k]:.3f}"])
+    if not rows:
+        return ""
+    return f"Generations for `{chosen_task}` on one text-held-out subject ({reference}):\n\n" + table(["model", "generated", "SC"], rows)
 
 
 # ------------------------------------------------------------------ plots
@@ -420,6 +447,7 @@ def write_report(config: BenchConfig, out: Path) -> Path:
             lines += [f"![SC vs query tokens](sweep-{dataset}.png)", ""]
         if plot_curves(results, config, out / f"curves-{dataset}.png"):
             lines += [f"![training curves](curves-{dataset}.png)", ""]
+        lines += ["### Examples", "", examples_section(results, config), ""]
         lines += ["### Significance", "", compare_text, "", "### The paper's claims here", "", *(claims or ["Not enough finished cells yet."]), ""]
         results_json["datasets"][dataset] = {"sc": sc_data, "recommendation": rank_data, "comparisons": compare_data, "claims": claims}
     lines += ["## Cells", "", cell_table, "", "## Config", "", "```yaml", yaml.safe_dump(asdict(config), sort_keys=False).strip(), "```", ""]

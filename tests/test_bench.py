@@ -1,0 +1,155 @@
+"""`itemlm bench`: the grid plan, the statistics, the SC floors and a whole tiny bench run twice."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from itemlm.bench.floors import nearest_neighbours, sc_floors
+from itemlm.bench.grid import BenchConfig, plan_cells
+from itemlm.bench.stats import align, mean_std, paired_bootstrap
+from itemlm.cf.mf import MFConfig, train_mf
+from itemlm.config import load_config
+from itemlm.data.splits import leave_one_out_split
+from itemlm.errors import InputError
+from itemlm.eval.stage2_eval import evaluation_plan
+from itemlm.tasks.samples import build_samples
+from tests.test_llm import make_tiny_llm
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.5, 0.1, 400)
+    shifted = paired_bootstrap(a + 0.05, a + rng.normal(0, 0.02, 400), resamples=1000)
+    assert shifted.difference == pytest.approx(0.05, abs=0.01)
+    assert shifted.low > 0 and shifted.p_value < 0.01
+    same = paired_bootstrap(a, a.copy(), resamples=1000)
+    assert same.difference == 0 and same.p_value == 1.0
+    noise = paired_bootstrap(a, a + rng.normal(0, 0.1, 400), resamples=1000)
+    assert noise.low < 0 < noise.high and noise.p_value > 0.05
+    with pytest.raises(ValueError, match="same length|one length"):
+        paired_bootstrap(a, a[:-1])
+
+
+def test_mean_std_and_alignment_by_key():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2)))
+    assert mean_std([0.4]) == (0.4, 0.0)
+    assert np.isnan(mean_std([])[0])
+    x, y = align({"a": 1.0, "b": 2.0, "c": 3.0}, {"c": 30.0, "a": 10.0})
+    assert x.tolist() == [1.0, 3.0] and y.tolist() == [10.0, 30.0]
+
+
+# ------------------------------------------------------------------ the grid
+
+
+def test_default_grid_has_every_cell_once_in_a_runnable_order():
+    config = load_config(BenchConfig, "bench-ml100k")
+    cells = plan_cells(config)
+    kinds = [c.kind for c in cells]
+    # 3 variants x 3 seeds, plus the sweep's 5 other query counts (8 is already a bridge cell)
+    assert kinds.count("stage1") == 3 * 3 + 5
+    # 5 trained bridges x 3 seeds + text-only once (nothing to train) + 5 sweep points
+    assert kinds.count("stage2") == 5 * 3 + 1 + 5
+    assert kinds.count("references") == 1 and kinds.count("floors") == 1
+    assert len({c.id for c in cells}) == len(cells)
+    position = {c.id: k for k, c in enumerate(cells)}
+    assert all(position[dep] < position[c.id] for c in cells for dep in c.depends)
+    ilm = [c for c in cells if c.kind == "stage2" and c.bridge == "ilm-it-ii"]
+    assert all(len(c.depends) == 1 and "stage1-ilm-it-ii" in c.depends[0] for c in ilm)
+
+
+def test_cell_ids_follow_their_settings_and_quick_cells_are_full_cells():
+    full = {c.id for c in plan_cells(load_config(BenchConfig, "bench-ml100k"))}
+    quick = {c.id for c in plan_cells(load_config(BenchConfig, "bench-quick"))}
+    assert quick <= full  # so `--reuse results/ml100k-quick` saves their time
+    longer = {c.id for c in plan_cells(load_config(BenchConfig, "bench-quick", ["stage2=[steps=99]"]))}
+    changed = {i for i in longer - quick}
+    assert changed and all("stage2" in i or "floors" in i for i in changed)
+
+
+def test_bench_config_errors_name_the_field():
+    with pytest.raises(InputError, match="unknown bridge 'qformer'"):
+        load_config(BenchConfig, "bench-quick", ["bridges=[qformer]"])
+    with pytest.raises(InputError, match="'mlp' is compared"):
+        load_config(BenchConfig, "bench-quick", ["bridges=[ilm-it-ii, ilm-rand, text-only]"])
+    with pytest.raises(InputError, match="sasrec2"):
+        load_config(BenchConfig, "bench-quick", ["references=[sasrec2]"])
+
+
+def test_cli_rejects_a_bad_bench_config_with_one_line(tmp_path):
+    bad = tmp_path / "bench.yaml"
+    bad.write_text("name: x\nseeds: [0, -1]\n")
+    run = subprocess.run([sys.executable, "-m", "itemlm.cli", "bench", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "bench.yaml" in run.stderr and "non-negative" in run.stderr
+
+
+# ------------------------------------------------------------------ floors and the evaluation plan
+
+
+def test_nearest_neighbour_is_the_closest_candidate_other_than_itself():
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert nearest_neighbours(vectors, np.array([0, 2, 3]), np.array([0, 1, 2])).tolist() == [1, 1, 2]
+
+
+def test_evaluation_plan_depends_on_the_eval_seed_only(ml100k):
+    split = leave_one_out_split(ml100k)
+    samples = build_samples(ml100k, split, "test", seed=0, history_length=5, prompts="all")
+    plan = evaluation_plan(samples, 8, 10, seed=0)
+    again = evaluation_plan(build_samples(ml100k, split, "test", seed=0, history_length=5, prompts="all"), 8, 10, seed=0)
+    assert {k: [s.prompt for s in v] for k, v in plan.items()} == {k: [s.prompt for s in v] for k, v in again.items()}
+    titles = plan["item_title", "seen"]
+    assert len(titles) == 8 and sum(s.text_held_out_subject for s in titles) == 4
+    assert len(plan["sequential", "unseen"]) == 10
+    assert ("conversational", "seen") in plan and ("user_profile", "seen") in plan
+
+
+def test_sc_floors_order_trivial_answers_sensibly(ml100k):
+    split = leave_one_out_split(ml100k)
+    cf = train_mf(split, MFConfig(factors=16, iterations=3))
+    floors = sc_floors(ml100k, split, cf, eval_seed=0, history_length=5, max_text_samples=20, max_rec_samples=4)
+    titles = floors["item_title"]
+    assert titles["title alone"]["SC"] == pytest.approx(1.0, abs=1e-5)  # the reference is the title
+    assert titles["generic sentence"]["SC"] < titles["metadata template"]["SC"]
+    assert floors["item_genres"]["genres only"]["SC"] > floors["item_genres"]["generic sentence"]["SC"]
+    assert set(floors["user_profile"]) == {"generic sentence", "another subject's reference", "CF neighbour's reference"}
+    assert all(-1 <= v["SC"] <= 1 and v["n"] == 40 for task in floors.values() for v in task.values())
+    assert "SC_text_held_out" in titles["CF neighbour's reference"]
+
+
+# ------------------------------------------------------------------ a whole tiny bench
+
+
+@pytest.mark.slow
+def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
+    llm = tmp_path / "llm"
+    make_tiny_llm(llm)
+    config = tmp_path / "bench.yaml"
+    config.write_text(json.dumps({
+        "name": "tiny", "datasets": ["ml-100k"], "bridges": ["ilm-it-ii", "mlp"], "seeds": [0],
+        "query_sweep": [], "references": ["mostpop", "mf"], "compare_with": ["mlp"],
+        "stage1": ["steps=2", "checkpoint_every=1", "qformer.layers=1", "batch_size=8", "mf.factors=8"],
+        "stage2": [f"llm={llm}", "llm_dtype=float32", "steps=2", "batch_size=2", "eval_text_samples=2",
+                   "eval_rec_samples=2", "eval_beams=2", "max_target_tokens=6", "mf.factors=8"],
+        "output_dir": str(tmp_path / "out"),
+    }))
+    command = [sys.executable, "-m", "itemlm.cli", "bench", str(config), "--workers", "2"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    out = tmp_path / "out"
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("cells/ml-100k/*/cell.json"))]
+    assert len(records) == 5 and all(r["status"] == "done" and r["seconds"] > 0 for r in records)
+    results = json.loads((out / "results.json").read_text())
+    sc = results["datasets"]["ml-100k"]["sc"]
+    assert set(sc["models"]) == {"ilm-it-ii", "mlp"} and "CF neighbour's reference" in sc["floors"]["item_title"]
+    assert {c["metric"] for c in results["datasets"]["ml-100k"]["comparisons"]} >= {"SC (text tasks)", "HR@10 (recommendation)"}
+    report = (out / "report.md").read_text()
+    assert "### SC per task" in report and "ilm-it-ii − mlp" in report and "MF (all 943 test users)" in report
+
+    second = subprocess.run(command, capture_output=True, text=True)
+    assert second.returncode == 0 and "5 already done, 0 to run" in second.stdout.replace("\n", " ")
+    assert [json.loads(p.read_text())["attempts"] for p in sorted(out.glob("cells/ml-100k/*/cell.json"))] == [1] * 5

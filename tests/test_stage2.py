@@ -86,6 +86,11 @@ def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, da
     assert set(report["test"]["sequential"]) == {"seen", "unseen"}
     assert 0.0 <= report["test"]["sequential"]["seen"]["HR@10"] <= 1.0
     assert -1.0 <= report["test"]["item_title"]["seen"]["SC"] <= 1.0
+    assert report["test"]["item_title"]["seen"]["reference_nll"] > 0
+    per_example = json.loads((tmp_path / "resumed" / "per_example.json").read_text())
+    ranks = per_example["sequential"]["seen"]["rank"]
+    assert len(ranks) == report["test"]["sequential"]["seen"]["n"] and all(0 <= r <= 10 for r in ranks)
+    assert len(per_example["item_title"]["seen"]["SC"]) == report["test"]["item_title"]["seen"]["n"]
     loaded = ItemLanguageModel.from_pretrained(final)
     recs = loaded.recommend(history=[0, 1, 2], k=3)
     assert len(recs) == 3 and all(item not in (0, 1, 2) for item, _, _ in recs)
@@ -114,3 +119,14 @@ def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, d
     assert {"action", "crime"} <= session.prefs.avoid_tags
     for item, _ in session.recommendations():
         assert not session.tags[item] & session.prefs.avoid_tags
+
+
+def test_reference_nll_is_the_per_example_loss(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, catalogue = load_everything(config, "float32")
+    model = ItemLanguageModel(llm, build_bridge(config, cf.dim, 1.0, llm), "ilm-rand", catalogue).eval()
+    prompts, targets = ["Which movie is <item:0>?", "Pick a movie for <user:3>."], ["Toy Story (1995)", "A long answer about Heat (1995) here"]
+    per_example = model.reference_nll(prompts, targets)
+    with torch.no_grad():
+        alone = [float(model.loss([p], [t])[0]) for p, t in zip(prompts, targets)]
+    assert per_example == pytest.approx(alone, rel=1e-4)

@@ -153,3 +153,11 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True)
     assert second.returncode == 0 and "5 already done, 0 to run" in second.stdout.replace("\n", " ")
     assert [json.loads(p.read_text())["attempts"] for p in sorted(out.glob("cells/ml-100k/*/cell.json"))] == [1] * 5
+
+
+def test_a_chosen_sentence_encoder_reaches_every_stage2_cell():
+    cells = plan_cells(load_config(BenchConfig, "bench-quick", ["encoder=sentence-transformers/sentence-t5-xxl"]))
+    stage2 = [c for c in cells if c.kind == "stage2"]
+    assert stage2 and all("sc_encoder=sentence-transformers/sentence-t5-xxl" in c.settings for c in stage2)
+    default = plan_cells(load_config(BenchConfig, "bench-quick"))
+    assert not any(s.startswith("sc_encoder") for c in default for s in c.settings)

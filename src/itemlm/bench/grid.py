@@ -120,6 +120,8 @@ def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queri
     if bridge == "ilm-rand":
         settings.append(f"num_queries={queries}")
     settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2")]
+    if config.encoder is not None:  # SC of the models and of the floors under one encoder
+        settings.append(f"sc_encoder={config.encoder}")
     label = f"{bridge}-q{queries}-s{seed}" if bridge in PRETRAINED_BRIDGES or bridge == "ilm-rand" else f"{bridge}-s{seed}"
     return Cell("stage2", dataset, label, tuple(settings), (stage1.id,) if stage1 else (), bridge=bridge, seed=seed, queries=queries)
 

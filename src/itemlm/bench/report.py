@@ -35,7 +35,7 @@ def read_json(path: Path) -> dict:
 def stage2_summary(metrics: dict, per_example: dict) -> dict:
     """Flat numbers of one stage-2 cell: SC per task (both prompt sets pooled), macro averages, HR/NDCG."""
     summary: dict = {}
-    sc_tasks, held_tasks, nll_tasks = [], [], []
+    sc_tasks, held_tasks, seen_tasks, nll_tasks = [], [], [], []
     for task, by_set in per_example.items():
         records = list(by_set.values())
         if "SC" not in records[0]:
@@ -49,11 +49,16 @@ def stage2_summary(metrics: dict, per_example: dict) -> dict:
         if held.any():
             summary[f"SC_held/{task}"] = float(scores[held].mean())
             held_tasks.append(summary[f"SC_held/{task}"])
+        if (~held).any():
+            summary[f"SC_seen/{task}"] = float(scores[~held].mean())
+            seen_tasks.append(summary[f"SC_seen/{task}"])
     if sc_tasks:
         summary["SC/avg"] = float(np.mean(sc_tasks))
         summary["NLL/avg"] = float(np.mean(nll_tasks))
     if held_tasks:
         summary["SC_held/avg"] = float(np.mean(held_tasks))
+    if seen_tasks:
+        summary["SC_seen/avg"] = float(np.mean(seen_tasks))
     for task in RANKED_TASKS:
         for prompt_set, values in metrics.get("test", {}).get(task, {}).items():
             for name in ("HR@5", "NDCG@5", "HR@10", "NDCG@10"):
@@ -100,12 +105,11 @@ class DatasetResults:
         run = cell.folder(self.out) / "run"
         return stage2_summary(read_json(run / "metrics.json"), read_json(run / "per_example.json"))
 
-    def runs(self, bridge: str, queries: int | None = DEFAULT_QUERIES) -> list[tuple]:
-        def wanted(key):
-            return key[0] == bridge and (queries is None or key[1] in (queries, None) or bridge not in (*PRETRAINED_BRIDGES, "ilm-rand"))
-        return sorted(key for key in self.stage2 if wanted(key))
+    def runs(self, bridge: str, queries: int = DEFAULT_QUERIES) -> list[tuple]:
+        """(bridge, queries, seed) keys of the finished stage-2 cells (MLP and text-only cells carry the default)."""
+        return sorted(key for key in self.stage2 if key[0] == bridge and key[1] == queries)
 
-    def aggregate(self, bridge: str, queries: int | None = DEFAULT_QUERIES) -> dict[str, tuple[float, float, int]]:
+    def aggregate(self, bridge: str, queries: int = DEFAULT_QUERIES) -> dict[str, tuple[float, float, int]]:
         """metric -> (mean, std over seeds, seeds)."""
         runs = [self.summaries[key] for key in self.runs(bridge, queries)]
         names = sorted({name for summary in runs for name in summary})
@@ -152,7 +156,7 @@ def p_text(p: float, resamples: int) -> str:
 # ------------------------------------------------------------------ sections
 def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]:
     tasks = results.text_tasks()
-    header = ["model", *tasks, "avg", "avg, text-held-out subjects", "reference NLL (nats/token)"]
+    header = ["model", *tasks, "avg", "avg, text-seen subjects", "avg, text-held-out subjects", "reference NLL (nats/token)"]
     rows, data = [], {}
     for bridge in config.bridges:
         agg = results.aggregate(bridge)
@@ -160,19 +164,21 @@ def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]
             continue
         data[bridge] = {k: v[:2] for k, v in agg.items()}
         rows.append([f"{bridge} ({agg['SC/avg'][2]} seed{'s' if agg['SC/avg'][2] > 1 else ''})", *[fmt(agg.get(f"SC/{t}")) for t in tasks],
-                     fmt(agg.get("SC/avg")), fmt(agg.get("SC_held/avg")), fmt(agg.get("NLL/avg"), 2)])
+                     fmt(agg.get("SC/avg")), fmt(agg.get("SC_seen/avg")), fmt(agg.get("SC_held/avg")), fmt(agg.get("NLL/avg"), 2)])
     floor_names = []
     for task_floors in results.floors.values():
         floor_names += [name for name in task_floors if name not in floor_names]
     for name in floor_names:
         per_task = {t: results.floors.get(t, {}).get(name) for t in tasks}
         values = [v["SC"] for v in per_task.values() if v]
-        held = [v.get("SC_text_held_out") for v in per_task.values() if v and v.get("SC_text_held_out") is not None]
+        held = [v["SC_text_held_out"] for v in per_task.values() if v and "SC_text_held_out" in v]
+        seen = [v.get("SC_text_seen", v["SC"]) for v in per_task.values() if v]
         rows.append([f"*floor: {name}*", *[fmt(v["SC"]) if v else "n/a" for v in per_task.values()],
-                     fmt(float(np.mean(values))) if values else "-", fmt(float(np.mean(held))) if held else "-", ""])
+                     *[fmt(float(np.mean(x))) if x else "-" for x in (values, seen, held)], ""])
     text = (
         "SC: cosine similarity between generated and reference text under the sentence encoder, per task "
-        "(seen and unseen prompts pooled), mean ± std over seeds; 'avg' is the mean over tasks. Floors and "
+        "(seen and unseen prompts pooled), mean ± std over seeds; 'avg' is the mean over tasks (for a floor, over "
+        "the tasks where it is defined, so compare floors task by task). Floors and "
         "ceilings (italic) are trivial answers scored on the same examples by the same encoder; on "
         "text-held-out subjects the CF neighbour's reference is the bar to clear. The text-only model reads "
         "every item's title in its prompt, so for it 'text-held-out' only means that no bridge was trained "

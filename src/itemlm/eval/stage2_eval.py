@@ -65,7 +65,9 @@ def example_key(sample: Sample) -> str:
     return f"{sample.task}|{sample.template}|item={sample.item}|user={sample.user}|target={sample.target_item}"
 
 
-def evaluate_text_task(model: ItemLanguageModel, samples: list[Sample], batch_size: int, max_new_tokens: int, progress: bool) -> tuple[dict, dict]:
+def evaluate_text_task(
+    model: ItemLanguageModel, samples: list[Sample], batch_size: int, max_new_tokens: int, progress: bool, encoder: str | None = None
+) -> tuple[dict, dict]:
     generated: list[str] = []
     nll: list[float] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="generate", disable=not progress, leave=False):
@@ -73,7 +75,7 @@ def evaluate_text_task(model: ItemLanguageModel, samples: list[Sample], batch_si
         prompts, targets = [s.prompt for s in chunk], [s.target for s in chunk]
         generated += model.generate(prompts, max_new_tokens)
         nll += model.reference_nll(prompts, targets, max_new_tokens).tolist()
-    scores = semantic_similarity(generated, [s.target for s in samples])
+    scores = semantic_similarity(generated, [s.target for s in samples], encoder)
     held = np.array([s.text_held_out_subject for s in samples])
     result = {"SC": float(scores.mean()), "reference_nll": float(np.mean(nll)), "n": len(samples)}
     if held.any():
@@ -128,9 +130,13 @@ def evaluate_stage2(
     batch_size: int = 8,
     max_new_tokens: int = 40,
     seed: int = 0,
+    encoder: str | None = None,
     progress: bool = True,
 ) -> tuple[dict, dict]:
-    """(metrics, per-example records), both keyed task -> prompt set ("seen" / "unseen")."""
+    """(metrics, per-example records), both keyed task -> prompt set ("seen" / "unseen").
+
+    encoder: the sentence encoder of SC (None: the packaged all-MiniLM-L6-v2).
+    """
     model.eval()
     report: dict = {}
     per_example: dict = {}
@@ -138,7 +144,7 @@ def evaluate_stage2(
         if task in RANKED_TASKS:
             result, records = evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress)
         else:
-            result, records = evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress)
+            result, records = evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress, encoder)
         report.setdefault(task, {})[prompt_set] = result
         per_example.setdefault(task, {})[prompt_set] = records
     return report, per_example

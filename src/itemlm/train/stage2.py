@@ -80,6 +80,7 @@ class Stage2Config:
     eval_rec_samples: int = 100  # users per ranked task and prompt set
     eval_beams: int = 10
     eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
+    sc_encoder: str | None = None  # sentence-transformers name or folder for SC; None: the packaged MiniLM
     output_dir: str | None = None  # default runs/stage2/<name>
 
     def __post_init__(self):
@@ -225,7 +226,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length, prompts="all")
         report["test"], per_example = evaluate_stage2(
             eval_model, test_samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
-            num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed, progress=progress,
+            num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed,
+            encoder=config.sc_encoder, progress=progress,
         )
         atomic_write_text(out / "per_example.json", json.dumps(per_example))
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)

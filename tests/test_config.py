@@ -1,5 +1,6 @@
 import pytest
 
+from itemlm.bench.grid import BenchConfig
 from itemlm.config import PRESETS, load_config
 from itemlm.errors import InputError
 from itemlm.train.stage1 import Stage1Config
@@ -8,7 +9,14 @@ from itemlm.train.stage2 import Stage2Config
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
 def test_every_preset_loads(preset):
-    if preset.startswith("stage2"):
+    if preset.startswith("bench"):
+        config = load_config(BenchConfig, preset)
+        assert config.bridges and config.seeds
+        # the recipe overrides a bench passes must load into the recipes' configs too
+        for dataset in config.datasets:
+            assert load_config(Stage1Config, config.stage1_preset, config.stage1 + config.dataset_overrides(dataset, "stage1")).steps > 0
+            assert load_config(Stage2Config, config.stage2_preset, config.stage2 + config.dataset_overrides(dataset, "stage2")).steps > 0
+    elif preset.startswith("stage2"):
         config = load_config(Stage2Config, preset)
         assert config.steps > 0 and config.bridge == "ilm"
     else:

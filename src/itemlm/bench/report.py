@@ -346,7 +346,7 @@ def plot_sweep(results: DatasetResults, config: BenchConfig, path: Path) -> bool
     axis.set_xlabel("query tokens")
     axis.set_ylabel("SC (avg over text tasks)")
     axis.set_title(f"{results.dataset}: {config.sweep_variant}, SC vs query tokens")
-    axis.legend()
+    axis.legend(fontsize=8, loc="best", framealpha=0.6)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

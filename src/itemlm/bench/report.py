@@ -69,7 +69,7 @@ def stage2_summary(metrics: dict, per_example: dict) -> dict:
 def per_example_scores(per_example: dict) -> dict[str, dict[str, float]]:
     """Metric name -> {example key: score}, the inputs of the paired bootstrap."""
     scores: dict[str, dict[str, float]] = {name: {} for name in TEXT_METRICS}
-    for task, by_set in per_example.items():
+    for by_set in per_example.values():
         for prompt_set, records in by_set.items():
             keys = [f"{prompt_set}|{k}" for k in records["key"]]
             if "SC" in records:

@@ -46,7 +46,7 @@ def write_record(cell: Cell, bench_out: Path, status: str, seconds: float, peak_
     record = {
         "id": cell.id, "kind": cell.kind, "dataset": cell.dataset, "settings": list(cell.settings),
         "depends": list(cell.depends), "status": status,
-        # an interrupted cell's earlier attempts count towards its cost
+        # the time of earlier failed attempts counts towards the cell's cost
         "seconds": round(previous.get("seconds", 0.0) + seconds, 1) if previous.get("status") != "done" else round(seconds, 1),
         "attempts": previous.get("attempts", 0) + 1,
         "peak_rss_gb": max(filter(None, [peak_rss_gb, previous.get("peak_rss_gb")]), default=None),

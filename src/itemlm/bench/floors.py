@@ -26,7 +26,13 @@ from itemlm.data.dataset import InteractionDataset
 from itemlm.data.splits import Split
 from itemlm.eval.semantic_similarity import semantic_similarity
 from itemlm.eval.stage2_eval import evaluation_plan
-from itemlm.tasks.samples import ItemFacts, Sample, build_samples, tag_phrase, with_article
+from itemlm.tasks.samples import (
+    ItemFacts,
+    Sample,
+    build_samples,
+    tag_phrase,
+    with_article,
+)
 from itemlm.tasks.templates import ITEM_TASKS, infer_domain
 
 FLOORS = (

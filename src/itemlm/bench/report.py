@@ -99,11 +99,11 @@ class DatasetResults:
         by_kind = {c.kind: c for c in done if c.kind in ("references", "floors")}
         self.references = read_json(by_kind["references"].folder(out) / "result.json") if "references" in by_kind else {}
         self.floors = read_json(by_kind["floors"].folder(out) / "result.json") if "floors" in by_kind else {}
-        self.summaries = {key: self._summary(cell) for key, cell in self.stage2.items()}
-
-    def _summary(self, cell: Cell) -> dict:
-        run = cell.folder(self.out) / "run"
-        return stage2_summary(read_json(run / "metrics.json"), read_json(run / "per_example.json"))
+        # each stage-2 cell's per-example records are read once: every table below draws on them
+        self.per_example = {key: read_json(c.folder(out) / "run" / "per_example.json") for key, c in self.stage2.items()}
+        self.summaries = {
+            key: stage2_summary(read_json(c.folder(out) / "run" / "metrics.json"), self.per_example[key]) for key, c in self.stage2.items()
+        }
 
     def runs(self, bridge: str, queries: int = DEFAULT_QUERIES) -> list[tuple]:
         """(bridge, queries, seed) keys of the finished stage-2 cells (MLP and text-only cells carry the default)."""
@@ -122,7 +122,7 @@ class DatasetResults:
 
     def scores(self, bridge: str, queries: int = DEFAULT_QUERIES) -> dict[str, dict[str, float]]:
         """Metric -> example -> score averaged over the bridge's seeds."""
-        sets = [per_example_scores(read_json(self.stage2[key].folder(self.out) / "run" / "per_example.json")) for key in self.runs(bridge, queries)]
+        sets = [per_example_scores(self.per_example[key]) for key in self.runs(bridge, queries)]
         return {metric: seed_average([s[metric] for s in sets]) for metric in TEXT_METRICS} if sets else {}
 
     def text_tasks(self) -> list[str]:
@@ -213,10 +213,10 @@ def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, 
 
 def evaluated_users(results: DatasetResults, task: str, bridge: str | None = None) -> list[int]:
     """The users a ranked task was evaluated on (seen prompts); the same for every model of a dataset."""
-    for (cell_bridge, _, _), cell in results.stage2.items():
-        if bridge is not None and cell_bridge != bridge:
+    for key, per_example in results.per_example.items():
+        if bridge is not None and key[0] != bridge:
             continue
-        records = read_json(cell.folder(results.out) / "run" / "per_example.json").get(task, {}).get("seen")
+        records = per_example.get(task, {}).get("seen")
         if records:
             return records["user"]
     return []
@@ -261,10 +261,8 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
         scores_a, scores_b = results.scores(a, qa), results.scores(b, qb)
         if not scores_a or not scores_b:
             continue
-        name_a = a if qa == DEFAULT_QUERIES or a != b else f"{a} ({qa} queries)"
-        name_b = b if qb == DEFAULT_QUERIES or a != b else f"{b} ({qb} query)"
-        if a == b:
-            name_a, name_b = f"{a} ({qa} queries)", f"{b} ({qb} query)"
+        # a bridge against itself is a query-count comparison: name the counts
+        name_a, name_b = (f"{a} ({qa} queries)", f"{b} ({qb} query)") if a == b else (a, b)
         for metric in TEXT_METRICS:
             x, y = align(scores_a[metric], scores_b[metric])
             if len(x) == 0:
@@ -314,8 +312,7 @@ def examples_section(results: DatasetResults, config: BenchConfig, task: str = "
         runs = results.runs(bridge)
         if not runs or chosen_task is None:
             continue
-        per_example = read_json(results.stage2[runs[0]].folder(results.out) / "run" / "per_example.json")
-        records = per_example.get(chosen_task, {}).get("seen")
+        records = results.per_example[runs[0]].get(chosen_task, {}).get("seen")
         if not records:
             continue
         held = [k for k, h in enumerate(records["text_held_out"]) if h] or [0]

@@ -36,6 +36,7 @@ from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
+from itemlm.train.update import update_parameters
 
 VARIANTS = {
     "ilm-it": (),
@@ -230,12 +231,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
             loss, parts = stage1_loss(accelerator.unwrap_model(model), batch, config, negatives)
         if not math.isfinite(parts["loss"]):
             raise RuntimeError(f"stage-1 loss is {parts['loss']} at step {step}; lower the learning rate")
-        accelerator.backward(loss)
-        if config.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        update_parameters(accelerator, loss, model.parameters(), optimizer, scheduler, config.grad_clip)
         accelerator.unwrap_model(model).clamp_temperature_()
         done = step + 1
         if done % 5 == 0:

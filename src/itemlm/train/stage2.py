@@ -40,6 +40,7 @@ from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
+from itemlm.train.update import update_parameters
 
 DEFAULT_WEIGHTS = {
     "item_title": 1.0, "item_genres": 1.0, "item_description": 1.0, "item_pitch": 1.0,
@@ -183,12 +184,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         value = float(loss.detach())
         if not math.isfinite(value):
             raise RuntimeError(f"stage-2 loss is {value} at step {step}; lower the learning rate")
-        accelerator.backward(loss)
-        if config.grad_clip:
-            accelerator.clip_grad_norm_(bridge.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        update_parameters(accelerator, loss, bridge.parameters(), optimizer, scheduler, config.grad_clip)
         done = step + 1
         if done % 5 == 0:
             return_freed_memory()

@@ -171,6 +171,13 @@ def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10
     return table
 
 
+def is_main_process() -> bool:
+    """False in the processes other than the first of a distributed run (they print nothing)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 @app.command()
 def stage1(
     config: str = typer.Option("stage1-quick", "--config", "-c", help="Preset name or YAML file."),
@@ -183,6 +190,8 @@ def stage1(
 
     settings = load_config(Stage1Config, config, overrides or [])
     model_folder = train_stage1(settings, resume=resume)
+    if not is_main_process():
+        return
     metrics = json.loads((settings.out / "metrics.json").read_text())
     table = Table(title=f"stage 1 · {settings.variant} · init {settings.init} · {metrics['items']} items")
     table.add_column("items")
@@ -212,6 +221,8 @@ def stage2(
 
     settings = load_config(Stage2Config, config, overrides or [])
     folder = train_stage2(settings, resume=resume, evaluate=evaluate)
+    if not is_main_process():
+        return
     metrics = json.loads((settings.out / "metrics.json").read_text())
     if "test" in metrics:
         console.print(stage2_table(metrics["test"], f"stage 2 · bridge {settings.bridge} · test"))

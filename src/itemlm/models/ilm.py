@@ -14,7 +14,7 @@ one sequence of input embeddings for the frozen LLM.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,33 @@ from itemlm.errors import InputError
 from itemlm.eval.constrained import TitleTrie, constrained_beam_search
 from itemlm.io import atomic_folder
 from itemlm.models.bridges import load_bridge, save_bridge
-from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, pad_embeds
+from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM
 from itemlm.tasks.templates import find_placeholders, item_placeholder, user_placeholder
 
 IGNORE = -100
+
+
+@dataclass
+class PromptBatch:
+    """A batch laid out on the host; `ItemLanguageModel.embed` turns it into LLM inputs."""
+
+    input_ids: Tensor  # (rows, time) token ids; padding and vector slots hold the pad id
+    attention_mask: Tensor  # (rows, time), 1 = real token or vector
+    labels: Tensor | None  # (rows, time) target token ids, -100 elsewhere; None for generation
+    slot_positions: Tensor  # (slots,) flat (row * time + t) positions that take a bridge vector
+    slot_sources: Tensor  # (slots,) which bridge output vector goes there (key * per_key + query)
+    kinds: Tensor  # (keys,) 0 item, 1 user: the distinct placeholders of the batch
+    cf: Tensor  # (keys, cf_dim) their CF vectors
+
+    def to(self, device: torch.device | str, pin_memory: bool = True) -> "PromptBatch":
+        """Copy to `device`. To a GPU the copies go through pinned host memory without blocking,
+        so they overlap with the work already queued there (`pin_memory=False`: plain copies)."""
+        device = torch.device(device)
+        if self.input_ids.device == device:
+            return self
+        pin = pin_memory and device.type == "cuda"
+        tensors = (getattr(self, f.name) for f in fields(self))
+        return PromptBatch(*(None if t is None else (t.pin_memory() if pin else t).to(device, non_blocking=pin) for t in tensors))
 
 
 @dataclass
@@ -76,8 +99,7 @@ class ItemLanguageModel(nn.Module):
         self.bridge = bridge
         self.bridge_kind = bridge_kind
         self.catalogue = catalogue
-        self.register_buffer("item_cf", torch.as_tensor(catalogue.item_vectors, dtype=torch.float32), persistent=False)
-        self.register_buffer("user_cf", torch.as_tensor(catalogue.user_vectors, dtype=torch.float32), persistent=False)
+        self.pin_memory = True  # batches reach a GPU through pinned host memory (PromptBatch.to)
         self._piece_ids: dict[tuple[str, bool], list[int]] = {}
         self._trie: TitleTrie | None = None
 
@@ -122,29 +144,92 @@ class ItemLanguageModel(nn.Module):
             pieces.append(self._ids(text[last:], first=not pieces))
         return pieces
 
-    def placeholder_vectors(self, pieces_list: list[list]) -> dict[tuple[str, int], Tensor]:
-        """One batched bridge call for every distinct item and user placeholder of a batch."""
-        wanted = {p for pieces in pieces_list for p in pieces if isinstance(p, tuple)}
-        if not wanted or self.bridge is None:
-            return {}
-        keys = sorted(wanted)
-        kind = torch.tensor([0 if k == "item" else 1 for k, _ in keys])
-        cf = torch.stack([(self.item_cf if k == "item" else self.user_cf)[i] for k, i in keys])
-        vectors = self.bridge(cf, kind)
-        return {key: vectors[row] for row, key in enumerate(keys)}
+    def num_vectors(self) -> int:
+        """How many LLM input vectors one item or user becomes (0 for the text-only bridge)."""
+        bridge = getattr(self.bridge, "module", self.bridge)  # a bridge wrapped for DDP keeps its own in .module
+        return 0 if bridge is None else int(bridge.num_tokens)
 
-    def embed_pieces(self, pieces_list: list[list], extra_ids: list[list[int]] | None = None) -> list[Tensor]:
-        vectors = self.placeholder_vectors(pieces_list)
-        sequences = []
+    def collate(
+        self,
+        prompts: list[str],
+        targets: list[str] | None = None,
+        max_target_tokens: int = 64,
+        side: str = "right",
+        pad_to_multiple: int = 1,
+    ) -> PromptBatch:
+        """Tokenize and lay out a batch on the host: token ids, mask, labels and where vectors go.
+
+        Right padding for training (labels only on the target tokens), left padding for
+        generation. Nothing here touches the accelerator; `embed` does the device work.
+        """
+        pieces_list = [self.prompt_pieces(p) for p in prompts]
+        answers = [self.target_ids(t)[:max_target_tokens] for t in targets] if targets is not None else None
+        keys = sorted({p for pieces in pieces_list for p in pieces if isinstance(p, tuple)})
+        key_row = {key: row for row, key in enumerate(keys)}
+        per_key = self.num_vectors()
+        rows = []  # per row: token ids (-1 where a vector goes) and the vector sources of those slots
         for row, pieces in enumerate(pieces_list):
-            ids_and_vectors: list[Tensor] = []
-            for piece in pieces + ([extra_ids[row]] if extra_ids else []):
+            ids, sources = [], []
+            for piece in pieces:
                 if isinstance(piece, tuple):
-                    ids_and_vectors.append(vectors[piece].float())
-                elif piece:
-                    ids_and_vectors.append(self.llm.embed(torch.tensor(piece, dtype=torch.long)).float())
-            sequences.append(torch.cat(ids_and_vectors))
-        return sequences
+                    first = key_row[piece] * per_key
+                    ids += [-1] * per_key
+                    sources += range(first, first + per_key)
+                else:
+                    ids += piece
+            if answers is not None:
+                ids += answers[row]
+            rows.append((ids, sources))
+        length = max(len(ids) for ids, _ in rows)
+        length = -(-length // pad_to_multiple) * pad_to_multiple
+        pad = self.llm.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE, dtype=torch.long) if answers is not None else None
+        slot_positions, slot_sources = [], []
+        for row, (ids, sources) in enumerate(rows):
+            offset = length - len(ids) if side == "left" else 0
+            ids_tensor = torch.tensor(ids, dtype=torch.long)
+            slots = (ids_tensor < 0).nonzero().squeeze(1)
+            input_ids[row, offset : offset + len(ids)] = ids_tensor.clamp(min=0)
+            input_ids[row, offset + slots] = pad
+            mask[row, offset : offset + len(ids)] = 1
+            slot_positions.append(row * length + offset + slots)
+            slot_sources += sources
+            if labels is not None and answers[row]:
+                end = offset + len(ids)
+                labels[row, end - len(answers[row]) : end] = torch.tensor(answers[row])
+        item_rows = [index for kind, index in keys if kind == "item"]
+        user_rows = [index for kind, index in keys if kind == "user"]
+        return PromptBatch(
+            input_ids=input_ids,
+            attention_mask=mask,
+            labels=labels,
+            slot_positions=torch.cat(slot_positions) if slot_positions else torch.zeros(0, dtype=torch.long),
+            slot_sources=torch.tensor(slot_sources, dtype=torch.long),
+            kinds=torch.tensor([0 if kind == "item" else 1 for kind, _ in keys], dtype=torch.long),
+            cf=torch.as_tensor(np.concatenate([self.catalogue.item_vectors[item_rows], self.catalogue.user_vectors[user_rows]]), dtype=torch.float32),
+        )
+
+    def embed(self, batch: PromptBatch) -> Tensor:
+        """Input embeddings on the LLM's device: token embeddings with the bridge's vectors spliced in.
+
+        One bridge call for every distinct item and user of the batch, one embedding lookup and
+        one scatter; the batch's index tensors were built on the host (`collate`).
+        """
+        batch = batch.to(self.llm.device, self.pin_memory)
+        embeds = self.llm.embed(batch.input_ids)
+        if self.bridge is None:
+            return embeds
+        if len(batch.kinds) == 0:
+            # no item in the batch: the bridge still takes part (with no effect), so that every
+            # process of a distributed run runs the same bridge forward and backward
+            return embeds + 0.0 * self.bridge(batch.cf.new_zeros(1, batch.cf.shape[1]), batch.kinds.new_zeros(1)).sum()
+        # items and users were laid out in `collate` as: items first, then users
+        vectors = self.bridge(batch.cf, batch.kinds)
+        flat = vectors.reshape(-1, vectors.shape[-1]).to(embeds.dtype).index_select(0, batch.slot_sources)
+        hidden = embeds.shape[-1]
+        return embeds.reshape(-1, hidden).index_copy(0, batch.slot_positions, flat).view(embeds.shape)
 
     # ---------------------------------------------------------------- training
     def target_ids(self, target: str) -> list[int]:
@@ -153,33 +238,31 @@ class ItemLanguageModel(nn.Module):
 
     def batch(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> tuple[Tensor, Tensor, Tensor]:
         """Right-padded (embeddings, attention mask, labels); labels only on the target tokens."""
-        pieces = [self.prompt_pieces(p) for p in prompts]
-        answers = [self.target_ids(t)[:max_target_tokens] for t in targets]
-        sequences = self.embed_pieces(pieces, answers)
-        embeds, mask = pad_embeds(sequences, side="right")
-        labels = torch.full(mask.shape, IGNORE, dtype=torch.long)
-        for row, (sequence, answer) in enumerate(zip(sequences, answers)):
-            start = len(sequence) - len(answer)
-            labels[row, start : len(sequence)] = torch.tensor(answer)
-        return embeds, mask, labels
+        batch = self.collate(prompts, targets, max_target_tokens)
+        return self.embed(batch), batch.attention_mask, batch.labels
+
+    def loss_on(self, batch: PromptBatch, reduction: str = "mean") -> tuple[Tensor, int]:
+        """The next-token loss of a collated batch and how many label tokens it covers."""
+        out = self.llm.forward_embeds(self.embed(batch), batch.attention_mask, batch.labels, reduction=reduction)
+        return out.loss, out.num_tokens
 
     def loss(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> tuple[Tensor, int]:
-        embeds, mask, labels = self.batch(prompts, targets, max_target_tokens)
-        out = self.llm.forward_embeds(embeds, mask, labels)
-        return out.loss, out.num_tokens
+        return self.loss_on(self.collate(prompts, targets, max_target_tokens))
 
     @torch.no_grad()
     def reference_nll(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> np.ndarray:
         """Per example, the mean negative log-likelihood (nats per token) of `targets` given `prompts`."""
-        embeds, mask, labels = self.batch(prompts, targets, max_target_tokens)
-        out = self.llm.forward_embeds(embeds, mask, labels, reduction="none")
+        batch = self.collate(prompts, targets, max_target_tokens)
+        losses, _ = self.loss_on(batch, reduction="none")
         # forward_embeds keeps labelled positions in row-major order: split them back per row
-        counts = ((labels[:, 1:] != IGNORE) & mask[:, :-1].bool()).sum(1).tolist()
-        return np.array([chunk.float().mean().item() for chunk in out.loss.split(counts)])
+        counts = ((batch.labels[:, 1:] != IGNORE) & batch.attention_mask[:, :-1].bool()).sum(1).tolist()
+        return np.array([chunk.float().mean().item() for chunk in losses.split(counts)])
 
     # ---------------------------------------------------------------- inference
     def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        return pad_embeds(self.embed_pieces([self.prompt_pieces(p) for p in prompts]), side="left")
+        """Left-padded prompt embeddings and mask, ready for generation."""
+        batch = self.collate(prompts, side="left")
+        return self.embed(batch), batch.attention_mask
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 48) -> list[str]:

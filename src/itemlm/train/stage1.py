@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from torch import nn
 from tqdm.auto import tqdm
 
 from itemlm.cf.mf import CFEmbeddings, MFConfig, load_or_train_mf
@@ -33,7 +34,8 @@ from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
-from itemlm.train.checkpoint import CheckpointManager, MetricsLog
+from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
+from itemlm.train.distributed import check_global_batch, gather_with_grad, global_mean, local_slice, make_accelerator
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -142,44 +144,61 @@ def full_precision(like: torch.Tensor):
     return torch.autocast(device_type=like.device.type, enabled=False)
 
 
-def stage1_loss(model: ItemQFormer, batch: Stage1Batch, config: Stage1Config, generator: torch.Generator):
-    """Weighted sum of the variant's losses and a dict of floats for the progress bar and log."""
-    w = config.loss_weights
-    item_emb = model.item_embeddings(batch.item_cf)
-    text_emb = model.text_embeddings(batch.input_ids, batch.attention_mask)
-    with full_precision(item_emb):
-        itc, itc_info = losses.item_text_contrastive(
-            item_emb.float(), text_emb.float(), model.temperature(), batch.item_ids
+class Stage1Objective(nn.Module):
+    """The variant's weighted losses as one module: in a distributed run DDP wraps this, so that
+    every parameter the losses touch is synchronized by one forward and one backward per step.
+
+    `forward(batch, generator)` takes the whole global batch (every process builds the same one)
+    and runs the Q-Former on this process's share; see itemlm.train.distributed for how the
+    losses are normalized so that the update does not depend on the number of processes.
+    """
+
+    def __init__(self, qformer: ItemQFormer, config: Stage1Config, accelerator: Accelerator):
+        super().__init__()
+        self.qformer = qformer
+        self.weights = config.loss_weights
+        self.pair_losses = VARIANTS[config.variant]
+        self.accelerator = accelerator
+
+    def forward(self, batch: Stage1Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model, w, accelerator = self.qformer, self.weights, self.accelerator
+        world = accelerator.num_processes
+        mine = local_slice(len(batch.item_ids), accelerator)
+        item_emb = gather_with_grad(model.item_embeddings(batch.item_cf[mine]), accelerator)
+        text_emb = gather_with_grad(model.text_embeddings(batch.input_ids[mine], batch.attention_mask[mine]), accelerator)
+        with full_precision(item_emb):
+            itc, itc_info = losses.item_text_contrastive(item_emb.float(), text_emb.float(), model.temperature(), batch.item_ids)
+        itm, itm_info = losses.item_text_matching(
+            model, batch.item_cf, None, batch.input_ids, batch.attention_mask, itc_info["sim_i2t"], itc_info["sim_t2i"],
+            generator=generator, item_ids=batch.item_ids, share=(accelerator.process_index, world),
         )
-    itm, itm_info = losses.item_text_matching(
-        model, batch.item_cf, None, batch.input_ids, batch.attention_mask,
-        itc_info["sim_i2t"], itc_info["sim_t2i"], generator=generator, item_ids=batch.item_ids,
-    )
-    itg, itg_info = losses.item_grounded_generation(model, batch.item_cf, None, batch.input_ids, batch.attention_mask)
-    total = w.itc * itc + w.itm * itm + w.itg * itg
-    parts = {"itc": itc, "itm": itm, "itg": itg, "i2t_acc": itc_info["i2t_acc"], "itm_acc": itm_info["itm_acc"]}
-    pair_losses = VARIANTS[config.variant]
-    if "ii" in pair_losses:
-        cf_a, cf_b, ids_a, ids_b = batch.ii
-        emb_a, emb_b = model.item_embeddings(cf_a), model.item_embeddings(cf_b)
+        # ITG: this share's token losses over all the batch's tokens (known here: every process has the batch)
+        itg_tokens = batch.attention_mask[:, 1:].sum()
+        itg, _ = losses.item_grounded_generation(
+            model, batch.item_cf[mine], None, batch.input_ids[mine], batch.attention_mask[mine], normalizer=itg_tokens / world,
+        )
+        total = w.itc * itc + w.itm * itm + w.itg * itg
+        parts = {"itc": itc, "itm": itm, "itg": itg, "i2t_acc": itc_info["i2t_acc"], "itm_acc": itm_info["itm_acc"]}
+        if "ii" in self.pair_losses:
+            cf_a, cf_b, ids_a, ids_b = batch.ii
+            parts["ii"] = self.pair_loss(cf_a[mine], cf_b[mine], None, losses.false_negative_mask(ids_a, ids_b))
+            total = total + w.ii * parts["ii"]
+        if "ui" in self.pair_losses:
+            user_cf, item_cf, user_ids, item_ids = batch.ui
+            kind_user = torch.ones(mine.stop - mine.start, dtype=torch.long, device=user_cf.device)
+            parts["ui"] = self.pair_loss(user_cf[mine], item_cf[mine], kind_user, losses.false_negative_mask(user_ids, item_ids))
+            total = total + w.ui * parts["ui"]
+        parts["loss"] = total
+        return total, parts
+
+    def pair_loss(self, cf_a: torch.Tensor, cf_b: torch.Tensor, kind_a: torch.Tensor | None, false_negatives) -> torch.Tensor:
+        """Item-item or user-item contrastive loss over the whole batch's pairs (gathered)."""
+        model = self.qformer
+        emb_a = gather_with_grad(model.item_embeddings(cf_a, kind_a), self.accelerator)
+        emb_b = gather_with_grad(model.item_embeddings(cf_b), self.accelerator)
         with full_precision(emb_a):
-            ii, _ = losses.pair_contrastive(
-                emb_a.float(), emb_b.float(), model.temperature(), losses.false_negative_mask(ids_a, ids_b)
-            )
-        total = total + w.ii * ii
-        parts["ii"] = ii
-    if "ui" in pair_losses:
-        user_cf, item_cf, user_ids, item_ids = batch.ui
-        kind_user = torch.ones(len(user_cf), dtype=torch.long, device=user_cf.device)
-        emb_user, emb_item = model.item_embeddings(user_cf, kind_user), model.item_embeddings(item_cf)
-        with full_precision(emb_user):
-            ui, _ = losses.pair_contrastive(
-                emb_user.float(), emb_item.float(), model.temperature(), losses.false_negative_mask(user_ids, item_ids)
-            )
-        total = total + w.ui * ui
-        parts["ui"] = ui
-    parts["loss"] = total
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+            loss, _ = losses.pair_contrastive(emb_a.float(), emb_b.float(), model.temperature(), false_negatives)
+        return loss
 
 
 def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
@@ -192,18 +211,22 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
     # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
     # stage 2 from Python) could not change it.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
+    check_global_batch(config.batch_size, accelerator)
+    main = accelerator.is_main_process
+    out = config.out
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
 
-    dataset = load_dataset(config.dataset, config.data_home)
-    split = make_split(dataset, config.split)
-    cf, _ = load_or_train_mf(split, config.mf, dataset=config.dataset, home=config.data_home, folder=config.cf_model)
+    with accelerator.main_process_first():  # process 0 prepares and caches the data and the MF
+        dataset = load_dataset(config.dataset, config.data_home)
+        split = make_split(dataset, config.split)
+        cf, _ = load_or_train_mf(split, config.mf, dataset=config.dataset, home=config.data_home, folder=config.cf_model)
     tokenizer = load_tokenizer(config.text_model)
     data = Stage1Data(
         dataset, split, cf.user_vectors, cf.item_vectors, tokenizer,
@@ -212,44 +235,55 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     )
     model = build_model(config, cf)
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    # the scheduler stays outside accelerate, which would step it once per process
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    objective, optimizer = accelerator.prepare(Stage1Objective(model, config, accelerator), optimizer)
     negatives = torch.Generator().manual_seed(config.seed)
 
     checkpoints = CheckpointManager(out / "checkpoints")
     start_step = 0
     if resume:
-        start_step = checkpoints.restore_latest(accelerator.unwrap_model(model), optimizer, scheduler, negatives)
-    log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
+        start_step = checkpoints.restore_latest(model, optimizer, scheduler, negatives)
+    if accelerator.num_processes > 1:
+        torch.manual_seed(config.seed * 1000 + accelerator.process_index + start_step)  # own dropout masks
+    log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step) if main else None
 
     model.train()
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
-    bar = tqdm(range(start_step, last_step), desc=f"stage1 {config.variant}", disable=not progress, initial=start_step, total=config.steps)
+    bar = tqdm(range(start_step, last_step), desc=f"stage1 {config.variant}", disable=not (progress and main), initial=start_step, total=config.steps)
     for step in bar:
         batch = data.batch(step).to(accelerator.device)
         with autocast:
-            loss, parts = stage1_loss(accelerator.unwrap_model(model), batch, config, negatives)
-        if not math.isfinite(parts["loss"]):
-            raise RuntimeError(f"stage-1 loss is {parts['loss']} at step {step}; lower the learning rate")
+            loss, parts = objective(batch, negatives)
         update_parameters(accelerator, loss, model.parameters(), optimizer, scheduler, config.grad_clip)
-        accelerator.unwrap_model(model).clamp_temperature_()
+        model.clamp_temperature_()
         done = step + 1
         if done % 5 == 0:
             return_freed_memory()
-        if done % config.log_every == 0 or done == config.steps:
-            record = {"step": done, "lr": scheduler.get_last_lr()[0], **{k: round(v, 5) for k, v in parts.items()}}
-            log.write(record)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items() if k in ("itc", "itm", "itg", "ii", "ui")})
-        if done % config.checkpoint_every == 0 and done < config.steps:
-            checkpoints.save(done, accelerator.unwrap_model(model), optimizer, scheduler, negatives)
+        logging = done % config.log_every == 0 or done == config.steps
+        saving = done % config.checkpoint_every == 0 and done < config.steps
+        if logging or saving:
+            values = {k: float(global_mean(v, accelerator)) for k, v in parts.items()}
+            if not math.isfinite(values["loss"]):
+                raise RuntimeError(f"stage-1 loss is {values['loss']} at step {done}; lower the learning rate")
+        if logging:
+            if main:
+                log.write({"step": done, "lr": scheduler.get_last_lr()[0], **{k: round(v, 5) for k, v in values.items()}})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k in ("itc", "itm", "itg", "ii", "ui")})
+        if saving:
+            save_checkpoint(accelerator, checkpoints, done, model, optimizer, scheduler, negatives)
     bar.close()
-    log.close()
+    if log is not None:
+        log.close()
     if last_step < config.steps:
-        checkpoints.save(last_step, accelerator.unwrap_model(model), optimizer, scheduler, negatives)
+        save_checkpoint(accelerator, checkpoints, last_step, model, optimizer, scheduler, negatives)
         return out / "checkpoints"
+    accelerator.wait_for_everyone()
+    if not main:  # process 0 saves and evaluates
+        return out / "model"
 
     final = out / "model"
-    trained = accelerator.unwrap_model(model)
+    trained = model
     trained.save_pretrained(final, tokenizer=tokenizer)
     metrics = evaluate_stage1(trained.eval(), data)
     metrics["train"] = {

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from itemlm.cf.mf import MFConfig, load_or_train_mf
@@ -37,7 +36,8 @@ from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
-from itemlm.train.checkpoint import CheckpointManager, MetricsLog
+from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
+from itemlm.train.distributed import check_global_batch, global_mean, global_sum, local_rows, make_accelerator
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -64,10 +64,16 @@ class Stage2Config:
     llm: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
     llm_dtype: str = "bfloat16"  # bfloat16 for training speed; evaluation reloads in eval_dtype
     eval_dtype: str = "float32"
+    # speed switches (None: on where CUDA is, off on the CPU)
+    compile: bool | None = None  # torch.compile the frozen LLM's forward and backward
+    attention: str | None = None  # sdpa | flash_attention_2 | eager; None: the model's default (SDPA)
+    pad_to_multiple: int | None = None  # pad batches to a multiple of this length; None: 64 when compiling, else 1
+    ce_chunk_rows: int = 4096  # label positions per LM-head + cross-entropy chunk
+    pin_memory: bool = True  # batches reach a GPU through pinned host memory
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     history_length: int = 20
     max_target_tokens: int = 48
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch: split over processes in a distributed run
     steps: int = 200
     learning_rate: float = 1e-4
     adapter_lr_scale: float = 10.0  # the adapter / MLP start from scratch
@@ -137,27 +143,52 @@ def load_everything(config: Stage2Config, llm_dtype: str):
     dataset = load_dataset(config.dataset, config.data_home)
     split = make_split(dataset, config.split)
     cf, _ = load_or_train_mf(split, config.mf, dataset=config.dataset, home=config.data_home, folder=config.cf_model)
-    llm = FrozenLLM.load(config.llm, dtype=llm_dtype)
+    llm = FrozenLLM.load(config.llm, dtype=llm_dtype, attention=config.attention)
     catalogue = Catalogue(
         dataset.items, [s.tolist() for s in split.train_sequences()], cf.item_vectors, cf.user_vectors, infer_domain(dataset)
     )
     return dataset, split, cf, llm, catalogue
 
 
+def speed_path(config: Stage2Config, model: ItemLanguageModel, device: torch.device) -> int:
+    """Apply the speed switches to the model; returns the length batches are padded to a multiple of."""
+    on_gpu = device.type == "cuda"
+    compile_llm = on_gpu if config.compile is None else config.compile
+    model.llm.ce_chunk_rows = config.ce_chunk_rows
+    model.pin_memory = config.pin_memory
+    if compile_llm:
+        model.llm.compile()
+    if config.pad_to_multiple is not None:
+        return max(1, config.pad_to_multiple)
+    return 64 if compile_llm else 1
+
+
 def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True, evaluate: bool = True) -> Path:
+    """Train the bridge, checkpoint, save `out/model`, evaluate; returns the model folder.
+
+    Runs as one process or as several (`torchrun` / `accelerate launch`, see
+    itemlm.train.distributed): each process takes its share of every global batch, process 0
+    writes everything. `stop_after` ends the run after that many steps as if interrupted.
+    """
     from itemlm.eval.stage2_eval import evaluate_stage2
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
+    accelerator = make_accelerator()
+    check_global_batch(config.batch_size, accelerator)
+    main = accelerator.is_main_process
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
 
-    dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
+    with accelerator.main_process_first():  # process 0 prepares and caches data, MF, converted LLM
+        dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
+    llm.to(accelerator.device)
     cf_scale = 1.0 / max(float(np.sqrt(np.mean(np.square(cf.item_vectors)))), 1e-8)
     bridge = build_bridge(config, cf.dim, cf_scale, llm)
     model = ItemLanguageModel(llm, bridge, config.bridge, catalogue)
+    pad_to_multiple = speed_path(config, model, accelerator.device)
     train_samples = build_samples(dataset, split, "train", seed=config.seed, history_length=config.history_length, prompts="seen")
     steps = config.steps if bridge is not None else 0  # text-only has nothing to train
     mixture = mix_samples(group_by_task(train_samples), config.task_weights, max(1, steps * config.batch_size), config.seed)
@@ -167,38 +198,54 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     log = None
     if bridge is not None:
         optimizer = torch.optim.AdamW(parameter_groups(bridge, config))
+        # the scheduler stays outside accelerate, which would step it once per process
         scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
-        bridge, optimizer, scheduler = accelerator.prepare(bridge, optimizer, scheduler)
+        bridge, optimizer = accelerator.prepare(bridge, optimizer)
         model.bridge = bridge
         generator = torch.Generator().manual_seed(config.seed)
         if resume:
             start_step = checkpoints.restore_latest(accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
-        log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
+        if accelerator.num_processes > 1:
+            torch.manual_seed(config.seed * 1000 + accelerator.process_index + start_step)  # own dropout masks
+        log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step) if main else None
         model.train()
 
     last_step = steps if stop_after is None else min(steps, start_step + stop_after)
-    bar = tqdm(range(start_step, last_step), desc=f"stage2 {config.bridge}", disable=not progress, initial=start_step, total=steps)
+    bar = tqdm(range(start_step, last_step), desc=f"stage2 {config.bridge}", disable=not (progress and main), initial=start_step, total=steps)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
     for step in bar:
-        batch = mixture[step * config.batch_size : (step + 1) * config.batch_size]
-        loss, tokens = model.loss([s.prompt for s in batch], [s.target for s in batch], config.max_target_tokens)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise RuntimeError(f"stage-2 loss is {value} at step {step}; lower the learning rate")
+        rows = local_rows(mixture[step * config.batch_size : (step + 1) * config.batch_size], accelerator)
+        batch = model.collate([s.prompt for s in rows], [s.target for s in rows], config.max_target_tokens, pad_to_multiple=pad_to_multiple)
+        loss_sum, tokens = model.loss_on(batch, reduction="sum")
+        # the sum over this share / all label tokens of the global batch, times the world size:
+        # DDP's gradient average then equals the one-process gradient of the global mean
+        loss = loss_sum * (accelerator.num_processes / global_sum(tokens, accelerator))
+        nonfinite |= ~torch.isfinite(loss.detach())
         update_parameters(accelerator, loss, bridge.parameters(), optimizer, scheduler, config.grad_clip)
         done = step + 1
         if done % 5 == 0:
             return_freed_memory()
-        if done % config.log_every == 0 or done == steps:
-            log.write({"step": done, "loss": round(value, 5), "tokens": tokens, "lr": scheduler.get_last_lr()[0]})
+        logging = done % config.log_every == 0 or done == steps
+        saving = done % config.checkpoint_every == 0 and done < steps
+        if logging or saving:  # the only points where the host waits for the device
+            if bool(global_sum(nonfinite, accelerator)):
+                raise RuntimeError(f"stage-2 loss became NaN or infinite by step {done}; lower the learning rate")
+        if logging:
+            value, total_tokens = float(global_mean(loss, accelerator)), int(global_sum(tokens, accelerator))
+            if main:
+                log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{value:.3f}")
-        if done % config.checkpoint_every == 0 and done < steps:
-            checkpoints.save(done, accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
+        if saving:
+            save_checkpoint(accelerator, checkpoints, done, bridge, optimizer, scheduler, generator)
     bar.close()
     if log is not None:
         log.close()
     if last_step < steps:
-        checkpoints.save(last_step, accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
+        save_checkpoint(accelerator, checkpoints, last_step, bridge, optimizer, scheduler, generator)
         return out / "checkpoints"
+    accelerator.wait_for_everyone()
+    if not main:  # process 0 saves and evaluates
+        return out / "model"
 
     trained = accelerator.unwrap_model(bridge) if bridge is not None else None
     model.bridge = trained

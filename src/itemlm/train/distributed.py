@@ -1,0 +1,120 @@
+"""What the recipes need to run on several processes: `accelerate launch` or `torchrun` start them.
+
+    torchrun --nproc_per_node 8 -m itemlm.cli stage2 --config my.yaml        # one machine, 8 GPUs
+    accelerate launch --num_processes 2 -m itemlm.cli stage1 --config ...     # or through accelerate
+    torchrun --nproc_per_node 2 -m itemlm.cli stage2 ...                      # CPU only: gloo
+
+The rules both recipes follow:
+- `batch_size` is the *global* batch. Every process builds the same global batch from the step
+  number and keeps its own contiguous share (`local_rows`), so the data seen at a step does not
+  depend on how many processes there are, and a run resumes under another world size.
+- Losses are sums over the local share divided by the global count and multiplied by the world
+  size; DDP averages gradients over processes, so the update equals the one-process update on
+  the global batch. In-batch contrastive losses gather their embeddings from every process
+  (with gradients) and compute the whole-batch loss everywhere.
+- Process 0 writes: config, metrics, checkpoints, the final model, the evaluation. Everyone
+  reads the same checkpoint on resume.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+from accelerate import Accelerator
+
+from itemlm.errors import InputError
+
+T = TypeVar("T")
+
+
+def make_accelerator() -> Accelerator:
+    """GPUs when there are any (NCCL between processes), else CPU processes talking over gloo."""
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def local_rows(global_batch: list[T] | torch.Tensor, accelerator: Accelerator) -> list[T] | torch.Tensor:
+    """This process's contiguous share of the global batch."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    share = len(global_batch) // world
+    return global_batch[rank * share : (rank + 1) * share]
+
+
+def local_slice(size: int, accelerator: Accelerator) -> slice:
+    share = size // accelerator.num_processes
+    return slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+
+
+def check_global_batch(batch_size: int, accelerator: Accelerator, field: str = "batch_size") -> None:
+    if batch_size % accelerator.num_processes:
+        raise InputError(
+            f"{field}={batch_size} is the global batch and must divide evenly over "
+            f"{accelerator.num_processes} processes"
+        )
+
+
+def gather_with_grad(tensor: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """Concatenate every process's rows (in rank order); gradients flow back to their owners."""
+    if accelerator.num_processes == 1:
+        return tensor
+    return _GatherRows.apply(tensor)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient of this process's rows.
+
+    The backward all-reduces the whole (contiguous) gradient and keeps its own rows: the
+    embeddings gathered here are small, and an all-reduce works on every backend (gloo has no
+    reduce-scatter, and torch.distributed.nn's all-to-all fallback mishandles the strided
+    gradients that a transposed similarity matrix produces). It runs in a process group of its
+    own: DDP all-reduces gradient buckets in the default group while this backward runs.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        group = _gather_group()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, tensor.contiguous(), group=group)
+        ctx.rows = tensor.shape[0]
+        ctx.rank = dist.get_rank(group)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=_gather_group())
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+_GATHER_GROUP = None
+
+
+def _gather_group():
+    global _GATHER_GROUP
+    if _GATHER_GROUP is None:
+        import torch.distributed as dist
+
+        _GATHER_GROUP = dist.new_group()
+    return _GATHER_GROUP
+
+
+def global_sum(value: torch.Tensor | int, accelerator: Accelerator) -> torch.Tensor | int:
+    """Sum over processes, computed on the device without making the host wait for it.
+
+    With one process the value comes back as it is (a host number stays a host number).
+    """
+    if accelerator.num_processes == 1:
+        return value
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().float()
+    else:  # filled on the device: a copy from the host would wait for the queued work
+        tensor = torch.full((), float(value), device=accelerator.device)
+    return accelerator.reduce(tensor, "sum")
+
+
+def global_mean(value: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    return accelerator.reduce(value.detach().float(), "mean") if accelerator.num_processes > 1 else value.detach().float()

@@ -1,12 +1,23 @@
-"""Stage-2 speed: the full ILM training step against a bare frozen-LLM soft-prompt step of the same shape.
+"""Stage-2 speed: the full ILM training step next to the bare frozen-LLM soft-prompt step of the same shape.
 
-Both steps see the same batch shape (B sequences of T input vectors, the same labelled target
-tokens) and do forward + backward through the frozen LLM + AdamW. The bare step's item vectors are
-a trainable tensor; the ILM step builds them with the Q-Former and adapter from CF vectors, and
-also pays for tokenization and splicing. The target: ILM >= 90% of the bare step's samples/s.
-Also measured: latency of one recommendation (top-10, constrained beam search, 10 beams).
+For random-initialized LLMs of real shapes (speed does not depend on the weights), every row of
+the same batch: `prefix` input vectors standing for items, then text tokens; labels on the
+answer tokens only. All steps do forward + backward through the frozen LLM and an AdamW update.
 
-    .venv/bin/python benchmarks/stage2_throughput.py [--steps 8] [--dtype bfloat16]
+    hf-eager       the bare step through Hugging Face's own forward and loss (logits at every position)
+    bare-eager     the bare step through itemlm's forward: LM head + cross-entropy only at labelled
+                   positions, in chunks; the prefix vectors are one trainable tensor
+    ilm-eager      the recipe's step (itemlm.train.stage2.training_step): host-side layout of the
+                   prompts, Q-Former + adapter for 4 items x 8 queries per row, the same LLM step
+    bare-compiled, ilm-compiled   the same two with the decoder layers under torch.compile
+
+Reported per row: samples/s, tokens/s, model TFLOP/s (4 x matmul parameters x tokens: forward
+and the backward to the activations of a frozen LLM; the LM head counted on labelled tokens
+only) and peak memory. Targets: ilm-compiled >= 90% of bare-compiled samples/s, and its peak
+memory at most bare-compiled's + 2 GB.
+
+    python benchmarks/stage2_throughput.py                                   # CPU: SmolLM2 shape, batch 8
+    python benchmarks/stage2_throughput.py --shapes smollm2-135m qwen2.5-0.5b qwen2.5-1.5b --batch-size 64
 """
 
 from __future__ import annotations
@@ -17,92 +28,232 @@ import os
 import platform
 import resource
 import time
+import traceback
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from itemlm.config import load_config
-from itemlm.models.ilm import ItemLanguageModel
-from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
-from itemlm.train.stage2 import Stage2Config, build_bridge, load_everything, parameter_groups
+from itemlm.models.bridges import QFormerBridge
+from itemlm.models.ilm import Catalogue, ItemLanguageModel
+from itemlm.models.llm import FrozenLLM
+from itemlm.models.qformer import ItemQFormer
+from itemlm.tasks.samples import Sample
+from itemlm.train.distributed import make_accelerator
+from itemlm.train.schedule import warmup_cosine
+from itemlm.train.stage2 import Stage2Config, embedding_scale, parameter_groups, training_step
+
+# Published architecture numbers of the three LLMs (config.json of each); weights are random.
+SHAPES = {
+    "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                                   num_key_value_heads=3, vocab_size=49152, rope_theta=100000.0)),
+    "qwen2.5-0.5b": ("qwen2", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                                   num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0)),
+    "qwen2.5-1.5b": ("qwen2", dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                                   num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0)),
+}
+ITEMS_PER_ROW = 4
+QUERIES = 8
+CF_DIM = 64
 
 
-def timed_steps(step, count: int, warmup: int = 2) -> float:
+def random_llm(shape: str, tokenizer_folder: Path, dtype: torch.dtype, device: torch.device, attention: str) -> FrozenLLM:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    arch, numbers = SHAPES[shape]
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))  # SmolLM2's: ids fit every vocabulary here
+    config = config_class(**numbers, tie_word_embeddings=True, max_position_embeddings=4096, attn_implementation=attention,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = model_class(config).to(dtype)
+    return FrozenLLM(model, tokenizer, source=f"random {shape}")
+
+
+def synthetic_rows(model: ItemLanguageModel, batch: int, text_tokens: int, seed: int) -> tuple[list[Sample], int]:
+    """`batch` prompts naming 4 items each (4 x 8 = 32 prefix vectors) whose text, template and
+    answer together take exactly `text_tokens` tokens; returns them and the answer length."""
+    rng = np.random.default_rng(seed)
+    words = "the a film story about love war space music family city night friends journey".split()
+    rows = []
+    for _ in range(batch):
+        items = rng.choice(model.catalogue.num_items, ITEMS_PER_ROW, replace=False)
+        prompt = "Watched " + ", ".join(f"<item:{i}>" for i in items) + ". Describe the next one."
+        rows.append(Sample("bench", "seen", prompt, " ".join(rng.choice(words, 4 * text_tokens))))
+    probe = model.collate([rows[0].prompt], [""], 0)
+    prompt_text = int(probe.attention_mask.sum()) - ITEMS_PER_ROW * QUERIES
+    answer = text_tokens - prompt_text
+    if answer < 8:
+        raise SystemExit(f"--text {text_tokens} leaves no room for an answer after {prompt_text} prompt tokens")
+    return rows, answer
+
+
+def matmul_parameters(llm: FrozenLLM) -> tuple[int, int]:
+    """(decoder-layer linear weights, LM head weights)."""
+    body = sum(m.weight.numel() for m in llm.model.base_model.modules() if isinstance(m, torch.nn.Linear))
+    return body, llm.model.get_output_embeddings().weight.numel()
+
+
+def measure(step, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
+    """Seconds per step (after warm-up) and peak memory in GB (device memory on a GPU, else RSS)."""
     for _ in range(warmup):
         step()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    for _ in range(count):
+    for _ in range(steps):
         step()
-    return (time.perf_counter() - started) / count
+    sync(device)
+    seconds = (time.perf_counter() - started) / steps
+    if device.type == "cuda":
+        return seconds, torch.cuda.max_memory_allocated() / 2**30
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("results/stage2_throughput.json"))
-    args = parser.parse_args()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    config = load_config(Stage2Config, "stage2-quick", ["bridge=ilm-rand", f"batch_size={args.batch_size}"])
-    dataset, split, cf, llm, catalogue = load_everything(config, args.dtype)
-    bridge = build_bridge(config, cf.dim, 1.0, llm)
+
+def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) -> list[dict]:
+    dtype = getattr(torch, args.dtype)
+    llm = random_llm(shape, tokenizer_folder, dtype, device, args.attention)
+    rng = np.random.default_rng(0)
+    catalogue = Catalogue(
+        pd.DataFrame({"title": [f"Item {i}" for i in range(args.items)], "text_held_out": False}), [[0]] * 16,
+        rng.normal(size=(args.items, CF_DIM)).astype(np.float32), rng.normal(size=(16, CF_DIM)).astype(np.float32),
+    )
+    qformer = ItemQFormer.from_bert(None, init="random", num_queries=QUERIES, cf_dim=CF_DIM, cf_scale=1.0)
+    bridge = QFormerBridge(qformer, llm.hidden_size, embedding_scale(llm)).to(device)
     model = ItemLanguageModel(llm, bridge, "ilm-rand", catalogue)
     model.train()
-    samples = build_samples(dataset, split, "train", history_length=config.history_length)
-    batch = mix_samples(group_by_task(samples), config.task_weights, args.batch_size, seed=1)
-    prompts, targets = [s.prompt for s in batch], [s.target for s in batch]
-
+    rows, answer = synthetic_rows(model, args.batch_size, args.text, seed=1)
+    config = load_config(Stage2Config, "stage2-quick", ["bridge=ilm-rand", f"max_target_tokens={answer}", f"batch_size={args.batch_size}"])
+    accelerator = make_accelerator()
     optimizer = torch.optim.AdamW(parameter_groups(bridge, config))
+    scheduler = warmup_cosine(optimizer, 10, 10**6)
 
     def ilm_step():
-        loss, _ = model.loss(prompts, targets, config.max_target_tokens)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        training_step(model, rows, config, accelerator, optimizer, scheduler)
 
-    # The bare step: the same embeddings and labels, with the spliced vectors as one trainable tensor.
-    with torch.no_grad():
-        embeds, mask, labels = model.batch(prompts, targets, config.max_target_tokens)
-    soft = torch.nn.Parameter(embeds.clone())
-    bare_optimizer = torch.optim.AdamW([soft], lr=1e-3)
+    # The bare step: the same token ids, mask and labels, the prefix slots filled by one trainable tensor.
+    batch = model.collate([r.prompt for r in rows], [r.target for r in rows], answer).to(device)
+    soft = torch.nn.Parameter(torch.randn(len(batch.slot_positions), llm.hidden_size, device=device) * embedding_scale(llm))
+    bare_optimizer = torch.optim.AdamW([soft], lr=1e-4)
+
+    def bare_inputs():
+        embeds = llm.embed(batch.input_ids)
+        return embeds.reshape(-1, embeds.shape[-1]).index_copy(0, batch.slot_positions, soft.to(embeds.dtype)).view(embeds.shape)
 
     def bare_step():
-        out = llm.forward_embeds(soft, mask, labels)
+        llm.forward_embeds(bare_inputs(), batch.attention_mask, batch.labels).loss.backward()
+        bare_optimizer.step()
+        bare_optimizer.zero_grad(set_to_none=True)
+
+    def hf_step():
+        out = llm.model(inputs_embeds=bare_inputs(), attention_mask=batch.attention_mask, labels=batch.labels)
         out.loss.backward()
         bare_optimizer.step()
         bare_optimizer.zero_grad(set_to_none=True)
 
-    bare = timed_steps(bare_step, args.steps)
-    ilm = timed_steps(ilm_step, args.steps)
+    tokens = int(batch.attention_mask.sum())
+    labelled = int((batch.labels[:, 1:] != -100).sum())
+    body, head = matmul_parameters(llm)
+    flops = 4 * (body * tokens + head * labelled)
+    steps = [("hf-eager", hf_step), ("bare-eager", bare_step), ("ilm-eager", ilm_step)]
+    compile_now = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    if compile_now:
+        steps += [("bare-compiled", bare_step), ("ilm-compiled", ilm_step)]
+    results = []
+    for name, step in steps:
+        if name.endswith("compiled") and not llm.compiled:
+            llm.compile()
+        record = {"shape": shape, "step": name, "batch": args.batch_size, "sequence": int(batch.input_ids.shape[1]),
+                  "label_tokens": labelled}
+        try:
+            started = time.perf_counter()
+            seconds, peak = measure(step, args.steps, args.warmup, device)
+            record.update(
+                seconds_per_step=round(seconds, 4), samples_per_s=round(args.batch_size / seconds, 1),
+                tokens_per_s=round(tokens / seconds), tflops=round(flops / seconds / 1e12, 2),
+                peak_memory_gb=round(peak, 2), wall_s=round(time.perf_counter() - started, 1),
+            )
+        except Exception as err:  # one failing variant (say, compilation) must not lose the others
+            record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            traceback.print_exc()
+        print(json.dumps(record), flush=True)
+        results.append(record)
+    by_step = {r["step"]: r for r in results if "error" not in r}
+    for kind in ("eager", "compiled"):
+        if f"ilm-{kind}" in by_step and f"bare-{kind}" in by_step:
+            ilm, bare = by_step[f"ilm-{kind}"], by_step[f"bare-{kind}"]
+            results.append({"shape": shape, "step": f"ilm/bare {kind}", "fraction": round(ilm["samples_per_s"] / bare["samples_per_s"], 3),
+                            "extra_memory_gb": round(ilm["peak_memory_gb"] - bare["peak_memory_gb"], 2)})
+            print(json.dumps(results[-1]), flush=True)
+    del model, llm, bridge, optimizer, bare_optimizer, soft
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
 
-    model.eval()
-    history = split.train_sequences()[0][-10:].tolist()
-    model.recommend(history=history, k=10)  # warm-up: builds the title trie
-    started = time.perf_counter()
-    repeats = 3
-    for _ in range(repeats):
-        model.recommend(history=history, k=10)
-    latency = (time.perf_counter() - started) / repeats
 
+def tokenizer_folder(given: Path | None) -> Path:
+    """A folder with SmolLM2's tokenizer: --tokenizer, else read once from the embedded GGUF."""
+    if given is not None:
+        return given
+    from itemlm.models.llm import EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_PACKAGE, convert_gguf
+    from itemlm.paths import package_folder
+
+    return convert_gguf(package_folder(EMBEDDED_PACKAGE, EMBEDDED_INSTALL) / EMBEDDED_GGUF)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["smollm2-135m"], choices=list(SHAPES))
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on a GPU, 8 on the CPU")
+    parser.add_argument("--prefix", type=int, default=ITEMS_PER_ROW * QUERIES, help="fixed: 4 items x 8 queries")
+    parser.add_argument("--text", type=int, default=96, help="text tokens per row (template + prompt + answer)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on a GPU, 3 on the CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--attention", default="sdpa")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on a GPU only")
+    parser.add_argument("--items", type=int, default=10000)
+    parser.add_argument("--tokenizer", type=Path, default=None, help="a folder with SmolLM2's tokenizer")
+    parser.add_argument("--out", type=Path, default=Path("results/stage2_throughput.json"))
+    parser.add_argument("--save-llm", type=Path, default=None, help="only save the first shape (random, bf16) to this folder")
+    args = parser.parse_args()
+    if args.prefix != ITEMS_PER_ROW * QUERIES:
+        parser.error(f"--prefix is {ITEMS_PER_ROW * QUERIES} (4 items x 8 queries) in this benchmark")
+
+    device = make_accelerator().device
+    gpu = device.type == "cuda"
+    args.batch_size = args.batch_size or (64 if gpu else 8)
+    args.steps = args.steps or (20 if gpu else 3)
+    args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    folder = tokenizer_folder(args.tokenizer)
+    if args.save_llm is not None:  # a model folder for the recipe (`itemlm stage2 llm=FOLDER`) at a real shape
+        llm = random_llm(args.shapes[0], folder, getattr(torch, args.dtype), torch.device("cpu"), args.attention)
+        llm.model.save_pretrained(args.save_llm)
+        llm.tokenizer.save_pretrained(args.save_llm)
+        print(f"saved a random {args.shapes[0]} to {args.save_llm}")
+        return
+    results = []
+    for shape in args.shapes:
+        results += bench_shape(shape, args, folder, device)
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "llm": "SmolLM2-135M-Instruct (embedded)",
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-        "sequence_length": int(mask.shape[1]),
-        "label_tokens": int((labels != -100).sum()),
-        "bare_step_seconds": round(bare, 3),
-        "ilm_step_seconds": round(ilm, 3),
-        "bare_samples_per_second": round(args.batch_size / bare, 2),
-        "ilm_samples_per_second": round(args.batch_size / ilm, 2),
-        "ilm_fraction_of_bare": round(bare / ilm, 3),
-        "recommend_top10_latency_seconds": round(latency, 2),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "machine": torch.cuda.get_device_name() if gpu else f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": args.dtype, "attention": args.attention,
+        "text_tokens": args.text, "prefix_vectors": args.prefix, "results": results,
     }
-    print(json.dumps(report, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

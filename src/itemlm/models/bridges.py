@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -65,6 +66,22 @@ class MLPBridge(nn.Module):
     def forward(self, cf: Tensor, kind: Tensor) -> Tensor:
         x = cf * self.cf_scale + self.kind_embedding(kind)
         return self.mlp(x).view(cf.shape[0], self.num_tokens, self.llm_hidden)
+
+
+def freeze_unused(bridge: nn.Module, cf_dim: int) -> list[str]:
+    """Freeze the parameters a bridge's forward never reaches (the stage-1 Q-Former keeps its
+    text-side heads); returns their names. Distributed training needs this: DDP expects every
+    trainable parameter to get a gradient at every step."""
+    cf = torch.zeros(2, cf_dim)
+    kind = torch.tensor([0, 1])
+    device = next(bridge.parameters()).device
+    bridge(cf.to(device), kind.to(device)).sum().backward()
+    unused = [name for name, p in bridge.named_parameters() if p.requires_grad and p.grad is None]
+    for name, parameter in bridge.named_parameters():
+        parameter.grad = None
+        if name in unused:
+            parameter.requires_grad_(False)
+    return unused
 
 
 def save_bridge(bridge: nn.Module | None, folder: Path, meta: dict) -> None:

@@ -85,7 +85,8 @@ class FrozenLLM(nn.Module):
         tokenizer.padding_side = "left"
         self.stop_token_ids = _stop_tokens(model, tokenizer)
         self.ce_chunk_rows = 4096  # label positions per LM-head chunk (see chunked_linear_cross_entropy)
-        self._compiled_body: Any = None
+        self._compiled = False
+        self._compiled_body: Any = None  # whole-body compilation, for models without a layer list
         self._cache_kw = "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
     # ---------------------------------------------------------------- loading
@@ -172,18 +173,29 @@ class FrozenLLM(nn.Module):
         return self
 
     def compile(self, **options: Any) -> FrozenLLM:
-        """Run the transformer body of training forwards (and their backward) through `torch.compile`.
+        """Run the decoder layers of training forwards (and their backward) through `torch.compile`.
 
-        Decoding stays eager (its shapes change every step). Sequence lengths that vary between
-        batches are handled by automatic dynamic shapes; padding batches to a multiple of 64
-        (`ItemLanguageModel.collate(pad_to_multiple=...)`) keeps the number of graphs small.
+        Each decoder layer is compiled in place on its own ("regional" compilation): the layers
+        share one graph, so compiling takes the time of one layer rather than of the whole stack,
+        and every forward of this LLM (decoding too) uses them. Models without a `layers` list
+        get a compiled copy of the whole body for training forwards only. Sequence lengths that
+        vary between batches are handled by automatic dynamic shapes; padding batches to a
+        multiple of 64 (`ItemLanguageModel.collate`) keeps the number of graphs small. The
+        stage-2 recipe evaluates on a freshly loaded, uncompiled copy.
         """
-        self._compiled_body = torch.compile(self.model.base_model, **options)
+        body = self.model.base_model
+        layers = getattr(body, "layers", None)
+        if isinstance(layers, nn.ModuleList) and len(layers):
+            for layer in layers:
+                layer.compile(**options)
+        else:
+            self._compiled_body = torch.compile(body, **options)
+        self._compiled = True
         return self
 
     @property
     def compiled(self) -> bool:
-        return self._compiled_body is not None
+        return self._compiled
 
     # ------------------------------------------------------------------- text
     def encode(self, text: str) -> list[int]:

@@ -30,7 +30,7 @@ from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
-from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters
+from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
@@ -131,6 +131,8 @@ def build_bridge(config: Stage2Config, cf_dim: int, cf_scale: float, llm: Frozen
 def parameter_groups(bridge, config: Stage2Config) -> list[dict]:
     fresh, pretrained = [], []
     for name, parameter in bridge.named_parameters():
+        if not parameter.requires_grad:
+            continue
         (pretrained if name.startswith("qformer.") else fresh).append(parameter)
     groups = [{"params": fresh, "lr": config.learning_rate * config.adapter_lr_scale}]
     if pretrained:
@@ -161,6 +163,19 @@ def speed_path(config: Stage2Config, model: ItemLanguageModel, device: torch.dev
     if config.pad_to_multiple is not None:
         return max(1, config.pad_to_multiple)
     return 64 if compile_llm else 1
+
+
+def training_step(model: ItemLanguageModel, rows: list, config: Stage2Config, accelerator, optimizer, scheduler, pad_to_multiple: int = 1):
+    """One update on this process's rows of a global batch; returns the (detached) loss and the
+    number of label tokens. Nothing in it waits for the device: the batch is laid out on the
+    host while the device still works on the previous step."""
+    batch = model.collate([s.prompt for s in rows], [s.target for s in rows], config.max_target_tokens, pad_to_multiple=pad_to_multiple)
+    loss_sum, tokens = model.loss_on(batch, reduction="sum")
+    # the sum over this share / all label tokens of the global batch, times the world size:
+    # DDP's gradient average then equals the one-process gradient of the global mean
+    loss = loss_sum * (accelerator.num_processes / global_sum(tokens, accelerator))
+    update_parameters(accelerator, loss, model.bridge.parameters(), optimizer, scheduler, config.grad_clip)
+    return loss.detach(), tokens
 
 
 def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True, evaluate: bool = True) -> Path:
@@ -197,6 +212,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     start_step = 0
     log = None
     if bridge is not None:
+        bridge.to(accelerator.device)
+        freeze_unused(bridge, cf.dim)
         optimizer = torch.optim.AdamW(parameter_groups(bridge, config))
         # the scheduler stays outside accelerate, which would step it once per process
         scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
@@ -213,15 +230,11 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     last_step = steps if stop_after is None else min(steps, start_step + stop_after)
     bar = tqdm(range(start_step, last_step), desc=f"stage2 {config.bridge}", disable=not (progress and main), initial=start_step, total=steps)
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+    logged_step, logged_at = start_step, time.perf_counter()  # training speed between log lines
     for step in bar:
         rows = local_rows(mixture[step * config.batch_size : (step + 1) * config.batch_size], accelerator)
-        batch = model.collate([s.prompt for s in rows], [s.target for s in rows], config.max_target_tokens, pad_to_multiple=pad_to_multiple)
-        loss_sum, tokens = model.loss_on(batch, reduction="sum")
-        # the sum over this share / all label tokens of the global batch, times the world size:
-        # DDP's gradient average then equals the one-process gradient of the global mean
-        loss = loss_sum * (accelerator.num_processes / global_sum(tokens, accelerator))
-        nonfinite |= ~torch.isfinite(loss.detach())
-        update_parameters(accelerator, loss, bridge.parameters(), optimizer, scheduler, config.grad_clip)
+        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple)
+        nonfinite |= ~torch.isfinite(loss)
         done = step + 1
         if done % 5 == 0:
             return_freed_memory()
@@ -232,8 +245,11 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
                 raise RuntimeError(f"stage-2 loss became NaN or infinite by step {done}; lower the learning rate")
         if logging:
             value, total_tokens = float(global_mean(loss, accelerator)), int(global_sum(tokens, accelerator))
+            now = time.perf_counter()
+            speed = (done - logged_step) * config.batch_size / (now - logged_at)
+            logged_step, logged_at = done, now
             if main:
-                log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0]})
+                log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0], "samples_per_s": round(speed, 2)})
             bar.set_postfix(loss=f"{value:.3f}")
         if saving:
             save_checkpoint(accelerator, checkpoints, done, bridge, optimizer, scheduler, generator)

@@ -23,6 +23,6 @@ python3 benchmarks/stage2_throughput.py --shapes smollm2-135m --tokenizer "$toke
 rm -rf /tmp/itemlm-run
 timeout 180 torchrun --standalone --nproc_per_node 1 -m itemlm.cli stage2 llm=$llm data_home=/tmp/itemlm-home \
     output_dir=/tmp/itemlm-run bridge=ilm-rand batch_size="$batch" steps="$steps" log_every=10 checkpoint_every=40 \
-    --no-evaluate 2>&1 | grep -v Warning | tail -20 > "$out/recipe.log"
+    --no-evaluate 2>&1 | grep -v Warning > "$out/recipe.log"
 cp /tmp/itemlm-run/metrics.jsonl "$out/recipe_metrics.jsonl"
 cp /tmp/itemlm-run/metrics.json "$out/recipe_metrics.json"

@@ -204,7 +204,9 @@ class ItemQFormer(nn.Module):
     # -- forward ------------------------------------------------------------------------------
 
     @staticmethod
-    def build_attention_mask(mode: str, num_queries: int, text_mask: Tensor | None, batch_size: int = 1) -> Tensor:
+    def build_attention_mask(
+        mode: str, num_queries: int, text_mask: Tensor | None, batch_size: int = 1, device: torch.device | None = None
+    ) -> Tensor:
         """[B, L, L] bool, True where row position may attend to column position, over the
         sequence [queries; text] (L = num_queries + T). Padded text keys are never attended.
         Every position may attend to itself, so no row is empty (a fully masked row makes
@@ -213,7 +215,7 @@ class ItemQFormer(nn.Module):
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         T = 0 if text_mask is None else text_mask.shape[1]
         B = batch_size if text_mask is None else text_mask.shape[0]
-        device = None if text_mask is None else text_mask.device
+        device = device if text_mask is None else text_mask.device
         L = num_queries + T
         is_query = torch.arange(L, device=device) < num_queries
         if mode == "bidirectional":
@@ -259,7 +261,8 @@ class ItemQFormer(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         nq = 0 if cf is None else self.config.num_queries
         batch = cf.shape[0] if cf is not None else input_ids.shape[0]
-        mask = self.build_attention_mask(mode, nq, attention_mask, batch)[:, None]  # broadcast over heads
+        device = cf.device if cf is not None else input_ids.device
+        mask = self.build_attention_mask(mode, nq, attention_mask, batch, device)[:, None]  # broadcast over heads
         x = self.embeddings(input_ids, queries)
         for layer in self.layers:
             x = layer(x, mask, nq, cf_tokens)

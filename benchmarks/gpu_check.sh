@@ -16,7 +16,7 @@ python3 -c "import torch, transformers, accelerate; print('torch', torch.__versi
 
 # shellcheck disable=SC2086
 timeout 330 python3 benchmarks/stage2_throughput.py --shapes $shapes --batch-size "$batch" \
-    --tokenizer "$tokenizer" --out "$out/stage2_throughput.json" 2>&1 | grep -v Warning | tee "$out/bench.log"
+    --tokenizer "$tokenizer" --out "$out/stage2_throughput.json" --profile "$out/profile.txt" 2>&1 | grep -v Warning | tee "$out/bench.log"
 
 llm=/tmp/itemlm-smollm2-random
 python3 benchmarks/stage2_throughput.py --shapes smollm2-135m --tokenizer "$tokenizer" --save-llm $llm

@@ -43,7 +43,7 @@ from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import Sample
 from itemlm.train.distributed import make_accelerator
 from itemlm.train.schedule import warmup_cosine
-from itemlm.train.stage2 import Stage2Config, embedding_scale, parameter_groups, training_step
+from itemlm.train.stage2 import Stage2Config, embedding_scale, make_optimizer, training_step
 
 # Published architecture numbers of the three LLMs (config.json of each); weights are random.
 SHAPES = {
@@ -82,7 +82,7 @@ def synthetic_rows(model: ItemLanguageModel, batch: int, text_tokens: int, seed:
     for _ in range(batch):
         items = rng.choice(model.catalogue.num_items, ITEMS_PER_ROW, replace=False)
         prompt = "Watched " + ", ".join(f"<item:{i}>" for i in items) + ". Describe the next one."
-        rows.append(Sample("bench", "seen", prompt, " ".join(rng.choice(words, 4 * text_tokens))))
+        rows.append(Sample("bench", "seen", prompt, " ".join(rng.choice(words, text_tokens))))  # cut to length later
     probe = model.collate([rows[0].prompt], [""], 0)
     prompt_text = int(probe.attention_mask.sum()) - ITEMS_PER_ROW * QUERIES
     answer = text_tokens - prompt_text
@@ -134,23 +134,24 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
     rows, answer = synthetic_rows(model, args.batch_size, args.text, seed=1)
     config = load_config(Stage2Config, "stage2-quick", ["bridge=ilm-rand", f"max_target_tokens={answer}", f"batch_size={args.batch_size}"])
     accelerator = make_accelerator()
-    optimizer = torch.optim.AdamW(parameter_groups(bridge, config))
+    optimizer = make_optimizer(bridge, config)
     scheduler = warmup_cosine(optimizer, 10, 10**6)
 
     def ilm_step():
         training_step(model, rows, config, accelerator, optimizer, scheduler)
 
     # The bare step: the same token ids, mask and labels, the prefix slots filled by one trainable tensor.
-    batch = model.collate([r.prompt for r in rows], [r.target for r in rows], answer).to(device)
+    host = model.collate([r.prompt for r in rows], [r.target for r in rows], answer)
+    batch = host.to(device)
     soft = torch.nn.Parameter(torch.randn(len(batch.slot_positions), llm.hidden_size, device=device) * embedding_scale(llm))
-    bare_optimizer = torch.optim.AdamW([soft], lr=1e-4)
+    bare_optimizer = torch.optim.AdamW([soft], lr=1e-4, fused=device.type == "cuda")
 
     def bare_inputs():
         embeds = llm.embed(batch.input_ids)
         return embeds.reshape(-1, embeds.shape[-1]).index_copy(0, batch.slot_positions, soft.to(embeds.dtype)).view(embeds.shape)
 
     def bare_step():
-        llm.forward_embeds(bare_inputs(), batch.attention_mask, batch.labels).loss.backward()
+        llm.forward_embeds(bare_inputs(), host.attention_mask, host.labels).loss.backward()  # label positions found on the host
         bare_optimizer.step()
         bare_optimizer.zero_grad(set_to_none=True)
 
@@ -160,8 +161,8 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
         bare_optimizer.step()
         bare_optimizer.zero_grad(set_to_none=True)
 
-    tokens = int(batch.attention_mask.sum())
-    labelled = int((batch.labels[:, 1:] != -100).sum())
+    tokens = int(host.attention_mask.sum())
+    labelled = int((host.labels[:, 1:] != -100).sum())
     body, head = matmul_parameters(llm)
     flops = 4 * (body * tokens + head * labelled)
     steps = [("hf-eager", hf_step), ("bare-eager", bare_step), ("ilm-eager", ilm_step)]
@@ -172,7 +173,8 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
     for name, step in steps:
         if name.endswith("compiled") and not llm.compiled:
             llm.compile()
-        record = {"shape": shape, "step": name, "batch": args.batch_size, "sequence": int(batch.input_ids.shape[1]),
+            bridge.compile()
+        record = {"shape": shape, "step": name, "batch": args.batch_size, "sequence": int(host.input_ids.shape[1]),
                   "label_tokens": labelled}
         try:
             started = time.perf_counter()
@@ -187,6 +189,8 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
             traceback.print_exc()
         print(json.dumps(record), flush=True)
         results.append(record)
+    if args.profile is not None:
+        profile(ilm_step, args.profile.with_name(f"{args.profile.stem}-{shape}{args.profile.suffix}"))
     by_step = {r["step"]: r for r in results if "error" not in r}
     for kind in ("eager", "compiled"):
         if f"ilm-{kind}" in by_step and f"bare-{kind}" in by_step:
@@ -198,6 +202,24 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return results
+
+
+def profile(step, path: Path) -> None:
+    """Where the ILM step's time goes: torch.profiler tables (host and device) of 3 steps."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    tables = [prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)]
+    if torch.cuda.is_available():
+        tables.append(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(tables))
 
 
 def tokenizer_folder(given: Path | None) -> Path:
@@ -224,6 +246,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10000)
     parser.add_argument("--tokenizer", type=Path, default=None, help="a folder with SmolLM2's tokenizer")
     parser.add_argument("--out", type=Path, default=Path("results/stage2_throughput.json"))
+    parser.add_argument("--profile", type=Path, default=None, help="write torch.profiler tables of the ILM step (one file per shape)")
     parser.add_argument("--save-llm", type=Path, default=None, help="only save the first shape (random, bf16) to this folder")
     args = parser.parse_args()
     if args.prefix != ITEMS_PER_ROW * QUERIES:

@@ -27,7 +27,7 @@ from itemlm.errors import InputError
 from itemlm.eval.constrained import TitleTrie, constrained_beam_search
 from itemlm.io import atomic_folder
 from itemlm.models.bridges import load_bridge, save_bridge
-from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM
+from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device
 from itemlm.tasks.templates import find_placeholders, item_placeholder, user_placeholder
 
 IGNORE = -100
@@ -49,11 +49,8 @@ class PromptBatch:
         """Copy to `device`. To a GPU the copies go through pinned host memory without blocking,
         so they overlap with the work already queued there (`pin_memory=False`: plain copies)."""
         device = torch.device(device)
-        if self.input_ids.device == device:
-            return self
-        pin = pin_memory and device.type == "cuda"
         tensors = (getattr(self, f.name) for f in fields(self))
-        return PromptBatch(*(None if t is None else (t.pin_memory() if pin else t).to(device, non_blocking=pin) for t in tensors))
+        return PromptBatch(*(None if t is None else to_device(t, device, pin_memory) for t in tensors))
 
 
 @dataclass
@@ -163,7 +160,7 @@ class ItemLanguageModel(nn.Module):
         generation. Nothing here touches the accelerator; `embed` does the device work.
         """
         pieces_list = [self.prompt_pieces(p) for p in prompts]
-        answers = [self.target_ids(t)[:max_target_tokens] for t in targets] if targets is not None else None
+        answers = self.target_ids(targets, max_target_tokens) if targets is not None else None
         keys = sorted({p for pieces in pieces_list for p in pieces if isinstance(p, tuple)})
         key_row = {key: row for row, key in enumerate(keys)}
         per_key = self.num_vectors()
@@ -232,9 +229,11 @@ class ItemLanguageModel(nn.Module):
         return embeds.reshape(-1, hidden).index_copy(0, batch.slot_positions, flat).view(embeds.shape)
 
     # ---------------------------------------------------------------- training
-    def target_ids(self, target: str) -> list[int]:
+    def target_ids(self, targets: list[str], max_tokens: int = 64) -> list[list[int]]:
+        """Token ids of answers (one batched tokenizer call), each ending in EOS, cut to `max_tokens`."""
         eos = self.llm.tokenizer.eos_token_id
-        return self.llm.tokenizer(target, add_special_tokens=False).input_ids + ([eos] if eos is not None else [])
+        encoded = self.llm.tokenizer(list(targets), add_special_tokens=False).input_ids
+        return [(ids + ([eos] if eos is not None else []))[:max_tokens] for ids in encoded]
 
     def batch(self, prompts: list[str], targets: list[str], max_target_tokens: int = 64) -> tuple[Tensor, Tensor, Tensor]:
         """Right-padded (embeddings, attention mask, labels); labels only on the target tokens."""

@@ -86,6 +86,7 @@ class FrozenLLM(nn.Module):
         self.stop_token_ids = _stop_tokens(model, tokenizer)
         self.ce_chunk_rows = 4096  # label positions per LM-head chunk (see chunked_linear_cross_entropy)
         self._compiled = False
+        self._frame: tuple[str, str] | tuple[()] | None = None  # chat template around one user message
         self._compiled_body: Any = None  # whole-body compilation, for models without a layer list
         self._cache_kw = "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
@@ -213,6 +214,9 @@ class FrozenLLM(nn.Module):
         `TitleTrie` with prefix=" ".
         """
         if getattr(self.tokenizer, "chat_template", None):
+            frame = self._single_turn_frame() if len(messages) == 1 and messages[0]["role"] == "user" else None
+            if frame and add_generation_prompt:
+                return frame[0] + messages[0]["content"] + frame[1]
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=add_generation_prompt
             )
@@ -224,6 +228,20 @@ class FrozenLLM(nn.Module):
             lines.append(names[message["role"]] + message["content"])
         text = "\n".join(lines)
         return text + "\nAssistant:" if add_generation_prompt else text
+
+    def _single_turn_frame(self) -> tuple[str, str] | None:
+        """The chat template's text around one user message, rendered once: training formats
+        thousands of single-turn prompts. None when the template changes the message itself
+        (trims it, say): then every prompt goes through the template."""
+        if self._frame is None:
+            def render(content: str) -> str:
+                return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+
+            marker = "\x00MESSAGE\x00"
+            before, found, after = render(marker).partition(marker)
+            probe = " probe <item:0> "
+            self._frame = (before, after) if found and render(probe) == before + probe + after else ()
+        return self._frame or None
 
     # ------------------------------------------------------------- embeddings
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -270,8 +288,7 @@ class FrozenLLM(nn.Module):
         if num_tokens == 0:
             return LMOutput(hidden.sum() * 0.0, 0, hidden)
         device = hidden.device
-        positions = positions.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+        positions, targets = to_device(positions, device), to_device(targets, device)
         selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
         head = self.model.get_output_embeddings()
         cap = getattr(self.model.config, "final_logit_softcapping", None) or 0.0
@@ -291,8 +308,8 @@ class FrozenLLM(nn.Module):
         body = self._compiled_body if compiled and self._compiled_body is not None else self.model.base_model
         out = body(
             inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype),
-            attention_mask=mask.to(self.device, non_blocking=True),
-            position_ids=positions.to(self.device, non_blocking=True),
+            attention_mask=to_device(mask, self.device),
+            position_ids=to_device(positions, self.device),
             **kwargs,
         )
         return out.last_hidden_state
@@ -368,6 +385,16 @@ def pad_embeds(sequences: list[Tensor], side: Literal["left", "right"] = "left")
         embeds[row, span] = seq
         mask[row, span] = 1
     return embeds, mask
+
+
+def to_device(tensor: Tensor, device: torch.device, pin_memory: bool = True) -> Tensor:
+    """Copy a host tensor to `device`. To a GPU it goes through pinned memory without blocking:
+    from pageable memory the copy would make the host wait for the work queued on the GPU."""
+    if tensor.device == device:
+        return tensor
+    if pin_memory and device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def label_positions(labels: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -140,6 +140,12 @@ def parameter_groups(bridge, config: Stage2Config) -> list[dict]:
     return [dict(g, weight_decay=config.weight_decay) for g in groups]
 
 
+def make_optimizer(bridge, config: Stage2Config) -> torch.optim.AdamW:
+    """AdamW over the bridge; on a GPU the fused kernel (one launch for all parameters)."""
+    on_gpu = next(bridge.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(parameter_groups(bridge, config), fused=on_gpu)
+
+
 def load_everything(config: Stage2Config, llm_dtype: str):
     """Dataset, split, CF vectors, LLM and the catalogue the model will carry."""
     dataset = load_dataset(config.dataset, config.data_home)
@@ -160,6 +166,8 @@ def speed_path(config: Stage2Config, model: ItemLanguageModel, device: torch.dev
     model.pin_memory = config.pin_memory
     if compile_llm:
         model.llm.compile()
+        if model.bridge is not None:  # the Q-Former's many small kernels, fused
+            model.bridge.compile()
     if config.pad_to_multiple is not None:
         return max(1, config.pad_to_multiple)
     return 64 if compile_llm else 1
@@ -214,7 +222,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     if bridge is not None:
         bridge.to(accelerator.device)
         freeze_unused(bridge, cf.dim)
-        optimizer = torch.optim.AdamW(parameter_groups(bridge, config))
+        optimizer = make_optimizer(bridge, config)
         # the scheduler stays outside accelerate, which would step it once per process
         scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
         bridge, optimizer = accelerator.prepare(bridge, optimizer)

@@ -43,7 +43,12 @@ from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import Sample
 from itemlm.train.distributed import make_accelerator
 from itemlm.train.schedule import warmup_cosine
-from itemlm.train.stage2 import Stage2Config, embedding_scale, make_optimizer, training_step
+from itemlm.train.stage2 import (
+    Stage2Config,
+    embedding_scale,
+    make_optimizer,
+    training_step,
+)
 
 # Published architecture numbers of the three LLMs (config.json of each); weights are random.
 SHAPES = {
@@ -60,7 +65,13 @@ CF_DIM = 64
 
 
 def random_llm(shape: str, tokenizer_folder: Path, dtype: torch.dtype, device: torch.device, attention: str) -> FrozenLLM:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     arch, numbers = SHAPES[shape]
     config_class, model_class = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
@@ -198,9 +209,6 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
             results.append({"shape": shape, "step": f"ilm/bare {kind}", "fraction": round(ilm["samples_per_s"] / bare["samples_per_s"], 3),
                             "extra_memory_gb": round(ilm["peak_memory_gb"] - bare["peak_memory_gb"], 2)})
             print(json.dumps(results[-1]), flush=True)
-    del model, llm, bridge, optimizer, bare_optimizer, soft
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return results
 
 
@@ -226,7 +234,12 @@ def tokenizer_folder(given: Path | None) -> Path:
     """A folder with SmolLM2's tokenizer: --tokenizer, else read once from the embedded GGUF."""
     if given is not None:
         return given
-    from itemlm.models.llm import EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_PACKAGE, convert_gguf
+    from itemlm.models.llm import (
+        EMBEDDED_GGUF,
+        EMBEDDED_INSTALL,
+        EMBEDDED_PACKAGE,
+        convert_gguf,
+    )
     from itemlm.paths import package_folder
 
     return convert_gguf(package_folder(EMBEDDED_PACKAGE, EMBEDDED_INSTALL) / EMBEDDED_GGUF)
@@ -269,6 +282,8 @@ def main() -> None:
     results = []
     for shape in args.shapes:
         results += bench_shape(shape, args, folder, device)
+        if gpu:
+            torch.cuda.empty_cache()  # the shape's model is gone; start the next one from a clean cache
     report = {
         "machine": torch.cuda.get_device_name() if gpu else f"{platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": args.dtype, "attention": args.attention,

@@ -42,7 +42,7 @@ def stage2_overrides(llm_folder, data_home, out) -> list[str]:
             "max_target_tokens=12", "mf.factors=8", "mf.iterations=2"]
 
 
-def test_stage2_two_processes_give_the_one_process_loss_curve_and_resume_across_world_sizes(tiny_llm_folder, data_home, tmp_path):
+def test_stage2_two_processes_give_the_one_process_loss_curve_sharded_or_not_and_resume_across_world_sizes(tiny_llm_folder, data_home, tmp_path):  # noqa: F811
     one = load_config(Stage2Config, "stage2-quick", stage2_overrides(tiny_llm_folder, data_home, tmp_path / "one"))
     train_stage2(one, progress=False, evaluate=False)
     torchrun("stage2", stage2_overrides(tiny_llm_folder, data_home, tmp_path / "two"))
@@ -50,6 +50,9 @@ def test_stage2_two_processes_give_the_one_process_loss_curve_and_resume_across_
     assert len(expected) == 6 and len(set(expected)) > 1
     assert curve(tmp_path / "two") == pytest.approx(expected, rel=1e-5)
     assert curve(tmp_path / "two", "tokens") == curve(tmp_path / "one", "tokens")  # the same global batches
+    # the LLM's layers sharded over the two processes (FSDP2): still the same curve
+    torchrun("stage2", stage2_overrides(tiny_llm_folder, data_home, tmp_path / "sharded") + ["shard_llm=true"])
+    assert curve(tmp_path / "sharded") == pytest.approx(expected, rel=1e-5)
 
     # half the run on one process, the rest on two: the same curve and the same final loss
     mixed = load_config(Stage2Config, "stage2-quick", stage2_overrides(tiny_llm_folder, data_home, tmp_path / "mixed"))
@@ -75,3 +78,13 @@ def test_stage1_two_processes_follow_the_one_process_loss_curve(tiny_bert, data_
         # near-zero gradients into lr-sized ones, so the curves agree to ~1e-3, not 1e-6
         assert got == pytest.approx(expected, abs=1e-2), key
     assert (tmp_path / "two" / "model").is_dir() and (tmp_path / "two" / "metrics.json").exists()
+
+
+def test_stage2_q_former_bridge_trains_on_two_processes(tiny_llm_folder, data_home, tmp_path):  # noqa: F811
+    """DDP needs every trainable parameter to get a gradient: the Q-Former's stage-1 heads are frozen."""
+    overrides = stage2_overrides(tiny_llm_folder, data_home, tmp_path / "run") + [
+        "bridge=ilm-rand", "random_qformer_layers=1", "num_queries=2", "steps=3"]
+    torchrun("stage2", overrides)
+    losses = curve(tmp_path / "run")
+    assert len(losses) == 3 and all(0 < loss < 20 for loss in losses)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["trainable_parameters"] > 0

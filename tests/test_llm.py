@@ -13,11 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from itemlm.errors import InputError
 from itemlm.models import llm as llm_module
-from itemlm.models.llm import FrozenLLM, pad_embeds
+from itemlm.models.llm import (
+    FrozenLLM,
+    chunked_linear_cross_entropy,
+    label_positions,
+    pad_embeds,
+)
 
 torch.set_num_threads(1)
 
@@ -102,6 +108,35 @@ def test_labels_only_loss_equals_full_logits_loss(tiny_llm):
     assert tiny_llm.forward_embeds(tiny_llm.embed(ids), mask).loss is None
 
 
+@pytest.mark.parametrize("softcap", [0.0, 5.0])
+def test_chunked_cross_entropy_matches_full_logits_in_value_and_gradient(softcap):
+    torch.manual_seed(0)
+    hidden = torch.randn(11, 16, dtype=torch.float64, requires_grad=True)
+    weight, bias = torch.randn(50, 16, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
+    targets = torch.randint(0, 50, (11,))
+    scale = torch.rand(11, dtype=torch.float64)  # a non-uniform upstream gradient
+    logits = F.linear(hidden, weight, bias)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    reference = F.cross_entropy(logits, targets, reduction="none")
+    (expected_grad,) = torch.autograd.grad((reference * scale).sum(), hidden)
+    losses = chunked_linear_cross_entropy(hidden, weight, bias, targets, chunk_rows=4, softcap=softcap)
+    (grad,) = torch.autograd.grad((losses * scale).sum(), hidden)
+    torch.testing.assert_close(losses.double(), reference, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)  # logits go through float32
+    with pytest.raises(ValueError, match="frozen"):
+        chunked_linear_cross_entropy(hidden, weight.requires_grad_(), None, targets)
+
+
+def test_label_positions_are_found_on_the_host_and_skip_positions_after_padding():
+    labels = torch.tensor([[-100, -100, 5, 6], [-100, 7, 8, -100]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    positions, targets = label_positions(labels, mask)
+    # row 0: positions 1, 2 predict 5, 6; row 1: 7 follows padding (nothing predicts it), position 1 predicts 8
+    assert positions.tolist() == [1, 2, 4 + 1] and targets.tolist() == [5, 6, 8]
+    assert positions.device.type == "cpu"
+
+
 def test_padding_on_either_side_gives_each_rows_own_loss(tiny_llm):
     texts = ["Heat (1995) is a crime film.", "Jumanji", "A long sentence about movies and ratings."]
     rows = [torch.tensor(tiny_llm.encode(t)) for t in texts]
@@ -137,6 +172,9 @@ def test_chat_format_uses_the_template_or_a_plain_fallback(tiny_llm):
     messages = [{"role": "user", "content": "Hi"}]
     text = tiny_llm.format_chat(messages)
     assert "<|im_start|>user\nHi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    for content in ("  spaced <item:3>  ", "Line one\nline two"):  # the once-rendered frame equals the template
+        single = [{"role": "user", "content": content}]
+        assert tiny_llm.format_chat(single) == tiny_llm.tokenizer.apply_chat_template(single, tokenize=False, add_generation_prompt=True)
     template = tiny_llm.tokenizer.chat_template
     try:
         tiny_llm.tokenizer.chat_template = None

@@ -8,8 +8,14 @@ from safetensors.torch import load_file
 
 from itemlm.chat.session import ChatSession
 from itemlm.config import load_config
+from itemlm.models.bridges import freeze_unused
 from itemlm.models.ilm import ItemLanguageModel
-from itemlm.train.stage2 import Stage2Config, build_bridge, load_everything, train_stage2
+from itemlm.train.stage2 import (
+    Stage2Config,
+    build_bridge,
+    load_everything,
+    train_stage2,
+)
 from tests.test_llm import make_tiny_llm
 
 
@@ -119,6 +125,46 @@ def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, d
     assert {"action", "crime"} <= session.prefs.avoid_tags
     for item, _ in session.recommendations():
         assert not session.tags[item] & session.prefs.avoid_tags
+
+
+def test_collated_batch_puts_each_bridge_vector_in_its_slot_on_either_side(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, catalogue = load_everything(config, "float32")
+    model = ItemLanguageModel(llm, build_bridge(config, cf.dim, 1.0, llm), "ilm-rand", catalogue).eval()
+    prompts = ["Compare <item:4> and <item:1>.", "Pick a movie for <user:3>, who liked <item:4>."]
+    with torch.no_grad():
+        vectors = {key: model.bridge(torch.as_tensor(vec, dtype=torch.float32)[None], torch.tensor([kind]))[0]
+                   for key, kind, vec in [(("item", 4), 0, catalogue.item_vectors[4]), (("item", 1), 0, catalogue.item_vectors[1]),
+                                          (("user", 3), 1, catalogue.user_vectors[3])]}
+        for side in ("left", "right"):
+            batch = model.collate(prompts, side=side, pad_to_multiple=8)
+            embeds = model.embed(batch)
+            assert batch.input_ids.shape[1] % 8 == 0 and len(batch.kinds) == 3  # item 4 appears twice, once in the batch
+            for row, prompt in enumerate(prompts):
+                real = batch.attention_mask[row].nonzero().squeeze(1)
+                pieces = model.prompt_pieces(prompt)
+                position = int(real[0])
+                for piece in pieces:  # walk the row: token runs are the LLM's embeddings, placeholders the bridge's
+                    width = 2 if isinstance(piece, tuple) else len(piece)
+                    expected = vectors[piece] if isinstance(piece, tuple) else llm.embed(torch.tensor(piece))
+                    torch.testing.assert_close(embeds[row, position : position + width], expected, rtol=1e-5, atol=1e-6)
+                    position += width
+                assert position == int(real[-1]) + 1
+    # padding to a multiple adds masked positions only: the loss does not move
+    unpadded, _ = model.loss_on(model.collate(prompts, ["Heat", "Toy Story"]))
+    padded, _ = model.loss_on(model.collate(prompts, ["Heat", "Toy Story"], pad_to_multiple=64))
+    assert float(padded.detach()) == pytest.approx(float(unpadded.detach()), rel=1e-5)
+
+
+def test_bridges_freeze_what_their_forward_never_reaches(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, _ = load_everything(config, "float32")
+    bridge = build_bridge(config, cf.dim, 1.0, llm)
+    frozen = freeze_unused(bridge, cf.dim)
+    assert any(name.startswith("qformer.itm_head") for name in frozen)  # stage-1 heads
+    assert not any(name.startswith(("adapter.", "qformer.query_tokens", "qformer.cf_proj")) for name in frozen)
+    assert all(p.grad is None for p in bridge.parameters())
+    assert freeze_unused(build_bridge(load_config(Stage2Config, "stage2-quick", [f"llm={tiny_llm_folder}", "bridge=mlp"]), cf.dim, 1.0, llm), cf.dim) == []
 
 
 def test_reference_nll_is_the_per_example_loss(tiny_llm_folder, data_home, tmp_path):

@@ -86,7 +86,7 @@ class FrozenLLM(nn.Module):
         self.stop_token_ids = _stop_tokens(model, tokenizer)
         self.ce_chunk_rows = 4096  # label positions per LM-head chunk (see chunked_linear_cross_entropy)
         self._compiled = False
-        self._frame: tuple[str, str] | tuple[()] | None = None  # chat template around one user message
+        self._frame: tuple[str, tuple[str, str] | None] | None = None  # (template, text around one user message)
         self._compiled_body: Any = None  # whole-body compilation, for models without a layer list
         self._cache_kw = "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
@@ -194,6 +194,23 @@ class FrozenLLM(nn.Module):
         self._compiled = True
         return self
 
+    def shard(self) -> FrozenLLM:
+        """Shard the decoder layers over the processes of the running distributed job (FSDP2).
+
+        For LLMs that do not fit one device: each process keeps 1/world of every layer and
+        gathers a layer's weights just before using it, forward and backward (the LLM is frozen,
+        so no gradient is ever reduced). The embeddings, final norm and LM head stay whole on
+        every process: itemlm calls them outside the model's forward.
+        """
+        from torch.distributed.fsdp import fully_shard
+
+        layers = getattr(self.model.base_model, "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise InputError(f"cannot shard {type(self.model).__name__}: it has no list of decoder layers")
+        for layer in layers:
+            fully_shard(layer)
+        return self
+
     @property
     def compiled(self) -> bool:
         return self._compiled
@@ -233,15 +250,16 @@ class FrozenLLM(nn.Module):
         """The chat template's text around one user message, rendered once: training formats
         thousands of single-turn prompts. None when the template changes the message itself
         (trims it, say): then every prompt goes through the template."""
-        if self._frame is None:
+        template = self.tokenizer.chat_template
+        if self._frame is None or self._frame[0] != template:
             def render(content: str) -> str:
                 return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
 
             marker = "\x00MESSAGE\x00"
             before, found, after = render(marker).partition(marker)
             probe = " probe <item:0> "
-            self._frame = (before, after) if found and render(probe) == before + probe + after else ()
-        return self._frame or None
+            self._frame = (template, (before, after) if found and render(probe) == before + probe + after else None)
+        return self._frame[1]
 
     # ------------------------------------------------------------- embeddings
     def embed(self, input_ids: Tensor) -> Tensor:

@@ -30,14 +30,26 @@ from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
-from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters, freeze_unused
+from itemlm.models.bridges import (
+    BRIDGES,
+    MLPBridge,
+    QFormerBridge,
+    count_parameters,
+    freeze_unused,
+)
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import check_global_batch, global_mean, global_sum, local_rows, make_accelerator
+from itemlm.train.distributed import (
+    check_global_batch,
+    global_mean,
+    global_sum,
+    local_rows,
+    make_accelerator,
+)
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -70,6 +82,7 @@ class Stage2Config:
     pad_to_multiple: int | None = None  # pad batches to a multiple of this length; None: 64 when compiling, else 1
     ce_chunk_rows: int = 4096  # label positions per LM-head + cross-entropy chunk
     pin_memory: bool = True  # batches reach a GPU through pinned host memory
+    shard_llm: bool = False  # distributed runs: shard the LLM's decoder layers over the processes (FSDP2)
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     history_length: int = 20
     max_target_tokens: int = 48
@@ -207,6 +220,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
 
     with accelerator.main_process_first():  # process 0 prepares and caches data, MF, converted LLM
         dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
+    if config.shard_llm and accelerator.num_processes > 1:
+        llm.shard()
     llm.to(accelerator.device)
     cf_scale = 1.0 / max(float(np.sqrt(np.mean(np.square(cf.item_vectors)))), 1e-8)
     bridge = build_bridge(config, cf.dim, cf_scale, llm)

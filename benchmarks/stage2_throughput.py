@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from itemlm.config import load_config
-from itemlm.models.bridges import QFormerBridge
+from itemlm.models.bridges import QFormerBridge, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
@@ -138,8 +138,9 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
         pd.DataFrame({"title": [f"Item {i}" for i in range(args.items)], "text_held_out": False}), [[0]] * 16,
         rng.normal(size=(args.items, CF_DIM)).astype(np.float32), rng.normal(size=(16, CF_DIM)).astype(np.float32),
     )
-    qformer = ItemQFormer.from_bert(None, init="random", num_queries=QUERIES, cf_dim=CF_DIM, cf_scale=1.0)
+    qformer = ItemQFormer.from_bert(None, init="random", num_queries=QUERIES, cf_dim=CF_DIM, cf_scale=1.0, layers=args.qformer_layers)
     bridge = QFormerBridge(qformer, llm.hidden_size, embedding_scale(llm)).to(device)
+    freeze_unused(bridge, CF_DIM)  # as the recipe does: the stage-1 text heads do not train
     model = ItemLanguageModel(llm, bridge, "ilm-rand", catalogue)
     model.train()
     rows, answer = synthetic_rows(model, args.batch_size, args.text, seed=1)
@@ -257,6 +258,7 @@ def main() -> None:
     parser.add_argument("--attention", default="sdpa")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on a GPU only")
     parser.add_argument("--items", type=int, default=10000)
+    parser.add_argument("--qformer-layers", type=int, default=6, help="6: all of MiniLM's layers (the stage-1 default)")
     parser.add_argument("--tokenizer", type=Path, default=None, help="a folder with SmolLM2's tokenizer")
     parser.add_argument("--out", type=Path, default=Path("results/stage2_throughput.json"))
     parser.add_argument("--profile", type=Path, default=None, help="write torch.profiler tables of the ILM step (one file per shape)")
@@ -287,7 +289,7 @@ def main() -> None:
     report = {
         "machine": torch.cuda.get_device_name() if gpu else f"{platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": args.dtype, "attention": args.attention,
-        "text_tokens": args.text, "prefix_vectors": args.prefix, "results": results,
+        "text_tokens": args.text, "prefix_vectors": args.prefix, "qformer_layers": args.qformer_layers, "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

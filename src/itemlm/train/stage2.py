@@ -154,9 +154,10 @@ def parameter_groups(bridge, config: Stage2Config) -> list[dict]:
 
 
 def make_optimizer(bridge, config: Stage2Config) -> torch.optim.AdamW:
-    """AdamW over the bridge; on a GPU the fused kernel (one launch for all parameters)."""
+    """AdamW over the bridge's trainable parameters: on a GPU the fused kernel (one launch for
+    all of them), on the CPU the multi-tensor one (PyTorch's CPU default loops per tensor)."""
     on_gpu = next(bridge.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(parameter_groups(bridge, config), fused=on_gpu)
+    return torch.optim.AdamW(parameter_groups(bridge, config), fused=on_gpu, foreach=not on_gpu)
 
 
 def load_everything(config: Stage2Config, llm_dtype: str):

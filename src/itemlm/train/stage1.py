@@ -35,13 +35,7 @@ from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import (
-    check_global_batch,
-    gather_with_grad,
-    global_mean,
-    local_slice,
-    make_accelerator,
-)
+from itemlm.train.distributed import check_global_batch, gather_with_grad, global_mean, local_slice, make_accelerator
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters

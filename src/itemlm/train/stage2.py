@@ -30,26 +30,14 @@ from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
-from itemlm.models.bridges import (
-    BRIDGES,
-    MLPBridge,
-    QFormerBridge,
-    count_parameters,
-    freeze_unused,
-)
+from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import (
-    check_global_batch,
-    global_mean,
-    global_sum,
-    local_rows,
-    make_accelerator,
-)
+from itemlm.train.distributed import check_global_batch, global_mean, global_sum, local_rows, make_accelerator
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -77,7 +65,7 @@ class Stage2Config:
     llm_dtype: str = "bfloat16"  # bfloat16 for training speed; evaluation reloads in eval_dtype
     eval_dtype: str = "float32"
     # speed switches (None: on where CUDA is, off on the CPU)
-    compile: bool | None = None  # torch.compile the frozen LLM's forward and backward
+    compile: bool | None = None  # torch.compile the frozen LLM's layers (forward and backward) and the bridge
     attention: str | None = None  # sdpa | flash_attention_2 | eager; None: the model's default (SDPA)
     pad_to_multiple: int | None = None  # pad batches to a multiple of this length; None: 64 when compiling, else 1
     ce_chunk_rows: int = 4096  # label positions per LM-head + cross-entropy chunk

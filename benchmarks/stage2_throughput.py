@@ -201,6 +201,9 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
             traceback.print_exc()
         print(json.dumps(record), flush=True)
         results.append(record)
+    if args.check_syncs and device.type == "cuda":
+        results.append({"shape": shape, "step": "host-device syncs", **{name: syncs_in(step) for name, step in (("ilm", ilm_step), ("bare", bare_step))}})
+        print(json.dumps(results[-1]), flush=True)
     if args.profile is not None:
         profile(ilm_step, args.profile.with_name(f"{args.profile.stem}-{shape}{args.profile.suffix}"))
     by_step = {r["step"]: r for r in results if "error" not in r}
@@ -211,6 +214,21 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
                             "extra_memory_gb": round(ilm["peak_memory_gb"] - bare["peak_memory_gb"], 2)})
             print(json.dumps(results[-1]), flush=True)
     return results
+
+
+def syncs_in(step) -> str:
+    """Run two steps with CUDA's synchronization debugging set to raise: "none", or the first sync."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            step()
+        return "none"
+    except RuntimeError as err:
+        traceback.print_exc()
+        return str(err).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def profile(step, path: Path) -> None:
@@ -262,6 +280,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, default=None, help="a folder with SmolLM2's tokenizer")
     parser.add_argument("--out", type=Path, default=Path("results/stage2_throughput.json"))
     parser.add_argument("--profile", type=Path, default=None, help="write torch.profiler tables of the ILM step (one file per shape)")
+    parser.add_argument("--check-syncs", action="store_true", help="GPU: check that no step makes the host wait for the device")
     parser.add_argument("--save-llm", type=Path, default=None, help="only save the first shape (random, bf16) to this folder")
     args = parser.parse_args()
     if args.prefix != ITEMS_PER_ROW * QUERIES:

@@ -18,12 +18,7 @@ from torch import nn
 
 from itemlm.errors import InputError
 from itemlm.models import llm as llm_module
-from itemlm.models.llm import (
-    FrozenLLM,
-    chunked_linear_cross_entropy,
-    label_positions,
-    pad_embeds,
-)
+from itemlm.models.llm import FrozenLLM, chunked_linear_cross_entropy, label_positions, pad_embeds, right_padded
 
 torch.set_num_threads(1)
 
@@ -135,6 +130,13 @@ def test_label_positions_are_found_on_the_host_and_skip_positions_after_padding(
     # row 0: positions 1, 2 predict 5, 6; row 1: 7 follows padding (nothing predicts it), position 1 predicts 8
     assert positions.tolist() == [1, 2, 4 + 1] and targets.tolist() == [5, 6, 8]
     assert positions.device.type == "cpu"
+
+
+def test_only_right_padded_host_masks_skip_the_attention_mask():
+    assert right_padded(torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]))
+    assert not right_padded(torch.tensor([[0, 1, 1], [1, 1, 1]]))  # left padding needs the mask
+    assert not right_padded(torch.tensor([[1, 0, 1]]))  # a hole
+    assert not right_padded(torch.tensor([[0, 0, 0]]))  # an empty row
 
 
 def test_padding_on_either_side_gives_each_rows_own_loss(tiny_llm):

@@ -326,7 +326,7 @@ class FrozenLLM(nn.Module):
         body = self._compiled_body if compiled and self._compiled_body is not None else self.model.base_model
         out = body(
             inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype),
-            attention_mask=to_device(mask, self.device),
+            attention_mask=None if state is None and right_padded(mask) else to_device(mask, self.device),
             position_ids=to_device(positions, self.device),
             **kwargs,
         )
@@ -413,6 +413,18 @@ def to_device(tensor: Tensor, device: torch.device, pin_memory: bool = True) -> 
     if pin_memory and device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def right_padded(mask: Tensor) -> bool:
+    """True for a host mask whose rows are real tokens followed only by padding.
+
+    Causal attention never lets a real token see the padding after it, so such a batch needs no
+    attention mask at all: the LLM then takes the plain causal path (flash kernels, and no check
+    of the mask on the device, which in Hugging Face's SDPA mask builder makes the host wait).
+    Outputs at the padding positions differ and are never used. A mask on the device answers
+    False (reading it would make the host wait).
+    """
+    return mask.device.type == "cpu" and bool((mask[:, 1:] <= mask[:, :-1]).all()) and bool(mask[:, 0].all())
 
 
 def label_positions(labels: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -139,6 +139,16 @@ def test_only_right_padded_host_masks_skip_the_attention_mask():
     assert not right_padded(torch.tensor([[0, 0, 0]]))  # an empty row
 
 
+def test_right_padded_batches_without_a_mask_match_the_masked_forward(tiny_llm):
+    rows = [torch.tensor(tiny_llm.encode(t)) for t in ("Heat (1995) is a crime film.", "Jumanji")]
+    embeds, mask = pad_embeds([tiny_llm.embed(r) for r in rows], side="right")
+    ours = tiny_llm.forward_embeds(embeds, mask).hidden_states  # right padded: no mask, no position ids
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    masked = tiny_llm.model.base_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], masked[real], rtol=1e-5, atol=1e-5)
+
+
 def test_padding_on_either_side_gives_each_rows_own_loss(tiny_llm):
     texts = ["Heat (1995) is a crime film.", "Jumanji", "A long sentence about movies and ratings."]
     rows = [torch.tensor(tiny_llm.encode(t)) for t in texts]

@@ -323,13 +323,14 @@ class FrozenLLM(nn.Module):
         kwargs = {"use_cache": state is not None}
         if state is not None:
             kwargs[self._cache_kw] = state.cache
+        if state is None and right_padded(mask):
+            # every row starts at position 0 and only padding follows its tokens: the model's own
+            # causal mask and positions 0..T-1 are right for every real token
+            kwargs.update(attention_mask=None, position_ids=None)
+        else:
+            kwargs.update(attention_mask=to_device(mask, self.device), position_ids=to_device(positions, self.device))
         body = self._compiled_body if compiled and self._compiled_body is not None else self.model.base_model
-        out = body(
-            inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype),
-            attention_mask=None if state is None and right_padded(mask) else to_device(mask, self.device),
-            position_ids=to_device(positions, self.device),
-            **kwargs,
-        )
+        out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), **kwargs)
         return out.last_hidden_state
 
     # --------------------------------------------------------------- decoding
@@ -419,10 +420,10 @@ def right_padded(mask: Tensor) -> bool:
     """True for a host mask whose rows are real tokens followed only by padding.
 
     Causal attention never lets a real token see the padding after it, so such a batch needs no
-    attention mask at all: the LLM then takes the plain causal path (flash kernels, and no check
-    of the mask on the device, which in Hugging Face's SDPA mask builder makes the host wait).
-    Outputs at the padding positions differ and are never used. A mask on the device answers
-    False (reading it would make the host wait).
+    attention mask and no position ids at all: the LLM then takes the plain causal path (flash
+    kernels, and none of the checks on the device that Hugging Face runs on a given padding mask
+    or position ids, each of which makes the host wait). Outputs at the padding positions differ
+    and are never used. A mask on the device answers False (reading it would make the host wait).
     """
     return mask.device.type == "cpu" and bool((mask[:, 1:] <= mask[:, :-1]).all()) and bool(mask[:, 0].all())
 

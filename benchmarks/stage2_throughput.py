@@ -108,21 +108,31 @@ def matmul_parameters(llm: FrozenLLM) -> tuple[int, int]:
     return body, llm.model.get_output_embeddings().weight.numel()
 
 
-def measure(step, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
-    """Seconds per step (after warm-up) and peak memory in GB (device memory on a GPU, else RSS)."""
-    for _ in range(warmup):
-        step()
+def measure(steps: dict, count: int, warmup: int, rounds: int, device: torch.device) -> dict[str, tuple[float, float]]:
+    """Seconds per step and peak memory in GB (device memory on a GPU, else RSS) of each named step.
+
+    The steps take turns: `rounds` rounds of count / rounds timed steps each, after `warmup`
+    untimed ones, so that a slow spell of a shared machine hits all of them alike.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
     sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    seconds = (time.perf_counter() - started) / steps
-    if device.type == "cuda":
-        return seconds, torch.cuda.max_memory_allocated() / 2**30
-    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    seconds = dict.fromkeys(steps, 0.0)
+    peaks = dict.fromkeys(steps, 0.0)
+    per_round = max(1, count // rounds)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            started = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            sync(device)
+            seconds[name] += time.perf_counter() - started
+            peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            peaks[name] = max(peaks[name], peak / 2**30)
+    return {name: (seconds[name] / (per_round * rounds), peaks[name]) for name in steps}
 
 
 def sync(device: torch.device) -> None:
@@ -177,30 +187,31 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
     labelled = int((host.labels[:, 1:] != -100).sum())
     body, head = matmul_parameters(llm)
     flops = 4 * (body * tokens + head * labelled)
-    steps = [("hf-eager", hf_step), ("bare-eager", bare_step), ("ilm-eager", ilm_step)]
-    compile_now = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-    if compile_now:
-        steps += [("bare-compiled", bare_step), ("ilm-compiled", ilm_step)]
+    groups = [{"hf-eager": hf_step}, {"bare-eager": bare_step, "ilm-eager": ilm_step}]
+    if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
+        groups.append({"bare-compiled": bare_step, "ilm-compiled": ilm_step})
     results = []
-    for name, step in steps:
-        if name.endswith("compiled") and not llm.compiled:
+    for group in groups:
+        if any(name.endswith("compiled") for name in group) and not llm.compiled:
             llm.compile()
             bridge.compile()
-        record = {"shape": shape, "step": name, "batch": args.batch_size, "sequence": int(host.input_ids.shape[1]),
-                  "label_tokens": labelled}
+        records = {name: {"shape": shape, "step": name, "batch": args.batch_size, "sequence": int(host.input_ids.shape[1]),
+                          "label_tokens": labelled} for name in group}
         try:
             started = time.perf_counter()
-            seconds, peak = measure(step, args.steps, args.warmup, device)
-            record.update(
-                seconds_per_step=round(seconds, 4), samples_per_s=round(args.batch_size / seconds, 1),
-                tokens_per_s=round(tokens / seconds), tflops=round(flops / seconds / 1e12, 2),
-                peak_memory_gb=round(peak, 2), wall_s=round(time.perf_counter() - started, 1),
-            )
+            for name, (seconds, peak) in measure(group, args.steps, args.warmup, args.rounds, device).items():
+                records[name].update(
+                    seconds_per_step=round(seconds, 4), samples_per_s=round(args.batch_size / seconds, 1),
+                    tokens_per_s=round(tokens / seconds), tflops=round(flops / seconds / 1e12, 2),
+                    peak_memory_gb=round(peak, 2), wall_s=round(time.perf_counter() - started, 1),
+                )
         except Exception as err:  # one failing variant (say, compilation) must not lose the others
-            record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            for record in records.values():
+                record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             traceback.print_exc()
-        print(json.dumps(record), flush=True)
-        results.append(record)
+        for record in records.values():
+            print(json.dumps(record), flush=True)
+            results.append(record)
     if args.check_syncs and device.type == "cuda":
         results.append({"shape": shape, "step": "host-device syncs", **{name: syncs_in(step) for name, step in (("ilm", ilm_step), ("bare", bare_step))}})
         print(json.dumps(results[-1]), flush=True)
@@ -272,6 +283,7 @@ def main() -> None:
     parser.add_argument("--text", type=int, default=96, help="text tokens per row (template + prompt + answer)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on a GPU, 3 on the CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--rounds", type=int, default=None, help="bare and ILM steps take turns in this many rounds (default 1 on a GPU, --steps on the CPU)")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--attention", default="sdpa")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on a GPU only")
@@ -291,6 +303,7 @@ def main() -> None:
     args.batch_size = args.batch_size or (64 if gpu else 8)
     args.steps = args.steps or (20 if gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    args.rounds = args.rounds or (1 if gpu else args.steps)
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
     folder = tokenizer_folder(args.tokenizer)

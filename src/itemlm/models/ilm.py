@@ -97,6 +97,8 @@ class ItemLanguageModel(nn.Module):
         self.bridge_kind = bridge_kind
         self.catalogue = catalogue
         self.pin_memory = True  # batches reach a GPU through pinned host memory (PromptBatch.to)
+        # the bridge computes in the LLM's dtype when that is bfloat16 (its weights stay float32)
+        self.bridge_autocast = llm.dtype == torch.bfloat16
         self._piece_ids: dict[tuple[str, bool], list[int]] = {}
         self._trie: TitleTrie | None = None
 
@@ -223,7 +225,8 @@ class ItemLanguageModel(nn.Module):
             # process of a distributed run runs the same bridge forward and backward
             return embeds + 0.0 * self.bridge(batch.cf.new_zeros(1, batch.cf.shape[1]), batch.kinds.new_zeros(1)).sum()
         # items and users were laid out in `collate` as: items first, then users
-        vectors = self.bridge(batch.cf, batch.kinds)
+        with torch.autocast(embeds.device.type, dtype=torch.bfloat16, enabled=self.bridge_autocast):
+            vectors = self.bridge(batch.cf, batch.kinds)
         flat = vectors.reshape(-1, vectors.shape[-1]).to(embeds.dtype).index_select(0, batch.slot_sources)
         hidden = embeds.shape[-1]
         return embeds.reshape(-1, hidden).index_copy(0, batch.slot_positions, flat).view(embeds.shape)

@@ -28,6 +28,8 @@ def torchrun(stage: str, overrides: list[str], processes: int = 2, resume: bool 
     if stage == "stage2":
         command.append("--no-evaluate")
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # the processes talk over loopback, whatever the hostname resolves to
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 

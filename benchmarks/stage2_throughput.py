@@ -140,7 +140,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) -> list[dict]:
+def bench_shape(shape: str, args, tokenizer_folder: Path, accelerator) -> list[dict]:
+    device = accelerator.device
     dtype = getattr(torch, args.dtype)
     llm = random_llm(shape, tokenizer_folder, dtype, device, args.attention)
     rng = np.random.default_rng(0)
@@ -155,7 +156,6 @@ def bench_shape(shape: str, args, tokenizer_folder: Path, device: torch.device) 
     model.train()
     rows, answer = synthetic_rows(model, args.batch_size, args.text, seed=1)
     config = load_config(Stage2Config, "stage2-quick", ["bridge=ilm-rand", f"max_target_tokens={answer}", f"batch_size={args.batch_size}"])
-    accelerator = make_accelerator()
     optimizer = make_optimizer(bridge, config)
     scheduler = warmup_cosine(optimizer, 10, 10**6)
 
@@ -298,7 +298,8 @@ def main() -> None:
     if args.prefix != ITEMS_PER_ROW * QUERIES:
         parser.error(f"--prefix is {ITEMS_PER_ROW * QUERIES} (4 items x 8 queries) in this benchmark")
 
-    device = make_accelerator().device
+    accelerator = make_accelerator()
+    device = accelerator.device
     gpu = device.type == "cuda"
     args.batch_size = args.batch_size or (64 if gpu else 8)
     args.steps = args.steps or (20 if gpu else 3)
@@ -315,7 +316,7 @@ def main() -> None:
         return
     results = []
     for shape in args.shapes:
-        results += bench_shape(shape, args, folder, device)
+        results += bench_shape(shape, args, folder, accelerator)
         if gpu:
             torch.cuda.empty_cache()  # the shape's model is gone; start the next one from a clean cache
     report = {

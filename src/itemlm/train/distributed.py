@@ -18,12 +18,15 @@ The rules both recipes follow:
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
 
 from itemlm.errors import InputError
+from itemlm.io import atomic_write_text
 
 T = TypeVar("T")
 
@@ -33,16 +36,32 @@ def make_accelerator() -> Accelerator:
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
-def local_rows(global_batch: list[T] | torch.Tensor, accelerator: Accelerator) -> list[T] | torch.Tensor:
-    """This process's contiguous share of the global batch."""
-    world, rank = accelerator.num_processes, accelerator.process_index
-    share = len(global_batch) // world
-    return global_batch[rank * share : (rank + 1) * share]
+def start_run(config) -> Accelerator:
+    """A recipe's first step on every process: the accelerator, a check that the global batch
+    divides over the processes, and (process 0) the run folder with config.json."""
+    accelerator = make_accelerator()
+    check_global_batch(config.batch_size, accelerator)
+    if accelerator.is_main_process:
+        config.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config.out / "config.json", json.dumps(asdict(config), indent=2))
+    return accelerator
+
+
+def seed_dropout(seed: int, start_step: int, accelerator: Accelerator) -> None:
+    """Give each process of a distributed run its own dropout masks (one process: left as seeded)."""
+    if accelerator.num_processes > 1:
+        torch.manual_seed(seed * 1000 + accelerator.process_index + start_step)
 
 
 def local_slice(size: int, accelerator: Accelerator) -> slice:
+    """Where this process's contiguous share of a global batch of `size` rows lies."""
     share = size // accelerator.num_processes
     return slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+
+
+def local_rows(global_batch: list[T] | torch.Tensor, accelerator: Accelerator) -> list[T] | torch.Tensor:
+    """This process's contiguous share of the global batch."""
+    return global_batch[local_slice(len(global_batch), accelerator)]
 
 
 def check_global_batch(batch_size: int, accelerator: Accelerator, field: str = "batch_size") -> None:

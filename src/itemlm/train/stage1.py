@@ -17,7 +17,7 @@ import json
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import check_global_batch, gather_with_grad, global_mean, local_slice, make_accelerator
+from itemlm.train.distributed import gather_with_grad, global_mean, local_slice, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -211,16 +211,11 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
+    accelerator = start_run(config)
+    main, out = accelerator.is_main_process, config.out
     # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
     # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
     # stage 2 from Python) could not change it.
-    accelerator = make_accelerator()
-    check_global_batch(config.batch_size, accelerator)
-    main = accelerator.is_main_process
-    out = config.out
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
 
     with accelerator.main_process_first():  # process 0 prepares and caches the data and the MF
@@ -244,8 +239,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     start_step = 0
     if resume:
         start_step = checkpoints.restore_latest(model, optimizer, scheduler, negatives)
-    if accelerator.num_processes > 1:
-        torch.manual_seed(config.seed * 1000 + accelerator.process_index + start_step)  # own dropout masks
+    seed_dropout(config.seed, start_step, accelerator)
     log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step) if main else None
 
     model.train()
@@ -283,9 +277,8 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
         return out / "model"
 
     final = out / "model"
-    trained = model
-    trained.save_pretrained(final, tokenizer=tokenizer)
-    metrics = evaluate_stage1(trained.eval(), data)
+    model.save_pretrained(final, tokenizer=tokenizer)
+    metrics = evaluate_stage1(model.eval(), data)
     metrics["train"] = {
         "variant": config.variant,
         "init": config.init,

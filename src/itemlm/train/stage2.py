@@ -18,7 +18,7 @@ import json
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import check_global_batch, global_mean, global_sum, local_rows, make_accelerator
+from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -199,13 +199,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    accelerator = make_accelerator()
-    check_global_batch(config.batch_size, accelerator)
-    main = accelerator.is_main_process
-    out = config.out
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
+    accelerator = start_run(config)
+    main, out = accelerator.is_main_process, config.out
 
     with accelerator.main_process_first():  # process 0 prepares and caches data, MF, converted LLM
         dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
@@ -234,8 +229,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         generator = torch.Generator().manual_seed(config.seed)
         if resume:
             start_step = checkpoints.restore_latest(accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
-        if accelerator.num_processes > 1:
-            torch.manual_seed(config.seed * 1000 + accelerator.process_index + start_step)  # own dropout masks
+        seed_dropout(config.seed, start_step, accelerator)
         log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step) if main else None
         model.train()
 

@@ -32,3 +32,19 @@ def ml100k():
     from itemlm.paths import embedded_ml100k_folder
 
     return build_dataset("ml-100k", read_recbole(embedded_ml100k_folder()))
+
+
+def clustered_rows(num_users: int = 60, clusters: int = 3, items_per_cluster: int = 20, per_user: int = 8, seed: int = 0):
+    """Users who each consume items of one cluster only: MF can learn it, MostPop cannot."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        first = (user % clusters) * items_per_cluster
+        items = first + rng.choice(items_per_cluster, size=per_user, replace=False)
+        rows += [(f"u{user}", f"i{item}", user + step) for step, item in enumerate(items)]  # staggered in time
+    return rows
+
+
+@pytest.fixture
+def clustered_dataset():
+    return build_dataset("clustered", make_raw(clustered_rows()), text_holdout=0.0, seed=0)

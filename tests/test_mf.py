@@ -1,9 +1,13 @@
+import dataclasses
+import shutil
+
 import numpy as np
 import pytest
 
-from itemlm.cf.mf import CFEmbeddings, MFConfig, train_mf
+from itemlm.cf import mf
+from itemlm.cf.mf import CFEmbeddings, MFConfig, load_or_train_mf, train_mf
 from itemlm.cf.mostpop import MostPopular
-from itemlm.data.splits import leave_one_out_split
+from itemlm.data.splits import leave_one_out_split, temporal_split
 from itemlm.errors import InputError
 from itemlm.eval.ranking import evaluate_ranking
 
@@ -53,3 +57,45 @@ def test_bad_config_and_missing_folder_are_clear(tmp_path):
         MFConfig(algorithm="svd")
     with pytest.raises(InputError, match="cf train"):
         CFEmbeddings.from_pretrained(tmp_path)
+
+
+def test_one_changed_training_interaction_changes_the_cache(clustered_dataset, tmp_path, monkeypatch):
+    split = leave_one_out_split(clustered_dataset)
+    config = MFConfig(factors=8, iterations=3, num_threads=1)
+    first, folder = load_or_train_mf(split, config, dataset="clustered", home=tmp_path)
+    fits = []
+    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: fits.append(1) or train_mf(*a, **k))
+    _, again = load_or_train_mf(split, dataclasses.replace(config, num_threads=2), dataset="clustered", home=tmp_path)
+    assert again == folder and fits == []
+
+    train = split.train.copy()
+    train.loc[0, "item"] = (train.loc[0, "item"] + 1) % split.num_items
+    changed = dataclasses.replace(split, train=train)
+    retrained, other = load_or_train_mf(changed, config, dataset="clustered", home=tmp_path)
+    assert other != folder and fits == [1]
+    assert retrained.train_fingerprint == changed.fingerprint() != first.train_fingerprint
+
+
+def test_a_temporal_split_never_reuses_leave_one_out_vectors(clustered_dataset, tmp_path, monkeypatch):
+    config = MFConfig(factors=8, iterations=3, num_threads=1)
+    loo = leave_one_out_split(clustered_dataset)
+    temporal = temporal_split(clustered_dataset)
+    _, loo_folder = load_or_train_mf(loo, config, dataset="clustered", home=tmp_path)
+    vectors, folder = load_or_train_mf(temporal, config, dataset="clustered", home=tmp_path)
+    assert folder != loo_folder and "temporal" in folder.parent.name
+    assert vectors.split == "temporal" and vectors.train_fingerprint == temporal.fingerprint()
+
+    # a leave-one-out model planted where the temporal one lives is recognised and refitted
+    shutil.rmtree(folder)
+    shutil.copytree(loo_folder, folder)
+    fits = []
+    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: fits.append(1) or train_mf(*a, **k))
+    refitted, _ = load_or_train_mf(temporal, config, dataset="clustered", home=tmp_path)
+    assert fits == [1] and refitted.train_fingerprint == temporal.fingerprint()
+
+
+def test_configs_that_differ_only_in_spelling_share_a_cache(clustered_dataset, tmp_path):
+    split = leave_one_out_split(clustered_dataset)
+    folder = mf.mf_folder(split, MFConfig(alpha=10), dataset="clustered", home=tmp_path)
+    assert folder == mf.mf_folder(split, MFConfig(alpha=10.0, num_threads=1, tuned=True), dataset="clustered", home=tmp_path)
+    assert folder != mf.mf_folder(split, MFConfig(alpha=10.5), dataset="clustered", home=tmp_path)

@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Prepare datasets and inspect them.", no_args_is_help=True)
-cf_app = typer.Typer(help="Train and evaluate matrix-factorization embeddings.", no_args_is_help=True)
+cf_app = typer.Typer(help="Train, tune and evaluate matrix-factorization embeddings.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(cf_app, name="cf")
 console = Console()
@@ -93,12 +93,6 @@ def data_stats(
     console.print(table)
 
 
-def _default_model_folder(data_home: Path | None, dataset: str, algorithm: str) -> Path:
-    from itemlm.paths import data_home as home
-
-    return home(data_home) / "models" / dataset / f"mf-{algorithm}"
-
-
 @cf_app.command("train")
 def cf_train(
     name: str = typer.Argument("ml-100k", help="A prepared dataset name."),
@@ -110,26 +104,82 @@ def cf_train(
     learning_rate: float = typer.Option(0.05, help="BPR learning rate."),
     split: str = typer.Option("leave-one-out", help="leave-one-out or temporal."),
     seed: int = typer.Option(0),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default <data home>/models/NAME/mf-ALGO)."),
+    threads: int = typer.Option(0, help="Threads (0 = all cores)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the one the recipes read for this config)."),
     data_home: Optional[Path] = HomeOption,
 ):
     """Fit MF on the training split; save user and item embeddings (safetensors)."""
-    from itemlm.cf.mf import MFConfig, train_mf
+    from itemlm.cf.mf import MFConfig, mf_folder, train_mf
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split
 
     dataset = load_dataset(name, data_home)
-    config = MFConfig(algorithm, factors, iterations, regularization, alpha, learning_rate, seed=seed)
+    the_split = make_split(dataset, split)
+    config = MFConfig(algorithm, factors, iterations, regularization, alpha, learning_rate, threads, seed)
     started = time.perf_counter()
-    embeddings = train_mf(make_split(dataset, split), config, progress=True, dataset=name)
-    folder = embeddings.save_pretrained(out or _default_model_folder(data_home, name, algorithm))
+    embeddings = train_mf(the_split, config, progress=True, dataset=name)
+    folder = embeddings.save_pretrained(out or mf_folder(the_split, config, dataset=name, home=data_home))
     console.print(f"trained {algorithm} ({factors} factors) in {time.perf_counter() - started:.1f}s -> {folder}")
+
+
+@cf_app.command("tune")
+def cf_tune(
+    name: str = typer.Argument(..., help="A prepared dataset name."),
+    algorithms: str = typer.Option("als,bpr", help="Comma-separated: als, bpr."),
+    split: str = typer.Option("leave-one-out", help="leave-one-out or temporal."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(0, help="ALS threads (0 = all cores; BPR always runs on 1)."),
+    data_home: Optional[Path] = HomeOption,
+):
+    """Pick MF hyperparameters by validation HR@10 over a small grid (cached); recipes use them with mf.tuned=true."""
+    from itemlm.cf.mf import load_or_train_mf
+    from itemlm.cf.tune import tune_mf
+    from itemlm.data.prepare import load_dataset
+    from itemlm.data.splits import make_split
+    from itemlm.eval.ranking import evaluate_ranking
+
+    wanted = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+    the_split = make_split(load_dataset(name, data_home), split)
+    started = time.perf_counter()
+    result = tune_mf(the_split, wanted, dataset=name, home=data_home, seed=seed, num_threads=threads)
+    console.print(tune_table(result, f"{name} · {split} · grid by validation HR@10"))
+    embeddings, folder = load_or_train_mf(the_split, result.best, dataset=name, home=data_home)
+    chosen = {stage: evaluate_ranking(embeddings.score, the_split, stage).metrics for stage in ("valid", "test")}
+    console.print(f"chosen (* above): {_config_text(result.best.cache_key())}")
+    table = Table()
+    for column in ("stage", "HR@10", "NDCG@10"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, metrics in chosen.items():
+        table.add_row(stage, f"{metrics['HR@10']:.4f}", f"{metrics['NDCG@10']:.4f}")
+    console.print(table)
+    console.print(f"{time.perf_counter() - started:.1f}s; vectors -> {folder}; recipes read them with mf.tuned=true")
+
+
+def _config_text(config: dict) -> str:
+    step = f"alpha {config['alpha']:g}" if config["algorithm"] == "als" else f"lr {config['learning_rate']:g}"
+    return f"{config['algorithm']}, {config['factors']} factors, {config['iterations']} it, reg {config['regularization']:g}, {step}"
+
+
+def tune_table(result, title: str) -> Table:
+    """The grid by validation HR@10; the chosen row (fewest factors within one standard error) has a *."""
+    table = Table(title=title)
+    for column in ("#", "algo", "factors", "it", "reg", "alpha", "lr", "valid HR@10", "valid NDCG@10", "fit s"):
+        table.add_column(column, justify="left" if column == "algo" else "right")
+    chosen = result.best.cache_key()
+    for rank, row in enumerate(result.ranked(), 1):
+        c, als = row["config"], row["config"]["algorithm"] == "als"
+        table.add_row(
+            f"{rank}*" if c == chosen else str(rank), c["algorithm"], str(c["factors"]), str(c["iterations"]), f"{c['regularization']:g}",
+            f"{c['alpha']:g}" if als else "-", "-" if als else f"{c['learning_rate']:g}",
+            f"{row['valid']['HR@10']:.4f}", f"{row['valid']['NDCG@10']:.4f}", f"{row['seconds']:.1f}",
+        )
+    return table
 
 
 @cf_app.command("eval")
 def cf_eval(
     name: str = typer.Argument("ml-100k", help="A prepared dataset name."),
-    model: Optional[Path] = typer.Option(None, help="Embeddings folder (default: the mf-als of this dataset)."),
+    model: Optional[Path] = typer.Option(None, help="Embeddings folder (default: the newest fitted on this split)."),
     stage: str = typer.Option("test", help="valid or test."),
     split: str = typer.Option("leave-one-out", help="leave-one-out or temporal."),
     keep_seen: bool = typer.Option(False, help="Rank items the user already consumed too."),
@@ -137,7 +187,7 @@ def cf_eval(
     data_home: Optional[Path] = HomeOption,
 ):
     """Full-catalogue HR@K / NDCG@K of MostPop and the MF embeddings."""
-    from itemlm.cf.mf import CFEmbeddings
+    from itemlm.cf.mf import CFEmbeddings, trained_mf_folders
     from itemlm.cf.mostpop import MostPopular
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split
@@ -145,9 +195,16 @@ def cf_eval(
 
     dataset = load_dataset(name, data_home)
     the_split = make_split(dataset, split)
-    embeddings = CFEmbeddings.from_pretrained(model or _default_model_folder(data_home, name, "als"))
+    if model is None:
+        folders = trained_mf_folders(the_split, dataset=name, home=data_home)
+        if not folders:
+            raise InputError(f"no MF embeddings fitted on the {split} split of '{name}': run `itemlm cf train {name} --split {split}` or pass --model")
+        model = folders[0]
+    embeddings = CFEmbeddings.from_pretrained(model)
     if embeddings.user_vectors.shape[0] != dataset.num_users or embeddings.item_vectors.shape[0] != dataset.num_items:
         raise InputError(f"embeddings do not match dataset '{name}' (different users or items); retrain them")
+    if embeddings.train_fingerprint and embeddings.train_fingerprint != the_split.fingerprint():
+        raise InputError(f"embeddings were fitted on other data than the {split} split of '{name}' (they may have seen its targets); retrain them", path=model)
     results = {
         "MostPop": evaluate_ranking(MostPopular(the_split).score, the_split, stage, exclude_seen=not keep_seen).metrics,
         f"MF-{embeddings.config.algorithm}": evaluate_ranking(
@@ -157,7 +214,7 @@ def cf_eval(
     if as_json:
         print(json.dumps(results, indent=2))
     else:
-        console.print(ranking_table(results, f"{name} · {split} · {stage}"))
+        console.print(ranking_table(results, f"{name} · {split} · {stage} · {model.name}"))
 
 
 def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10, 20)) -> Table:

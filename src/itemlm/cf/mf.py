@@ -8,6 +8,7 @@ bias in the last coordinate and its user vectors a matching constant 1).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass
@@ -34,12 +35,28 @@ class MFConfig:
     learning_rate: float = 0.05  # BPR only
     num_threads: int = 0  # 0 = all cores (ALS is deterministic with any count; BPR only with 1)
     seed: int = 0
+    # True: `load_or_train_mf` replaces factors, iterations, regularization, alpha and learning rate
+    # by those `itemlm cf tune` chose on validation for this algorithm, split and training data
+    # (running the grid once when none is cached). The fields above are then ignored.
+    tuned: bool = False
 
     def __post_init__(self):
         if self.algorithm not in ("als", "bpr"):
             raise InputError(f"unknown MF algorithm '{self.algorithm}': expected 'als' or 'bpr'")
         if self.factors < 1:
             raise InputError(f"factors must be positive, got {self.factors}")
+        if self.iterations < 1:
+            raise InputError(f"iterations must be positive, got {self.iterations}")
+        if self.regularization < 0 or self.alpha <= 0 or self.learning_rate <= 0:
+            raise InputError("regularization must be >= 0, alpha and learning_rate > 0")
+        # 10 and 10.0 are one setting: keep the cache key from telling them apart
+        self.regularization, self.alpha, self.learning_rate = float(self.regularization), float(self.alpha), float(self.learning_rate)
+
+    def cache_key(self) -> dict:
+        """The settings that decide the vectors: not the thread count, nor how they were chosen."""
+        key = asdict(self)
+        del key["num_threads"], key["tuned"]
+        return key
 
 
 @dataclass
@@ -50,6 +67,8 @@ class CFEmbeddings:
     item_vectors: np.ndarray  # [num_items, dim] float32
     config: MFConfig
     dataset: str = ""
+    split: str = ""  # the split strategy whose training interactions they were fitted on
+    train_fingerprint: str = ""  # Split.fingerprint() of those interactions ("" = unknown)
 
     @property
     def dim(self) -> int:
@@ -65,7 +84,10 @@ class CFEmbeddings:
                 {"user_vectors": np.ascontiguousarray(self.user_vectors), "item_vectors": np.ascontiguousarray(self.item_vectors)},
                 str(staging / "embeddings.safetensors"),
             )
-            meta = {"config": asdict(self.config), "dataset": self.dataset, "dim": self.dim}
+            meta = {
+                "config": asdict(self.config), "dataset": self.dataset, "dim": self.dim,
+                "split": self.split, "train_fingerprint": self.train_fingerprint,
+            }
             (staging / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -76,7 +98,10 @@ class CFEmbeddings:
             raise InputError("no embeddings.safetensors here; train one with `itemlm cf train`", path=folder)
         tensors = load_file(str(folder / "embeddings.safetensors"))
         meta = json.loads((folder / "config.json").read_text())
-        return cls(tensors["user_vectors"], tensors["item_vectors"], MFConfig(**meta["config"]), meta.get("dataset", ""))
+        return cls(
+            tensors["user_vectors"], tensors["item_vectors"], MFConfig(**meta["config"]), meta.get("dataset", ""),
+            meta.get("split", ""), meta.get("train_fingerprint", ""),
+        )
 
 
 def train_mf(split: Split, config: MFConfig | None = None, *, progress: bool = False, dataset: str = "") -> CFEmbeddings:
@@ -94,6 +119,8 @@ def train_mf(split: Split, config: MFConfig | None = None, *, progress: bool = F
         item_vectors=np.asarray(model.item_factors, dtype=np.float32),
         config=config,
         dataset=dataset,
+        split=split.strategy,
+        train_fingerprint=split.fingerprint(),
     )
 
 
@@ -120,20 +147,43 @@ def _make_model(config: MFConfig, threads: int):
         )
 
 
+def split_folder(split: Split, dataset: str, home: str | Path | None = None) -> Path:
+    """<data home>/models/<dataset>/<split>-<training fingerprint>: the caches derived from one
+    training set (MF vectors, tuned grids), apart from those of any other split or data version."""
+    return data_home(home) / "models" / dataset / f"{split.strategy}-{split.fingerprint()[:12]}"
+
+
+def mf_folder(split: Split, config: MFConfig, *, dataset: str, home: str | Path | None = None) -> Path:
+    """Where `load_or_train_mf` keeps, and `itemlm cf train` writes, the vectors of one config."""
+    key = hashlib.sha256(json.dumps(config.cache_key(), sort_keys=True).encode()).hexdigest()[:8]
+    return split_folder(split, dataset, home) / f"mf-{config.algorithm}-{config.factors}-s{config.seed}-{key}"
+
+
+def trained_mf_folders(split: Split, *, dataset: str, home: str | Path | None = None) -> list[Path]:
+    """The MF folders fitted on this split's training data, newest first."""
+    folders = split_folder(split, dataset, home).glob("mf-*/embeddings.safetensors")
+    return [f.parent for f in sorted(folders, key=lambda f: f.stat().st_mtime, reverse=True)]
+
+
 def load_or_train_mf(
     split: Split, config: MFConfig, *, dataset: str, home: str | Path | None = None, folder: str | Path | None = None
 ) -> tuple[CFEmbeddings, Path]:
-    """MF embeddings for a dataset, trained once and cached under <data home>/models/<dataset>/.
+    """MF embeddings for a dataset, trained once and cached in `mf_folder`.
 
-    `folder` names embeddings to load as they are (a user's own CF model); otherwise a cached
-    model is reused when it was trained with the same config on a dataset of the same size.
+    `folder` names embeddings to load as they are (a user's own CF model). Otherwise the cache is
+    keyed by the config, the split and a hash of the training interactions, so vectors fitted on
+    another split (whose training data may hold this split's test period) are never reused.
     """
     if folder is not None:
         return CFEmbeddings.from_pretrained(folder), Path(folder)
-    cache = data_home(home) / "models" / dataset / f"mf-{config.algorithm}-{config.factors}-s{config.seed}"
+    if config.tuned:
+        from itemlm.cf.tune import tuned_config  # tune.py builds on this module
+
+        config = tuned_config(split, config, dataset=dataset, home=home)
+    cache = mf_folder(split, config, dataset=dataset, home=home)
     if (cache / "embeddings.safetensors").exists():
         cached = CFEmbeddings.from_pretrained(cache)
-        if cached.config == config and cached.user_vectors.shape[0] == split.num_users:
+        if cached.config.cache_key() == config.cache_key() and cached.train_fingerprint == split.fingerprint():
             return cached, cache
     embeddings = train_mf(split, config, dataset=dataset)
     embeddings.save_pretrained(cache)

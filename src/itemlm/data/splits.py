@@ -10,6 +10,7 @@ Evaluation targets never leak into training: the tests in tests/test_splits.py c
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,21 @@ class Split:
         items = self.train["item"].to_numpy()
         bounds = np.searchsorted(users, np.arange(self.num_users + 1))
         return [items[bounds[u] : bounds[u + 1]] for u in range(self.num_users)]
+
+    def fingerprint(self, *, with_validation: bool = False) -> str:
+        """sha256 of exactly what a model fitted on this split sees: the distinct training
+        (user, item) pairs and the matrix shape, plus the validation targets when asked.
+
+        Caches derived from a split (MF vectors, tuned grids) are keyed by it, so vectors fitted on
+        one split or one version of a dataset are never served for another.
+        """
+        digest = hashlib.sha256(f"{self.num_users}x{self.num_items}".encode())
+        pairs = self.train["user"].to_numpy(np.int64) * self.num_items + self.train["item"].to_numpy(np.int64)
+        digest.update(np.unique(pairs).astype("<i8").tobytes())
+        if with_validation:
+            digest.update(b"valid")
+            digest.update(self.valid[["user", "item"]].to_numpy("<i8").tobytes())
+        return digest.hexdigest()
 
     def summary(self) -> dict:
         return {

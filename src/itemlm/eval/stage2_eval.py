@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from itemlm.eval.naming import names_title
 from itemlm.eval.ranking import metrics_from_ranks
 from itemlm.eval.semantic_similarity import semantic_similarity
 from itemlm.models.ilm import ItemLanguageModel
@@ -81,6 +82,12 @@ def evaluate_text_task(
     if held.any():
         result["SC_text_held_out"] = float(scores[held].mean())
         result["SC_text_seen"] = float(scores[~held].mean()) if (~held).any() else float("nan")
+    if samples and samples[0].task == "item_title":
+        named = np.array([names_title(g, model.catalogue.titles[s.item]) for s, g in zip(samples, generated)])
+        result["names_title"] = float(named.mean())
+        if held.any():
+            result["names_title_text_held_out"] = float(named[held].mean())
+            result["names_title_text_seen"] = float(named[~held].mean()) if (~held).any() else float("nan")
     result["examples"] = [
         {"prompt": s.prompt, "reference": s.target, "generated": g, "SC": round(float(c), 3)}
         for s, g, c in list(zip(samples, generated, scores))[:3]
@@ -92,6 +99,8 @@ def evaluate_text_task(
         "text_held_out": held.tolist(),
         "generated": generated,
     }
+    if "names_title" in result:
+        per_example["names_title"] = named.tolist()
     return result, per_example
 
 

@@ -334,6 +334,7 @@ class ItemLanguageModel(nn.Module):
             raise InputError("not an itemlm model folder (no bridge.json); train one with `itemlm stage2`", path=folder)
         meta = json.loads((folder / "bridge.json").read_text())
         llm = llm or FrozenLLM.load(meta.get("llm") or None, dtype=dtype)
+        llm.system_prompt = meta.get("system_prompt")  # what the bridge was trained with (older models: the default)
         bridge, meta = load_bridge(folder, llm.hidden_size)
         if bridge is not None:
             bridge.eval()

@@ -28,7 +28,12 @@ class MetricsLog:
         lines = path.read_text().splitlines() if path.exists() and keep_through_step else []
         kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= keep_through_step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.records = [json.loads(line) for line in kept]
         self.handle = open(path, "a")
+
+    def last(self, key: str, default=None):
+        """The latest value of `key` among the records kept from before a resume."""
+        return next((r[key] for r in reversed(self.records) if key in r), default)
 
     def write(self, record: dict) -> None:
         self.handle.write(json.dumps(record) + "\n")

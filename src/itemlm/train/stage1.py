@@ -33,6 +33,7 @@ from itemlm.data.stage1_data import Stage1Batch, Stage1Data
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
+from itemlm.models.llm import fast_bfloat16
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import gather_with_grad, global_mean, local_slice, seed_dropout, start_run
@@ -88,7 +89,7 @@ class Stage1Config:
     weight_decay: float = 0.05
     warmup_steps: int = 30
     grad_clip: float = 1.0
-    mixed_precision: str = "no"  # no | bf16
+    mixed_precision: str = "no"  # no | bf16 | auto (bf16 where it is native: GPUs, AVX-512-BF16 CPUs)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -99,8 +100,8 @@ class Stage1Config:
             raise InputError(f"unknown variant '{self.variant}': expected one of {', '.join(VARIANTS)}")
         if self.init not in ("bert", "random"):
             raise InputError(f"init must be 'bert' or 'random', got '{self.init}'")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise InputError(f"mixed_precision must be 'no' or 'bf16', got '{self.mixed_precision}'")
+        if self.mixed_precision not in ("no", "bf16", "auto"):
+            raise InputError(f"mixed_precision must be 'no', 'bf16' or 'auto', got '{self.mixed_precision}'")
 
     @property
     def out(self) -> Path:
@@ -216,7 +217,8 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
     # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
     # stage 2 from Python) could not change it.
-    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
+    use_bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and fast_bfloat16(accelerator.device))
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     with accelerator.main_process_first():  # process 0 prepares and caches the data and the MF
         dataset = load_dataset(config.dataset, config.data_home)

@@ -28,12 +28,15 @@ from tqdm.auto import tqdm
 from itemlm.cf.mf import MFConfig, load_or_train_mf
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
+from itemlm.eval.curves import plot_learning_curves, read_curve
+from itemlm.eval.validation import ValidationProbe
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
+from itemlm.tasks.batching import bucket_by_length
 from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
 from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
@@ -41,6 +44,7 @@ from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_d
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
+from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, title_targets, warm_start_bridge
 
 DEFAULT_WEIGHTS = {
     "item_title": 1.0, "item_genres": 1.0, "item_description": 1.0, "item_pitch": 1.0,
@@ -62,7 +66,7 @@ class Stage2Config:
     num_queries: int = 8  # ilm-rand only; ilm takes it from the stage-1 model
     mlp_tokens: int = 1  # CoLLM uses one token per item
     llm: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
-    llm_dtype: str = "bfloat16"  # bfloat16 for training speed; evaluation reloads in eval_dtype
+    llm_dtype: str = "auto"  # auto: bfloat16 where it is native (GPU, AVX-512-BF16 CPU), else float32; evaluation reloads in eval_dtype
     eval_dtype: str = "float32"
     # speed switches (None: on where CUDA is, off on the CPU)
     compile: bool | None = None  # torch.compile the frozen LLM's layers (forward and backward) and the bridge
@@ -71,7 +75,10 @@ class Stage2Config:
     ce_chunk_rows: int = 4096  # label positions per LM-head + cross-entropy chunk
     pin_memory: bool = True  # batches reach a GPU through pinned host memory
     shard_llm: bool = False  # distributed runs: shard the LLM's decoder layers over the processes (FSDP2)
+    system_prompt: str | None = ""  # "": an empty system message (SmolLM2's default costs ~20 tokens a row); None: the template's default
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    bucket_by_length: bool = True  # batches of rows of similar length (less padding)
     history_length: int = 20
     max_target_tokens: int = 48
     batch_size: int = 8  # the global batch: split over processes in a distributed run
@@ -83,6 +90,9 @@ class Stage2Config:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
+    validate_every: int = 0  # steps between validation probes (learning curves); 0: none
+    validation_names: int = 50  # item_title probes per group (text-seen, text-held-out)
+    validation_sc: int = 16  # description (or pitch) probes for SC
     checkpoint_every: int = 50
     eval_text_samples: int = 40  # per text task and prompt set
     eval_rec_samples: int = 100  # users per ranked task and prompt set
@@ -175,17 +185,37 @@ def speed_path(config: Stage2Config, model: ItemLanguageModel, device: torch.dev
     return 64 if compile_llm else 1
 
 
-def training_step(model: ItemLanguageModel, rows: list, config: Stage2Config, accelerator, optimizer, scheduler, pad_to_multiple: int = 1):
-    """One update on this process's rows of a global batch; returns the (detached) loss and the
+def training_step(
+    model: ItemLanguageModel, rows: list, config: Stage2Config, accelerator, optimizer, scheduler,
+    pad_to_multiple: int = 1, anchor: TitleAnchor | None = None, step: int = 0,
+):
+    """One update on this process's rows of a global batch; returns the (detached) LM loss and the
     number of label tokens. Nothing in it waits for the device: the batch is laid out on the
-    host while the device still works on the previous step."""
+    host while the device still works on the previous step. With an `anchor`, the warm start's
+    title regression on a batch of items joins the loss (no LLM forward: it is cheap)."""
     batch = model.collate([s.prompt for s in rows], [s.target for s in rows], config.max_target_tokens, pad_to_multiple=pad_to_multiple)
     loss_sum, tokens = model.loss_on(batch, reduction="sum")
     # the sum over this share / all label tokens of the global batch, times the world size:
     # DDP's gradient average then equals the one-process gradient of the global mean
     loss = loss_sum * (accelerator.num_processes / global_sum(tokens, accelerator))
-    update_parameters(accelerator, loss, model.bridge.parameters(), optimizer, scheduler, config.grad_clip)
+    total = loss if anchor is None else loss + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast)
+    update_parameters(accelerator, total, model.bridge.parameters(), optimizer, scheduler, config.grad_clip)
     return loss.detach(), tokens
+
+
+def row_length(model: ItemLanguageModel, config: Stage2Config):
+    """A cheap length estimate of a training row (for batching rows of similar length)."""
+    vectors = max(1, model.num_vectors())
+
+    def length(sample) -> int:
+        slots = sample.prompt.count("<item:") + sample.prompt.count("<user:")
+        return slots * vectors + (len(sample.prompt) + min(len(sample.target), 4 * config.max_target_tokens)) // 4
+
+    return length
+
+
+def text_seen_items(dataset) -> np.ndarray:
+    return np.flatnonzero(~dataset.items["text_held_out"].to_numpy(dtype=bool))
 
 
 def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True, evaluate: bool = True) -> Path:
@@ -209,18 +239,29 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     llm.to(accelerator.device)
     cf_scale = 1.0 / max(float(np.sqrt(np.mean(np.square(cf.item_vectors)))), 1e-8)
     bridge = build_bridge(config, cf.dim, cf_scale, llm)
+    llm.system_prompt = config.system_prompt
     model = ItemLanguageModel(llm, bridge, config.bridge, catalogue)
     pad_to_multiple = speed_path(config, model, accelerator.device)
     train_samples = build_samples(dataset, split, "train", seed=config.seed, history_length=config.history_length, prompts="seen")
     steps = config.steps if bridge is not None else 0  # text-only has nothing to train
     mixture = mix_samples(group_by_task(train_samples), config.task_weights, max(1, steps * config.batch_size), config.seed)
+    if config.bucket_by_length:
+        mixture = bucket_by_length(mixture, config.batch_size, row_length(model, config), seed=config.seed)
 
     checkpoints = CheckpointManager(out / "checkpoints")
-    start_step = 0
-    log = None
+    start_step, clock = 0, 0.0  # clock: training seconds so far (warm start included, validation not)
+    log, anchor, warm_report, probe = None, None, None, None
     if bridge is not None:
         bridge.to(accelerator.device)
         freeze_unused(bridge, cf.dim)
+        warm = config.warm_start
+        if warm.enabled or warm.anchor_weight:
+            targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens)
+        if warm.enabled and not (resume and checkpoints.latest() is not None):
+            warm_report = warm_start_bridge(bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main)
+            clock += warm_report["seconds"]
+        if warm.anchor_weight:
+            anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)
         optimizer = make_optimizer(bridge, config)
         # the scheduler stays outside accelerate, which would step it once per process
         scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
@@ -230,33 +271,62 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         if resume:
             start_step = checkpoints.restore_latest(accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
         seed_dropout(config.seed, start_step, accelerator)
-        log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step) if main else None
+        if main:
+            log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
+            clock = max(clock, log.last("train_seconds", 0.0))
+            if warm_report is not None:
+                log.write({"step": 0, "warm_start": warm_report, "train_seconds": round(clock, 1)})
+        if config.validate_every and main:
+            probe = ValidationProbe.build(
+                dataset, split, names_per_group=config.validation_names, sc_samples=config.validation_sc,
+                history_length=config.history_length, seed=config.eval_seed, max_new_tokens=config.max_target_tokens,
+            )
         model.train()
+
+    def validate(step: int) -> None:
+        """Learning-curve point: the validation probe against training seconds (process 0 only)."""
+        if probe is None:
+            return
+        began = time.perf_counter()
+        values = probe.run(model, encoder=config.sc_encoder)
+        log.write({"step": step, "train_seconds": round(clock, 1), "validation": values, "validation_seconds": round(time.perf_counter() - began, 1)})
+        bar.write(f"step {step}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
 
     last_step = steps if stop_after is None else min(steps, start_step + stop_after)
     bar = tqdm(range(start_step, last_step), desc=f"stage2 {config.bridge}", disable=not (progress and main), initial=start_step, total=steps)
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+    if start_step == 0 and steps:
+        validate(0)
     logged_step, logged_at = start_step, time.perf_counter()  # training speed between log lines
+    step_started = time.perf_counter()
     for step in bar:
         rows = local_rows(mixture[step * config.batch_size : (step + 1) * config.batch_size], accelerator)
-        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple)
+        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step)
         nonfinite |= ~torch.isfinite(loss)
         done = step + 1
         if done % 5 == 0:
             return_freed_memory()
         logging = done % config.log_every == 0 or done == steps
         saving = done % config.checkpoint_every == 0 and done < steps
-        if logging or saving:  # the only points where the host waits for the device
+        validating = probe is not None and (done % config.validate_every == 0 or done == last_step)
+        if logging or saving or validating:  # the only points where the host waits for the device
             if bool(global_sum(nonfinite, accelerator)):
                 raise RuntimeError(f"stage-2 loss became NaN or infinite by step {done}; lower the learning rate")
+            now = time.perf_counter()
+            clock += now - step_started
+            step_started = now
         if logging:
             value, total_tokens = float(global_mean(loss, accelerator)), int(global_sum(tokens, accelerator))
             now = time.perf_counter()
             speed = (done - logged_step) * config.batch_size / (now - logged_at)
             logged_step, logged_at = done, now
             if main:
-                log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0], "samples_per_s": round(speed, 2)})
+                log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0],
+                           "samples_per_s": round(speed, 2), "train_seconds": round(clock, 1)})
             bar.set_postfix(loss=f"{value:.3f}")
+        if validating:
+            validate(done)
+            logged_at = step_started = time.perf_counter()  # validation time is not training time
         if saving:
             save_checkpoint(accelerator, checkpoints, done, bridge, optimizer, scheduler, generator)
     bar.close()
@@ -278,10 +348,16 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         "num_tokens": getattr(trained, "num_tokens", 0),
         "mlp_hidden": trained.mlp[0].out_features if isinstance(trained, MLPBridge) else None,
         "trainable_parameters": count_parameters(trained),
+        "system_prompt": config.system_prompt,
     }
     final = model.save_pretrained(out / "model", meta)
     train_seconds = time.perf_counter() - started
-    report = {"train": {"bridge": config.bridge, "steps": steps, "samples": steps * config.batch_size, "seconds": round(train_seconds, 1), **meta}}
+    report = {"train": {"bridge": config.bridge, "steps": steps, "samples": steps * config.batch_size, "seconds": round(train_seconds, 1),
+                        "train_seconds": round(clock, 1), **meta}}
+    if warm_report is not None:
+        report["warm_start"] = warm_report
+    if probe is not None:
+        plot_learning_curves({config.name: read_curve(out / "metrics.jsonl")}, out / "curves.png")
     if evaluate:
         # The training copy of the LLM (often bfloat16) goes before the evaluation copy loads.
         del model, trained, bridge, llm

@@ -1,0 +1,216 @@
+"""Bridge warm start: before stage 2, fit the bridge so that an item's vectors *are* its title.
+
+The frozen LLM already reads its own token embeddings. So, for every item whose text training may
+read, the bridge's `num_tokens` output vectors are regressed onto the LLM's input embeddings of
+that item's title tokens ("Toy Story (1995)", padded with the embedding of a space). This needs
+no LLM forward at all (a few minutes on 2 CPU cores, where one stage-2 step costs a second), and
+afterwards the untrained LLM can already name many items from their vectors alone. Text-held-out
+items are never used.
+
+Losses (`WarmStartConfig.loss`):
+    mse       mean squared error, relative to the targets' mean square
+    cosine    1 - cosine similarity per vector (direction only)
+    nearest   mse + cross-entropy that makes each vector's nearest title-vocabulary embedding
+              (squared distance) the right token: what "reading it as that token" needs
+
+The same loss can stay on during stage 2 as an anchor (`anchor_weight`), so that the LM loss
+refines the vectors rather than wiping out what the warm start gave.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from itemlm.errors import InputError
+from itemlm.models.llm import FrozenLLM
+
+LOSSES = ("mse", "cosine", "nearest")
+
+
+@dataclass
+class WarmStartConfig:
+    enabled: bool = False
+    steps: int = 600
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    warmup_steps: int = 30
+    loss: str = "nearest"
+    temperature: float = 0.05  # nearest: distances are divided by this times the mean squared embedding norm
+    anchor_weight: float = 0.0  # during stage 2: loss + anchor_weight * this regression on a batch of items
+    anchor_batch_size: int = 64
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown warm_start.loss '{self.loss}': expected one of {', '.join(LOSSES)}")
+        if self.steps < 0 or self.batch_size < 1 or self.anchor_batch_size < 1:
+            raise InputError("warm_start.steps must be >= 0 and the batch sizes >= 1")
+
+
+@dataclass
+class TitleTargets:
+    """Per item: the LLM's embeddings of its first `num_tokens` title tokens, and the token ids."""
+
+    items: Tensor  # (n,) item indices
+    token_ids: Tensor  # (n, num_tokens)
+    embeddings: Tensor  # (n, num_tokens, hidden) float32
+    vocabulary: Tensor  # (v,) the distinct token ids of all targets: the candidates of "nearest"
+    vocabulary_embeddings: Tensor  # (v, hidden) float32
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tensor:
+    """(n, num_tokens) token ids of each title, cut or padded with a space token."""
+    if num_tokens < 1:
+        raise InputError("the warm start needs a bridge with at least one output vector per item")
+    space = llm.tokenizer(" ", add_special_tokens=False).input_ids[-1]
+    encoded = llm.tokenizer(list(titles), add_special_tokens=False).input_ids
+    return torch.tensor([(ids + [space] * num_tokens)[:num_tokens] for ids in encoded], dtype=torch.long)
+
+
+def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str], num_tokens: int) -> TitleTargets:
+    token_ids = title_token_ids(llm, [titles[i] for i in items], num_tokens)
+    with torch.no_grad():
+        table = llm.model.get_input_embeddings()
+        embeddings = llm.embed(token_ids).float().cpu()
+        vocabulary = token_ids.unique()
+        vocabulary_embeddings = table(vocabulary.to(llm.device)).float().cpu()
+    return TitleTargets(torch.as_tensor(items, dtype=torch.long), token_ids, embeddings, vocabulary, vocabulary_embeddings)
+
+
+class TitleRegression(nn.Module):
+    """The warm-start loss of a batch of bridge outputs against their title targets."""
+
+    def __init__(self, targets: TitleTargets, loss: str, temperature: float):
+        super().__init__()
+        self.loss_kind = loss
+        self.register_buffer("vocabulary_embeddings", targets.vocabulary_embeddings, persistent=False)
+        self.register_buffer("target_embeddings", targets.embeddings, persistent=False)
+        # the position of every target token in the vocabulary, for the cross-entropy
+        position = {int(t): k for k, t in enumerate(targets.vocabulary.tolist())}
+        classes = torch.tensor([[position[int(t)] for t in row] for row in targets.token_ids.tolist()], dtype=torch.long)
+        self.register_buffer("target_classes", classes, persistent=False)
+        self.mean_square = float(targets.embeddings.square().mean())
+        self.distance_scale = temperature * float(targets.vocabulary_embeddings.square().sum(1).mean())
+
+    def forward(self, outputs: Tensor, rows: Tensor) -> Tensor:
+        """outputs: (b, num_tokens, hidden) bridge vectors of target rows `rows`; a scalar loss."""
+        outputs = outputs.float()
+        target = self.target_embeddings[rows]
+        if self.loss_kind == "cosine":
+            return (1 - F.cosine_similarity(outputs, target, dim=-1)).mean()
+        mse = (outputs - target).square().mean() / self.mean_square
+        if self.loss_kind == "mse":
+            return mse
+        return mse + F.cross_entropy(self.nearest_logits(outputs).flatten(0, 1), self.target_classes[rows].flatten())
+
+    def nearest_logits(self, outputs: Tensor) -> Tensor:
+        """-(squared distance to each vocabulary embedding) / scale, without the |output|^2 term
+        (the same for every candidate)."""
+        vocab = self.vocabulary_embeddings
+        return (2 * outputs @ vocab.T - vocab.square().sum(1)) / self.distance_scale
+
+    @torch.no_grad()
+    def token_accuracy(self, outputs: Tensor, rows: Tensor) -> float:
+        """Share of vectors whose nearest title-vocabulary embedding is the target token."""
+        predicted = self.nearest_logits(outputs.float()).argmax(-1)
+        return float((predicted == self.target_classes[rows]).float().mean())
+
+
+def bridge_outputs(bridge: nn.Module, item_vectors: Tensor, rows: Tensor, items: Tensor, autocast: bool) -> Tensor:
+    """The bridge's vectors for `items[rows]` (all of them items, kind 0)."""
+    chosen = items[rows]
+    cf = item_vectors[chosen]
+    with torch.autocast(cf.device.type, dtype=torch.bfloat16, enabled=autocast):
+        return bridge(cf, torch.zeros(len(chosen), dtype=torch.long, device=cf.device))
+
+
+def warm_start_bridge(
+    bridge: nn.Module,
+    item_vectors: np.ndarray,
+    targets: TitleTargets,
+    config: WarmStartConfig,
+    *,
+    seed: int = 0,
+    autocast: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Fit `bridge` to the title targets with AdamW (minibatches, warmup then cosine decay).
+
+    Returns what it reached: the loss and the nearest-token accuracy over all target items, and
+    the seconds it took.
+    """
+    from itemlm.train.schedule import warmup_cosine
+
+    started = time.perf_counter()
+    device = next(bridge.parameters()).device
+    regression = TitleRegression(targets, config.loss, config.temperature).to(device)
+    vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
+    items = targets.items.to(device)
+    parameters = [p for p in bridge.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = bridge.training
+    bridge.train()
+    order, cursor = torch.randperm(len(targets), generator=generator), 0
+    bar = tqdm(range(config.steps), desc="warm start", disable=not progress)
+    for _ in bar:
+        if cursor + config.batch_size > len(order):  # epochs of shuffled minibatches
+            order, cursor = torch.randperm(len(targets), generator=generator), 0
+        rows = order[cursor : cursor + config.batch_size].to(device)
+        cursor += config.batch_size
+        loss = regression(bridge_outputs(bridge, vectors, rows, items, autocast), rows)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    bridge.train(was_training)
+    report = evaluate_fit(bridge, vectors, items, regression, autocast)
+    return report | {"steps": config.steps, "loss_kind": config.loss, "seconds": round(time.perf_counter() - started, 1)}
+
+
+@torch.no_grad()
+def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, autocast: bool, batch: int = 512) -> dict:
+    was_training = bridge.training
+    bridge.eval()
+    losses, accuracies, sizes = [], [], []
+    for start in range(0, len(items), batch):
+        rows = torch.arange(start, min(start + batch, len(items)), device=items.device)
+        outputs = bridge_outputs(bridge, vectors, rows, items, autocast)
+        losses.append(float(regression(outputs, rows)))
+        accuracies.append(regression.token_accuracy(outputs, rows))
+        sizes.append(len(rows))
+    bridge.train(was_training)
+    return {
+        "loss": round(float(np.average(losses, weights=sizes)), 5),
+        "token_accuracy": round(float(np.average(accuracies, weights=sizes)), 4),
+        "items": int(len(items)),
+    }
+
+
+class TitleAnchor:
+    """The warm-start loss kept on during stage 2, on a fresh random batch of items each step."""
+
+    def __init__(self, targets: TitleTargets, item_vectors: np.ndarray, config: WarmStartConfig, device: torch.device, seed: int):
+        self.regression = TitleRegression(targets, config.loss, config.temperature).to(device)
+        self.vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
+        self.items = targets.items.to(device)
+        self.weight, self.batch_size = config.anchor_weight, config.anchor_batch_size
+        self.seed = seed
+
+    def loss(self, bridge: nn.Module, step: int, autocast: bool) -> Tensor:
+        """The anchor term of `step` (its batch depends only on the seed and the step: resumable)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        rows = torch.randint(len(self.items), (self.batch_size,), generator=generator).to(self.items.device)
+        return self.weight * self.regression(bridge_outputs(bridge, self.vectors, rows, self.items, autocast), rows)

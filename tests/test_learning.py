@@ -1,0 +1,120 @@
+"""What makes the bridge learn: the names_title check, length-bucketed batches, the warm start in the
+LLM's embedding space, the learning-curve probe and the shorter chat frame."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from itemlm.eval.curves import read_curve
+from itemlm.eval.naming import bare_title, names_title, names_title_rate
+from itemlm.models.bridges import MLPBridge
+from itemlm.tasks.batching import bucket_by_length
+from itemlm.train.stage2 import load_everything, text_seen_items, train_stage2
+from itemlm.train.warm_start import WarmStartConfig, TitleRegression, title_targets, warm_start_bridge
+from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F401 (fixtures)
+
+
+@pytest.mark.parametrize(
+    "answer, title, expected",
+    [
+        ("The movie is Toy Story.", "Toy Story (1995)", True),
+        ("toy story (1995)", "Toy Story (1995)", True),
+        ("It is The Usual Suspects, a thriller.", "Usual Suspects, The (1995)", True),
+        ("Usual Suspects, The (1995)", "Usual Suspects, The (1995)", True),
+        ("Toy Story 2", "Toy Story (1995)", True),  # containment: the title is said in full
+        ("A story about toys.", "Toy Story (1995)", False),
+        ("Heat", "Heat Wave (1990)", False),
+        ("Heatwave", "Heat (1995)", False),  # whole words only
+        ("anything", "", False),
+    ],
+)
+def test_names_title(answer, title, expected):
+    assert names_title(answer, title) is expected
+
+
+def test_bare_title_and_rate():
+    assert bare_title("Usual Suspects, The (1995)") == "The Usual Suspects"
+    assert bare_title("Heat (1995)") == "Heat"
+    assert names_title_rate(["Heat", "nothing"], ["Heat (1995)", "Casino (1995)"]) == 0.5
+    assert np.isnan(names_title_rate([], []))
+
+
+def test_bucket_by_length_keeps_every_row_in_its_window_and_groups_similar_lengths():
+    rng = np.random.default_rng(0)
+    rows = [int(x) for x in rng.integers(1, 100, size=200)]
+    rows = list(enumerate(rows))  # (id, length)
+    out = bucket_by_length(rows, batch_size=4, length=lambda r: r[1], window=10, seed=3)
+    assert sorted(out) == sorted(rows)
+    for start in range(0, 200, 40):  # nothing crosses a window
+        assert sorted(out[start : start + 40]) == sorted(rows[start : start + 40])
+    spread = lambda seq: np.mean([np.ptp([r[1] for r in seq[b : b + 4]]) for b in range(0, len(seq), 4)])  # noqa: E731
+    assert spread(out) < spread(rows) / 3
+    assert out == bucket_by_length(rows, batch_size=4, length=lambda r: r[1], window=10, seed=3)
+    assert out != bucket_by_length(rows, batch_size=4, length=lambda r: r[1], window=10, seed=4)
+
+
+def test_a_short_last_batch_stays_last():
+    rows = list(range(10))
+    out = bucket_by_length(rows, batch_size=4, length=lambda r: -r, window=8, seed=0)
+    assert sorted(out[:8]) == list(range(2, 10)) and sorted(out[8:]) == [0, 1]  # the two "longest" rows by -r
+
+
+def test_warm_start_fits_text_seen_titles_and_never_reads_held_out_ones(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    dataset, _, cf, llm, catalogue = load_everything(config, "float32")
+    seen = text_seen_items(dataset)
+    assert not dataset.items["text_held_out"].to_numpy()[seen].any() and len(seen) < dataset.num_items
+    items = seen[:64]
+    targets = title_targets(llm, items, catalogue.titles, num_tokens=4)
+    assert targets.embeddings.shape == (64, 4, llm.hidden_size)
+    ids = llm.tokenizer(catalogue.titles[int(items[0])], add_special_tokens=False).input_ids
+    assert targets.token_ids[0].tolist()[: min(4, len(ids))] == ids[:4]
+    torch.manual_seed(0)
+    bridge = MLPBridge(cf.dim, llm.hidden_size, 4, hidden=256, cf_scale=1.0 / float(np.std(cf.item_vectors)), output_scale=0.02)
+    regression = TitleRegression(targets, "nearest", 0.05)
+    rows = torch.arange(64)
+    with torch.no_grad():
+        before = regression.token_accuracy(bridge(torch.as_tensor(cf.item_vectors[items]), torch.zeros(64, dtype=torch.long)), rows)
+    report = warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=150, batch_size=32, learning_rate=3e-3), progress=False)
+    assert report["items"] == 64 and report["token_accuracy"] > max(0.8, before + 0.3)
+
+
+def test_warm_start_config_rejects_an_unknown_loss():
+    with pytest.raises(Exception, match="warm_start.loss"):
+        WarmStartConfig(loss="l1")
+
+
+def test_recipe_warm_starts_logs_learning_curves_and_reports_names_title(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(
+        tiny_llm_folder, data_home, tmp_path / "run", bridge="mlp", mlp_tokens=2, steps=4, validate_every=2,
+        validation_names=3, validation_sc=2, **{"warm_start.enabled": "true", "warm_start.steps": 3, "warm_start.anchor_weight": 0.5},
+    )
+    train_stage2(config, progress=False, evaluate=True)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["warm_start"]["steps"] == 3
+    curve = read_curve(tmp_path / "run" / "metrics.jsonl")
+    assert [p["step"] for p in curve] == [0, 2, 4]
+    assert all(0 <= p["names_title_text_seen"] <= 1 and p["nll_item_title"] > 0 for p in curve)
+    assert [p["train_seconds"] for p in curve] == sorted(p["train_seconds"] for p in curve)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    title = report["test"]["item_title"]["seen"]
+    assert 0 <= title["names_title"] <= 1 and {"names_title_text_seen", "names_title_text_held_out"} <= set(title)
+    assert report["warm_start"]["token_accuracy"] >= 0
+    assert json.loads((tmp_path / "run" / "model" / "bridge.json").read_text())["system_prompt"] == ""
+
+
+def test_an_empty_system_prompt_replaces_the_templates_default(tiny_llm_folder):
+    from itemlm.models.llm import FrozenLLM
+
+    llm = FrozenLLM.load(tiny_llm_folder)
+    default = llm.format_chat([{"role": "user", "content": "Hi <item:3>"}])
+    llm.system_prompt = ""
+    short = llm.format_chat([{"role": "user", "content": "Hi <item:3>"}])
+    assert "SmolLM" in default and "SmolLM" not in short and short.endswith(default[default.index("<|im_start|>user"):])
+    assert len(llm.encode(short)) < len(llm.encode(default)) - 10
+    llm.system_prompt = "Be brief."
+    assert "Be brief." in llm.format_chat([{"role": "user", "content": "Hi"}])
+    assert llm.format_chat([{"role": "system", "content": "Mine"}, {"role": "user", "content": "Hi"}]).count("Be brief.") == 0

@@ -58,6 +58,11 @@ def run_dataset(name: str, home: Path, threads: int) -> dict:
     seconds = time.perf_counter() - started
     plain_max = MFConfig(**result.ranked()[0]["config"], num_threads=threads)
     refit = with_validation_in_training(split)
+    reference = dataclasses.replace(REFERENCE, num_threads=threads)
+
+    def test_hr(on: Split, config: MFConfig) -> float:
+        return scores(on, config, ("test",))["test"]["HR@10"]
+
     return {
         "users": split.num_users,
         "items": split.num_items,
@@ -69,14 +74,18 @@ def run_dataset(name: str, home: Path, threads: int) -> dict:
         "validation_maximum": scores(split, plain_max),
         "reference": {
             "config": REFERENCE.cache_key(),
-            "test_HR@10_train_only": scores(split, dataclasses.replace(REFERENCE, num_threads=threads), ("test",))["test"]["HR@10"],
+            "test_HR@10_train_only": test_hr(split, reference),
             "test_HR@10_refit_on_train_and_valid": {
-                "reference": scores(refit, dataclasses.replace(REFERENCE, num_threads=threads), ("test",))["test"]["HR@10"],
-                "default": scores(refit, MFConfig(num_threads=threads), ("test",))["test"]["HR@10"],
-                "tuned": scores(refit, result.best, ("test",))["test"]["HR@10"],
+                "reference": test_hr(refit, reference),
+                "default": test_hr(refit, MFConfig(num_threads=threads)),
+                "tuned": test_hr(refit, result.best),
             },
         },
-        "grid": [{**row["config"], **{f"valid_{k}": round(v, 4) for k, v in row["valid"].items() if k != "users"}, "fit_seconds": row["seconds"]} for row in result.rows],
+        "grid": [
+            {**row["config"], "valid_HR@10": round(row["valid"]["HR@10"], 4),
+             "valid_NDCG@10": round(row["valid"]["NDCG@10"], 4), "fit_seconds": row["seconds"]}
+            for row in result.rows
+        ],
     }
 
 
@@ -88,7 +97,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = {
         "command": " ".join(["OMP_NUM_THREADS=1", ".venv/bin/python", *sys.argv]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
         "split": "leave-one-out",
         "datasets": {},
     }

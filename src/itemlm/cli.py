@@ -198,13 +198,19 @@ def cf_eval(
     if model is None:
         folders = trained_mf_folders(the_split, dataset=name, home=data_home)
         if not folders:
-            raise InputError(f"no MF embeddings fitted on the {split} split of '{name}': run `itemlm cf train {name} --split {split}` or pass --model")
+            raise InputError(
+                f"no MF embeddings fitted on the {split} split of '{name}': "
+                f"run `itemlm cf train {name} --split {split}` or pass --model"
+            )
         model = folders[0]
     embeddings = CFEmbeddings.from_pretrained(model)
     if embeddings.user_vectors.shape[0] != dataset.num_users or embeddings.item_vectors.shape[0] != dataset.num_items:
         raise InputError(f"embeddings do not match dataset '{name}' (different users or items); retrain them")
     if embeddings.train_fingerprint and embeddings.train_fingerprint != the_split.fingerprint():
-        raise InputError(f"embeddings were fitted on other data than the {split} split of '{name}' (they may have seen its targets); retrain them", path=model)
+        raise InputError(
+            f"embeddings were fitted on other data than the {split} split of '{name}' "
+            "(they may have seen its targets); retrain them", path=model,
+        )
     results = {
         "MostPop": evaluate_ranking(MostPopular(the_split).score, the_split, stage, exclude_seen=not keep_seen).metrics,
         f"MF-{embeddings.config.algorithm}": evaluate_ranking(

@@ -50,7 +50,8 @@ class MFConfig:
         if self.regularization < 0 or self.alpha <= 0 or self.learning_rate <= 0:
             raise InputError("regularization must be >= 0, alpha and learning_rate > 0")
         # 10 and 10.0 are one setting: keep the cache key from telling them apart
-        self.regularization, self.alpha, self.learning_rate = float(self.regularization), float(self.alpha), float(self.learning_rate)
+        self.regularization, self.alpha = float(self.regularization), float(self.alpha)
+        self.learning_rate = float(self.learning_rate)
 
     def cache_key(self) -> dict:
         """The settings that decide the vectors: not the thread count, nor how they were chosen."""

@@ -132,7 +132,8 @@ def tune_mf(
         if cached is None:
             configs = grid_configs(algorithm, grids[algorithm], seed=seed, num_threads=num_threads)
             cached = run_grid(split, configs, progress=progress).rows
-            atomic_write_text(cache, json.dumps({"dataset": dataset, "split": split.strategy, "key": key, "rows": cached}, indent=1))
+            saved = {"dataset": dataset, "split": split.strategy, "key": key, "rows": cached}
+            atomic_write_text(cache, json.dumps(saved, indent=1))
         rows += cached
     return _result(rows, num_threads=num_threads)
 
@@ -148,5 +149,6 @@ def _read_cache(path: Path, key: dict) -> list[dict] | None:
 
 def tuned_config(split: Split, config: MFConfig, *, dataset: str, home: str | Path | None = None) -> MFConfig:
     """`config` with the hyperparameters chosen on validation for its algorithm and seed."""
-    result = tune_mf(split, (config.algorithm,), dataset=dataset, home=home, seed=config.seed, num_threads=config.num_threads)
-    return replace(result.best, num_threads=config.num_threads, tuned=True)
+    threads = config.num_threads
+    result = tune_mf(split, (config.algorithm,), dataset=dataset, home=home, seed=config.seed, num_threads=threads)
+    return replace(result.best, num_threads=threads, tuned=True)

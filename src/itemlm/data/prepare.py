@@ -1,13 +1,16 @@
 """From a dataset name (and maybe a source folder) to a prepared, cached `InteractionDataset`.
 
 Known names need no arguments: `ml-100k` reads the copy inside the installed recbole wheel, and
-`beauty` reads OpenP5's Amazon Beauty files from the reference data folder when it is present.
+`ml-100k-text` is the same with the reference MovieLens descriptions joined on (item_description
+needs them), and `beauty` reads OpenP5's Amazon Beauty files, both from the reference data folder
+when it is present.
 Any other name needs `--source` (a folder or file) and the format is detected from the files.
 Prepared data lives in `<data home>/datasets/<name>/` as Parquet plus a manifest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from itemlm.errors import InputError
 from itemlm.paths import data_home, embedded_ml100k_folder, shared_data_folder
 
 FORMATS = ("auto", "recbole", "movielens", "openp5", "amazon")
+ML100K_TEXT = "ml-100k-text"
 DOWNLOADABLE = ("ml-100k", "ml-1m", "ml-latest-small", "ml-latest", "ml-20m", "ml-25m")
 
 
@@ -76,7 +80,7 @@ def read_source(name: str, options: PrepareOptions, home: str | Path | None = No
             raise InputError(f"--download knows {', '.join(DOWNLOADABLE)}, not '{name}'")
         source = movielens.download_movielens(name, data_home(home) / "downloads")
     if source is None:
-        if name == "ml-100k":
+        if name in ("ml-100k", ML100K_TEXT):
             return read_recbole(embedded_ml100k_folder())
         if name == "beauty":
             shared = shared_data_folder()
@@ -116,9 +120,22 @@ def _amazon_files(source: Path) -> tuple[Path, Path | None]:
     return reviews[0], meta
 
 
+def shared_movielens_text() -> dict:
+    """The item-text options of `ml-100k-text`: the reference MovieLens descriptions in ../shared/data."""
+    shared = shared_data_folder()
+    folder = None if shared is None else shared / "movielens"
+    if folder is None or not (folder / "ml1m_item_descriptions.json").exists():
+        raise InputError(f"{ML100K_TEXT} needs the MovieLens descriptions of the reference data "
+                         "(../shared/data/movielens/ml1m_item_descriptions.json), which are absent here; "
+                         "use ml-100k, or prepare your own with --item-text")
+    return {"item_text": folder / "ml1m_item_descriptions.json", "item_text_titles": folder / "ml1m_movies.dat"}
+
+
 def prepare_dataset(name: str, options: PrepareOptions | None = None, home: str | Path | None = None) -> InteractionDataset:
     """Read, clean, enrich, hold out item text, and cache the dataset; returns it."""
     options = options or PrepareOptions()
+    if name == ML100K_TEXT and options.item_text is None and options.source is None:
+        options = dataclasses.replace(options, **shared_movielens_text())
     raw = read_source(name, options, home)
     if options.item_text is not None:
         texts = item_text.read_text_mapping(options.item_text)
@@ -145,7 +162,7 @@ def load_dataset(name: str, home: str | Path | None = None) -> InteractionDatase
     """Load a prepared dataset; the embedded ML-100K is prepared on first use."""
     folder = dataset_folder(name, home)
     if not (folder / "manifest.json").exists():
-        if name == "ml-100k":
+        if name in ("ml-100k", ML100K_TEXT):
             return prepare_dataset(name, home=home)
         raise InputError(f"dataset '{name}' is not prepared; run `itemlm data prepare {name} --source DIR`")
     return InteractionDataset.load(folder)

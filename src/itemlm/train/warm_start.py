@@ -10,8 +10,8 @@ items are never used.
 Losses (`WarmStartConfig.loss`):
     mse       mean squared error, relative to the targets' mean square
     cosine    1 - cosine similarity per vector (direction only)
-    nearest   mse + cross-entropy that makes each vector's nearest title-vocabulary embedding
-              (squared distance) the right token: what "reading it as that token" needs
+    nearest   mse + cross-entropy that makes each vector's nearest embedding (squared distance,
+              among the batch's target tokens) the right token: what "reading it as that token" needs
 
 The same loss can stay on during stage 2 as an anchor (`anchor_weight`), so that the LM loss
 refines the vectors rather than wiping out what the warm start gave.
@@ -110,12 +110,17 @@ class TitleRegression(nn.Module):
         mse = (outputs - target).square().mean() / self.mean_square
         if self.loss_kind == "mse":
             return mse
-        return mse + F.cross_entropy(self.nearest_logits(outputs).flatten(0, 1), self.target_classes[rows].flatten())
+        # candidates: the distinct target tokens of this batch (an in-batch softmax: the full title
+        # vocabulary would make this term cost more than the bridge itself)
+        classes = self.target_classes[rows].flatten()
+        candidates, position = classes.unique(return_inverse=True)
+        logits = self.nearest_logits(outputs.flatten(0, 1), self.vocabulary_embeddings[candidates])
+        return mse + F.cross_entropy(logits, position)
 
-    def nearest_logits(self, outputs: Tensor) -> Tensor:
+    def nearest_logits(self, outputs: Tensor, vocabulary: Tensor | None = None) -> Tensor:
         """-(squared distance to each vocabulary embedding) / scale, without the |output|^2 term
         (the same for every candidate)."""
-        vocab = self.vocabulary_embeddings
+        vocab = self.vocabulary_embeddings if vocabulary is None else vocabulary
         return (2 * outputs @ vocab.T - vocab.square().sum(1)) / self.distance_scale
 
     @torch.no_grad()

@@ -4,6 +4,7 @@ from itemlm.bench.grid import BenchConfig
 from itemlm.config import PRESETS, load_config
 from itemlm.errors import InputError
 from itemlm.train.stage1 import Stage1Config
+from itemlm.demo import DEMO_BUDGET, FAST_BUDGET
 from itemlm.train.stage2 import Stage2Config
 
 
@@ -19,6 +20,12 @@ def test_every_preset_loads(preset):
     elif preset.startswith("stage2"):
         config = load_config(Stage2Config, preset)
         assert config.steps > 0 and config.bridge == "ilm"
+    elif preset == "standard":
+        config = load_config(Stage2Config, preset)
+        assert config.warm_start.enabled and config.warm_start.anchor_weight > 0 and config.validate_every > 0
+        assert config.mf.tuned and config.system_prompt == "" and config.dataset == "ml-100k-text"
+        for override in DEMO_BUDGET + FAST_BUDGET:  # the demo's budgets are overrides of this preset
+            assert load_config(Stage2Config, preset, [override]).steps > 0
     else:
         config = load_config(Stage1Config, preset)
         assert config.steps > 0 and config.variant.startswith("ilm-it")

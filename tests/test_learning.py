@@ -73,7 +73,7 @@ def test_warm_start_fits_text_seen_titles_and_never_reads_held_out_ones(tiny_llm
     assert targets.token_ids[0].tolist()[: min(4, len(ids))] == ids[:4]
     torch.manual_seed(0)
     bridge = MLPBridge(cf.dim, llm.hidden_size, 4, hidden=256, cf_scale=1.0 / float(np.std(cf.item_vectors)), output_scale=0.02)
-    regression = TitleRegression(targets, "nearest", 0.05)
+    regression = TitleRegression(targets, "mse")
     rows = torch.arange(64)
     with torch.no_grad():
         before = regression.token_accuracy(bridge(torch.as_tensor(cf.item_vectors[items]), torch.zeros(64, dtype=torch.long)), rows)

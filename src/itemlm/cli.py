@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from itemlm.display import ranking_table, stage2_table
 from itemlm.errors import InputError
 
 app = typer.Typer(
@@ -223,17 +224,6 @@ def cf_eval(
         console.print(ranking_table(results, f"{name} · {split} · {stage} · {model.name}"))
 
 
-def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10, 20)) -> Table:
-    table = Table(title=title)
-    table.add_column("model")
-    for k in ks:
-        table.add_column(f"HR@{k}", justify="right")
-        table.add_column(f"NDCG@{k}", justify="right")
-    for model, metrics in results.items():
-        table.add_row(model, *[f"{metrics[f'{m}@{k}']:.4f}" for k in ks for m in ("HR", "NDCG")])
-    return table
-
-
 def is_main_process() -> bool:
     """False in the processes other than the first of a distributed run (they print nothing)."""
     from accelerate import PartialState
@@ -290,20 +280,6 @@ def stage2(
     if "test" in metrics:
         console.print(stage2_table(metrics["test"], f"stage 2 · bridge {settings.bridge} · test"))
     console.print(f"model: {folder}\nchat with it: itemlm chat --model {folder}")
-
-
-def stage2_table(report: dict, title: str) -> Table:
-    table = Table(title=title)
-    for column in ("task", "prompts", "metric", "value", "held-out", "n"):
-        table.add_column(column, justify="right" if column in ("value", "held-out", "n") else "left", no_wrap=True)
-    for task, by_prompt in report.items():
-        for prompt_set, m in by_prompt.items():
-            if "SC" in m:
-                held = m.get("SC_text_held_out")
-                table.add_row(task, prompt_set, "SC", f"{m['SC']:.3f}", "" if held is None else f"{held:.3f}", str(m["n"]))
-            else:
-                table.add_row(task, prompt_set, "HR/NDCG@10", f"{m['HR@10']:.3f}/{m['NDCG@10']:.3f}", "", str(m["n"]))
-    return table
 
 
 @app.command()

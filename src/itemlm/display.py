@@ -1,0 +1,33 @@
+"""Tables the command line and the demo print (rich), in one place both import."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10, 20)) -> Table:
+    table = Table(title=title)
+    table.add_column("model")
+    for k in ks:
+        table.add_column(f"HR@{k}", justify="right")
+        table.add_column(f"NDCG@{k}", justify="right")
+    for model, metrics in results.items():
+        table.add_row(model, *[f"{metrics[f'{m}@{k}']:.4f}" for k in ks for m in ("HR", "NDCG")])
+    return table
+
+
+def stage2_table(report: dict, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("task", "prompts", "metric", "value", "held-out", "n"):
+        table.add_column(column, justify="right" if column in ("value", "held-out", "n") else "left", no_wrap=True)
+    for task, by_prompt in report.items():
+        for prompt_set, m in by_prompt.items():
+            if "SC" in m:
+                held = m.get("SC_text_held_out")
+                table.add_row(task, prompt_set, "SC", f"{m['SC']:.3f}", "" if held is None else f"{held:.3f}", str(m["n"]))
+                if "names_title" in m:
+                    held = m.get("names_title_text_held_out")
+                    table.add_row(task, prompt_set, "names_title", f"{m['names_title']:.3f}", "" if held is None else f"{held:.3f}", str(m["n"]))
+            else:
+                table.add_row(task, prompt_set, "HR/NDCG@10", f"{m['HR@10']:.3f}/{m['NDCG@10']:.3f}", "", str(m["n"]))
+    return table

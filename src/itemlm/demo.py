@@ -20,9 +20,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-# The standard preset, shortened to fit the demo's 10 minutes (stage-2 part: about 6 of them).
-DEMO_BUDGET = ["warm_start.steps=250", "steps=100", "validate_every=100", "validation_names=30", "validation_sc=8",
-               "eval_text_samples=20", "eval_rec_samples=10", "checkpoint_every=50"]
+# The standard preset, shortened to fit the demo's 10 minutes. Most of the budget goes to the warm
+# start: on 2 cores it is what buys names (docs/benchmarks.md, "Stage 2 learns").
+DEMO_BUDGET = ["warm_start.steps=800", "steps=40", "validate_every=40", "validation_names=20", "validation_sc=8",
+               "eval_text_samples=20", "eval_rec_samples=10", "checkpoint_every=20"]
 FAST_BUDGET = ["warm_start.steps=5", "steps=4", "validate_every=4", "validation_names=2", "validation_sc=2",
                "eval_text_samples=4", "eval_rec_samples=4", "eval_beams=4", "checkpoint_every=2"]
 EXAMPLE_PROMPT = "What is the title of <item:{item}>?"

@@ -63,6 +63,7 @@ class TitleTargets:
     embeddings: Tensor  # (n, num_tokens, hidden) float32
     vocabulary: Tensor  # (v,) the distinct token ids of all targets (for the nearest-token accuracy)
     vocabulary_embeddings: Tensor  # (v, hidden) float32
+    classes: Tensor  # (n, num_tokens) each target token's position in `vocabulary`
 
     def __len__(self) -> int:
         return len(self.items)
@@ -79,12 +80,11 @@ def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tenso
 
 def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str], num_tokens: int) -> TitleTargets:
     token_ids = title_token_ids(llm, [titles[i] for i in items], num_tokens)
+    vocabulary, classes = token_ids.unique(return_inverse=True)
     with torch.no_grad():
-        table = llm.model.get_input_embeddings()
         embeddings = llm.embed(token_ids).float().cpu()
-        vocabulary = token_ids.unique()
-        vocabulary_embeddings = table(vocabulary.to(llm.device)).float().cpu()
-    return TitleTargets(torch.as_tensor(items, dtype=torch.long), token_ids, embeddings, vocabulary, vocabulary_embeddings)
+        vocabulary_embeddings = llm.embed(vocabulary).float().cpu()
+    return TitleTargets(torch.as_tensor(items, dtype=torch.long), token_ids, embeddings, vocabulary, vocabulary_embeddings, classes)
 
 
 class TitleRegression(nn.Module):
@@ -95,10 +95,7 @@ class TitleRegression(nn.Module):
         self.loss_kind = loss
         self.register_buffer("vocabulary_embeddings", targets.vocabulary_embeddings, persistent=False)
         self.register_buffer("target_embeddings", targets.embeddings, persistent=False)
-        # the position of every target token in the vocabulary, for the cross-entropy
-        position = {int(t): k for k, t in enumerate(targets.vocabulary.tolist())}
-        classes = torch.tensor([[position[int(t)] for t in row] for row in targets.token_ids.tolist()], dtype=torch.long)
-        self.register_buffer("target_classes", classes, persistent=False)
+        self.register_buffer("target_classes", targets.classes, persistent=False)
         self.mean_square = float(targets.embeddings.square().mean())
 
     def forward(self, outputs: Tensor, rows: Tensor) -> Tensor:

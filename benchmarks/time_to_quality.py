@@ -24,6 +24,7 @@ from itemlm.eval.curves import plot_learning_curves, read_curve
 # name -> overrides of the preset; every run shares the preset's data, LLM, batch and evaluation probe
 CONFIGURATIONS = {
     "warm-anchor": [],  # the standard recipe: warm start, then LM loss + title anchor at lr 1e-4
+    "warm-naming-first": ["curriculum=[{steps: 100, task_weights: {item_title: 1}}]"],  # read the names first, then the mixture
     "warm-no-anchor": ["warm_start.anchor_weight=0"],
     "cold-projector-lr": ["warm_start.enabled=false", "warm_start.anchor_weight=0", "adapter_lr_scale=10"],  # lr 1e-3, as LLaVA / CoLLM projectors
     "cold-low-lr": ["warm_start.enabled=false", "warm_start.anchor_weight=0"],

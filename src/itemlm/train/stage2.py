@@ -36,8 +36,8 @@ from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_param
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
-from itemlm.tasks.batching import bucket_by_length
-from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
+from itemlm.tasks.curriculum import check_curriculum, schedule_samples
+from itemlm.tasks.samples import build_samples, group_by_task
 from itemlm.tasks.templates import TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
@@ -78,6 +78,7 @@ class Stage2Config:
     system_prompt: str | None = ""  # "": an empty system message (SmolLM2's default costs ~20 tokens a row); None: the template's default
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    curriculum: list = field(default_factory=list)  # phases {steps, task_weights} over the first steps (itemlm.tasks.curriculum)
     bucket_by_length: bool = True  # batches of rows of similar length (less padding)
     history_length: int = 20
     max_target_tokens: int = 48
@@ -107,6 +108,7 @@ class Stage2Config:
         unknown = set(self.task_weights) - set(TASKS)
         if unknown:
             raise InputError(f"unknown task in task_weights: {', '.join(sorted(unknown))} (tasks: {', '.join(TASKS)})")
+        check_curriculum(self.curriculum, self.steps)
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
 
@@ -244,9 +246,10 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     pad_to_multiple = speed_path(config, model, accelerator.device)
     train_samples = build_samples(dataset, split, "train", seed=config.seed, history_length=config.history_length, prompts="seen")
     steps = config.steps if bridge is not None else 0  # text-only has nothing to train
-    mixture = mix_samples(group_by_task(train_samples), config.task_weights, max(1, steps * config.batch_size), config.seed)
-    if config.bucket_by_length:
-        mixture = bucket_by_length(mixture, config.batch_size, row_length(model, config), seed=config.seed)
+    mixture = schedule_samples(
+        group_by_task(train_samples), config.curriculum if steps else [], config.task_weights, steps, config.batch_size,
+        seed=config.seed, length=row_length(model, config) if config.bucket_by_length else None,
+    )
 
     checkpoints = CheckpointManager(out / "checkpoints")
     start_step, clock = 0, 0.0  # clock: training seconds so far (warm start included, validation not)

@@ -1,0 +1,62 @@
+"""A training schedule over tasks: phases with their own task weights, then the full mixture.
+
+The warm start places each text-seen item's vectors near its title's token embeddings; the first
+stage-2 steps can then teach the frozen LLM to *read* those vectors (item_title only, short rows,
+many items a step) before descriptions and recommendations pull the bridge elsewhere. A phase is
+
+    {"steps": 150, "task_weights": {"item_title": 1.0}}
+
+and the phases run in order over the first steps of the run; the remaining steps draw from the
+run's `task_weights`. Each phase is its own shuffled mixture (and length buckets), so a phase
+boundary is a clean cut in the sample stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from itemlm.errors import InputError
+from itemlm.tasks.batching import bucket_by_length
+from itemlm.tasks.samples import Sample, mix_samples
+from itemlm.tasks.templates import TASKS
+
+
+def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
+    """An InputError naming the phase and field unless every phase is {steps: int > 0, task_weights: {task: weight}}."""
+    used = 0
+    for index, phase in enumerate(phases):
+        where = f"curriculum[{index}]"
+        if not isinstance(phase, Mapping) or set(phase) - {"steps", "task_weights"}:
+            raise InputError(f"'{where}' must be a mapping with keys steps and task_weights, got {phase!r}")
+        steps, weights = phase.get("steps"), phase.get("task_weights")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise InputError(f"'{where}.steps' must be a positive integer, got {steps!r}")
+        if not isinstance(weights, Mapping) or not weights:
+            raise InputError(f"'{where}.task_weights' must be a non-empty mapping of task to weight")
+        unknown = sorted(set(weights) - set(TASKS))
+        if unknown:
+            raise InputError(f"unknown task in '{where}.task_weights': {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
+        used += steps
+    if phases and used > total_steps:
+        raise InputError(f"the curriculum's phases take {used} steps, more than the run's steps={total_steps}")
+
+
+def schedule_samples(
+    samples_by_task: Mapping[str, Sequence[Sample]], phases: Sequence[Mapping], task_weights: Mapping[str, float],
+    steps: int, batch_size: int, *, seed: int = 0, length: Callable[[Sample], int] | None = None,
+) -> list[Sample]:
+    """`steps * batch_size` training rows: each phase's share in order, then the main mixture.
+
+    With `length`, rows are batched with rows of similar length inside each phase.
+    """
+    check_curriculum(phases, steps)
+    plan = [(int(p["steps"]), p["task_weights"]) for p in phases]
+    plan.append((steps - sum(s for s, _ in plan), task_weights))
+    rows: list[Sample] = []
+    for index, (phase_steps, weights) in enumerate(plan):
+        if phase_steps <= 0:
+            continue
+        # a different seed per phase: a task in two phases does not replay the same order
+        mixture = mix_samples(samples_by_task, weights, phase_steps * batch_size, seed + 1000 * index)
+        rows += bucket_by_length(mixture, batch_size, length, seed=seed + index) if length else mixture
+    return rows

@@ -1,0 +1,61 @@
+"""The task curriculum: phases come first, in order, with their own task mixture; bad phases are clear errors."""
+
+import pytest
+
+from itemlm.config import load_config
+from itemlm.errors import InputError
+from itemlm.tasks.curriculum import check_curriculum, schedule_samples
+from itemlm.tasks.samples import Sample
+from itemlm.train.stage2 import Stage2Config
+
+
+def pool(task: str, count: int) -> list[Sample]:
+    return [Sample(task=task, template="t", prompt=f"{task} <item:{i}>", target="x" * (i % 7 + 1), item=i) for i in range(count)]
+
+
+POOLS = {"item_title": pool("item_title", 50), "item_description": pool("item_description", 50), "sequential": pool("sequential", 50)}
+WEIGHTS = {"item_title": 1.0, "item_description": 1.0, "sequential": 1.0}
+
+
+def test_phases_come_first_with_their_own_tasks():
+    phases = [{"steps": 3, "task_weights": {"item_title": 1.0}}, {"steps": 2, "task_weights": {"item_description": 1.0}}]
+    rows = schedule_samples(POOLS, phases, WEIGHTS, steps=10, batch_size=4, seed=1, length=lambda s: len(s.target))
+    assert len(rows) == 40
+    assert {s.task for s in rows[:12]} == {"item_title"}
+    assert {s.task for s in rows[12:20]} == {"item_description"}
+    assert {s.task for s in rows[20:]} == set(WEIGHTS)
+
+
+def test_no_curriculum_is_the_plain_mixture_and_deterministic():
+    a = schedule_samples(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
+    b = schedule_samples(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
+    assert a == b and len(a) == 20
+    assert a != schedule_samples(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=4)
+
+
+def test_a_task_in_two_phases_does_not_replay_the_same_order():
+    phases = [{"steps": 5, "task_weights": {"item_title": 1.0}}]
+    rows = schedule_samples(POOLS, phases, {"item_title": 1.0}, steps=10, batch_size=4, seed=0)
+    assert [s.item for s in rows[:20]] != [s.item for s in rows[20:]]
+
+
+@pytest.mark.parametrize(
+    "phases, message",
+    [
+        ([{"steps": 0, "task_weights": {"item_title": 1}}], "curriculum[0].steps"),
+        ([{"steps": 2, "task_weights": {"item_titel": 1}}], "unknown task in 'curriculum[0].task_weights': item_titel"),
+        ([{"steps": 2}], "curriculum[0].task_weights"),
+        ([{"steps": 2, "task_weights": {"item_title": 1}, "lr": 1}], "curriculum[0]"),
+        ([{"steps": 8, "task_weights": {"item_title": 1}}, {"steps": 8, "task_weights": {"item_title": 1}}], "16 steps, more than"),
+    ],
+)
+def test_bad_phases_are_named(phases, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_curriculum(phases, 10)
+
+
+def test_the_config_reads_a_curriculum_from_an_override():
+    config = load_config(Stage2Config, "standard", ["curriculum=[{steps: 50, task_weights: {item_title: 1}}]"])
+    assert config.curriculum == [{"steps": 50, "task_weights": {"item_title": 1}}]
+    with pytest.raises(InputError, match="more than the run's steps"):
+        load_config(Stage2Config, "standard", ["steps=10", "curriculum=[{steps: 50, task_weights: {item_title: 1}}]"])

@@ -81,9 +81,13 @@ def evaluate_ranking(
     batch_size: int = 2048,
     progress: bool = False,
     description: str = "ranking",
+    users: np.ndarray | None = None,
 ) -> RankingResult:
-    """Rank the whole catalogue for every user with a target in `stage` and compute HR/NDCG@K."""
+    """Rank the whole catalogue for every user with a target in `stage` (or those of them in
+    `users`) and compute HR/NDCG@K."""
     targets = split.targets(stage)
+    if users is not None:
+        targets = targets[targets["user"].isin(np.asarray(users))]
     users = targets["user"].to_numpy()
     items = targets["item"].to_numpy()
     seen = split.seen_matrix(stage) if exclude_seen else None

@@ -44,13 +44,14 @@ class PromptBatch:
     slot_sources: Tensor  # (slots,) which bridge output vector goes there (key * per_key + query)
     kinds: Tensor  # (keys,) 0 item, 1 user: the distinct placeholders of the batch
     cf: Tensor  # (keys, cf_dim) their CF vectors
+    pooled: bool = False  # one vector per placeholder: the mean of the bridge's vectors (ranking prompts)
 
     def to(self, device: torch.device | str, pin_memory: bool = True) -> "PromptBatch":
         """Copy to `device`. To a GPU the copies go through pinned host memory without blocking,
         so they overlap with the work already queued there (`pin_memory=False`: plain copies)."""
         device = torch.device(device)
-        tensors = (getattr(self, f.name) for f in fields(self))
-        return PromptBatch(*(None if t is None else to_device(t, device, pin_memory) for t in tensors))
+        values = (getattr(self, f.name) for f in fields(self))
+        return PromptBatch(*(to_device(v, device, pin_memory) if isinstance(v, Tensor) else v for v in values))
 
 
 @dataclass
@@ -101,6 +102,7 @@ class ItemLanguageModel(nn.Module):
         self.bridge_autocast = llm.dtype == torch.bfloat16
         self._piece_ids: dict[tuple[str, bool], list[int]] = {}
         self._trie: TitleTrie | None = None
+        self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
 
     # ---------------------------------------------------------------- prompts -> embeddings
     def render_text_only(self, prompt: str) -> str:
@@ -155,17 +157,19 @@ class ItemLanguageModel(nn.Module):
         max_target_tokens: int = 64,
         side: str = "right",
         pad_to_multiple: int = 1,
+        pooled: bool = False,
     ) -> PromptBatch:
         """Tokenize and lay out a batch on the host: token ids, mask, labels and where vectors go.
 
         Right padding for training (labels only on the target tokens), left padding for
         generation. Nothing here touches the accelerator; `embed` does the device work.
+        `pooled`: each placeholder takes one vector, the mean of the bridge's vectors for it.
         """
         pieces_list = [self.prompt_pieces(p) for p in prompts]
         answers = self.target_ids(targets, max_target_tokens) if targets is not None else None
         keys = sorted({p for pieces in pieces_list for p in pieces if isinstance(p, tuple)})
         key_row = {key: row for row, key in enumerate(keys)}
-        per_key = self.num_vectors()
+        per_key = min(1, self.num_vectors()) if pooled else self.num_vectors()
         rows = []  # per row: token ids (-1 where a vector goes) and the vector sources of those slots
         for row, pieces in enumerate(pieces_list):
             ids, sources = [], []
@@ -208,6 +212,7 @@ class ItemLanguageModel(nn.Module):
             slot_sources=torch.tensor(slot_sources, dtype=torch.long),
             kinds=torch.tensor([0 if kind == "item" else 1 for kind, _ in keys], dtype=torch.long),
             cf=torch.as_tensor(np.concatenate([self.catalogue.item_vectors[item_rows], self.catalogue.user_vectors[user_rows]]), dtype=torch.float32),
+            pooled=pooled,
         )
 
     def embed(self, batch: PromptBatch) -> Tensor:
@@ -227,6 +232,8 @@ class ItemLanguageModel(nn.Module):
         # items and users were laid out in `collate` as: items first, then users
         with torch.autocast(embeds.device.type, dtype=torch.bfloat16, enabled=self.bridge_autocast):
             vectors = self.bridge(batch.cf, batch.kinds)
+        if batch.pooled:
+            vectors = vectors.mean(1, keepdim=True)
         flat = vectors.reshape(-1, vectors.shape[-1]).to(embeds.dtype).index_select(0, batch.slot_sources)
         hidden = embeds.shape[-1]
         return embeds.reshape(-1, hidden).index_copy(0, batch.slot_positions, flat).view(embeds.shape)
@@ -298,8 +305,33 @@ class ItemLanguageModel(nn.Module):
         text: str | None = None,
         k: int = 10,
         exclude_seen: bool = True,
+        exclude: list[int] | None = None,
+        mode: str = "auto",
     ) -> list[tuple[int, str, float]]:
-        """Recommend from an item history, a user, or free text (which may hold placeholders)."""
+        """Recommend from an item history, a user, or free text (which may hold placeholders).
+
+        mode: "rank" (the retriever's candidates ordered by the LLM, one forward pass), "generate"
+        (beam search constrained to catalogue titles, the paper's protocol), or "auto": ranking
+        mode when the model has a ranker and the request is a history or a user, else generation.
+        `exclude`: items never to return, besides the consumed ones. Items are distinct.
+        """
+        if mode not in ("auto", "rank", "generate"):
+            raise InputError(f"mode must be auto, rank or generate, got '{mode}'")
+        if user is not None and not history and text is None:
+            if not 0 <= user < len(self.catalogue.histories):
+                raise InputError(f"user {user} is not in the catalogue (0..{len(self.catalogue.histories) - 1})")
+        ranking = mode == "rank" or (mode == "auto" and self.ranker is not None and text is None and (history or user is not None))
+        if ranking:
+            if self.ranker is None:
+                raise InputError("this model has no ranker (train stage 2 with ranking.enabled=true), use mode='generate'")
+            if text is not None:
+                raise InputError("ranking mode reads an item history or a user, not free text")
+            items = list(history) if history else list(self.catalogue.histories[user])
+            banned = sorted(set(items if exclude_seen else []) | set(exclude or []))
+            scores = self.ranker.rank(self, [items], [banned])[0]
+            top = torch.sort(scores, descending=True, stable=True)
+            chosen = [(int(i), float(v)) for i, v in zip(top.indices[:k], top.values[:k]) if torch.isfinite(v)]
+            return [(item, self.catalogue.titles[item], score) for item, score in chosen]
         if text is not None:
             prompt, seen = text, [i for _, i, _, _ in find_placeholders(text)]
         elif history:
@@ -310,7 +342,8 @@ class ItemLanguageModel(nn.Module):
             prompt, seen = f"Recommend an item for {user_placeholder(user)}.", list(self.catalogue.histories[user])
         else:
             raise InputError("recommend needs a history, a user or a text")
-        ranked = self.recommend_prompts([prompt], k, [seen if exclude_seen else []])[0]
+        banned = sorted(set(seen if exclude_seen else []) | set(exclude or []))
+        ranked = self.recommend_prompts([prompt], k, [banned])[0]
         return [(item, self.catalogue.titles[item], score) for item, score in ranked]
 
     def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 64) -> str:
@@ -325,6 +358,8 @@ class ItemLanguageModel(nn.Module):
         with atomic_folder(folder) as staging:
             save_bridge(self.bridge, staging, {"bridge": self.bridge_kind, "llm": llm, **(meta or {})})
             self.catalogue.save(staging)
+            if self.ranker is not None:
+                self.ranker.save_pretrained(staging / "ranking")
         return folder
 
     @classmethod
@@ -338,4 +373,9 @@ class ItemLanguageModel(nn.Module):
         bridge, meta = load_bridge(folder, llm.hidden_size)
         if bridge is not None:
             bridge.eval()
-        return cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
+        model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
+        if (folder / "ranking").is_dir():
+            from itemlm.rank.ranker import Ranker
+
+            model.ranker = Ranker.from_pretrained(folder / "ranking")
+        return model

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itemlm.errors import InputError
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.tasks.samples import Sample, mix_samples
-from itemlm.tasks.templates import TASKS
+from itemlm.tasks.templates import TRAINING_TASKS
 
 
 def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
@@ -33,9 +33,9 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
             raise InputError(f"'{where}.steps' must be a positive integer, got {steps!r}")
         if not isinstance(weights, Mapping) or not weights:
             raise InputError(f"'{where}.task_weights' must be a non-empty mapping of task to weight")
-        unknown = sorted(set(weights) - set(TASKS))
+        unknown = sorted(set(weights) - set(TRAINING_TASKS))
         if unknown:
-            raise InputError(f"unknown task in '{where}.task_weights': {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
+            raise InputError(f"unknown task in '{where}.task_weights': {', '.join(unknown)} (tasks: {', '.join(TRAINING_TASKS)})")
         used += steps
     if phases and used > total_steps:
         raise InputError(f"the curriculum's phases take {used} steps, more than the run's steps={total_steps}")

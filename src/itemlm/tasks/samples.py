@@ -33,6 +33,7 @@ from itemlm.tasks.templates import (
     ITEM_TASKS,
     PROMPT_SETS,
     TASKS,
+    TRAINING_TASKS,
     find_placeholders,
     infer_domain,
     item_placeholder,
@@ -70,6 +71,8 @@ class Sample:
     target_item: int | None = None
     held_out_prompt: bool = False
     text_held_out_subject: bool = False
+    candidates: tuple[int, ...] = ()  # ranking: the retriever's candidates, in the prompt's order
+    candidate_scores: tuple[float, ...] = ()  # ranking: their retriever scores
 
     def prompt_items(self) -> list[int]:
         """Item indices named in the prompt, in order."""
@@ -481,14 +484,14 @@ def mix_samples(
     and the others are rescaled. A task asked for more samples than it has repeats its whole set
     (in fresh orders) before repeating any sample a further time.
     """
-    unknown = [t for t in weights if t not in TASKS]
+    unknown = [t for t in weights if t not in TRAINING_TASKS]
     if unknown:
-        raise InputError(f"unknown task(s) in weights: {', '.join(unknown)}; tasks are {', '.join(TASKS)}")
+        raise InputError(f"unknown task(s) in weights: {', '.join(unknown)}; tasks are {', '.join(TRAINING_TASKS)}")
     if any(w < 0 for w in weights.values()):
         raise InputError("task weights must be non-negative")
     if total < 0:
         raise InputError(f"total must be non-negative, got {total}")
-    active = [t for t in TASKS if weights.get(t, 0) > 0 and len(samples_by_task.get(t, ())) > 0]
+    active = [t for t in TRAINING_TASKS if weights.get(t, 0) > 0 and len(samples_by_task.get(t, ())) > 0]
     if not active:
         raise InputError("no task has both a positive weight and samples")
     share = np.array([weights[t] for t in active], dtype=np.float64)

@@ -30,6 +30,8 @@ ITEM_TASKS = ("item_title", "item_genres", "item_description", "item_pitch")
 USER_TASKS = ("user_profile",)
 REC_TASKS = ("sequential", "straightforward", "conversational")
 """Recommendation: the target names an item to recommend (`Sample.target_item`)."""
+TRAINING_TASKS = (*TASKS, "ranking")
+"""What a stage-2 mixture can weigh: the templated tasks plus ranking mode (`itemlm.rank`)."""
 
 DOMAINS = ("movies", "products")
 PROMPT_SETS = ("seen", "unseen", "all")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from itemlm.cf.mf import MFConfig, load_or_train_mf
@@ -36,9 +37,13 @@ from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_param
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
+from itemlm.rank.evaluate import evaluation_users, ranking_report
+from itemlm.rank.ranker import Ranker, RankingConfig
+from itemlm.rank.retriever import load_or_train_retriever
+from itemlm.rank.samples import ranking_samples
 from itemlm.tasks.curriculum import check_curriculum, schedule_samples
 from itemlm.tasks.samples import build_samples, group_by_task
-from itemlm.tasks.templates import TASKS, infer_domain
+from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
@@ -77,6 +82,7 @@ class Stage2Config:
     shard_llm: bool = False  # distributed runs: shard the LLM's decoder layers over the processes (FSDP2)
     system_prompt: str | None = ""  # "": an empty system message (SmolLM2's default costs ~20 tokens a row); None: the template's default
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)  # ranking mode: retriever + LLM over candidates (itemlm.rank)
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     curriculum: list = field(default_factory=list)  # phases {steps, task_weights} over the first steps (itemlm.tasks.curriculum)
     bucket_by_length: bool = True  # batches of rows of similar length (less padding)
@@ -98,6 +104,7 @@ class Stage2Config:
     eval_text_samples: int = 40  # per text task and prompt set
     eval_rec_samples: int = 100  # users per ranked task and prompt set
     eval_beams: int = 10
+    eval_rank_users: int = 0  # ranking mode: test users scored (0: all of them)
     eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
     sc_encoder: str | None = None  # sentence-transformers name or folder for SC; None: the packaged MiniLM
     output_dir: str | None = None  # default runs/stage2/<name>
@@ -105,9 +112,9 @@ class Stage2Config:
     def __post_init__(self):
         if self.bridge not in BRIDGES:
             raise InputError(f"unknown bridge '{self.bridge}': expected one of {', '.join(BRIDGES)}")
-        unknown = set(self.task_weights) - set(TASKS)
+        unknown = set(self.task_weights) - set(TRAINING_TASKS)
         if unknown:
-            raise InputError(f"unknown task in task_weights: {', '.join(sorted(unknown))} (tasks: {', '.join(TASKS)})")
+            raise InputError(f"unknown task in task_weights: {', '.join(sorted(unknown))} (tasks: {', '.join(TRAINING_TASKS)})")
         check_curriculum(self.curriculum, self.steps)
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
@@ -153,11 +160,15 @@ def parameter_groups(bridge, config: Stage2Config) -> list[dict]:
     return [dict(g, weight_decay=config.weight_decay) for g in groups]
 
 
-def make_optimizer(bridge, config: Stage2Config) -> torch.optim.AdamW:
-    """AdamW over the bridge's trainable parameters: on a GPU the fused kernel (one launch for
-    all of them), on the CPU the multi-tensor one (PyTorch's CPU default loops per tensor)."""
+def make_optimizer(bridge, config: Stage2Config, ranker: Ranker | None = None) -> torch.optim.AdamW:
+    """AdamW over the bridge's trainable parameters (and the ranking head's): on a GPU the fused
+    kernel (one launch for all of them), on the CPU the multi-tensor one (PyTorch's CPU default
+    loops per tensor)."""
     on_gpu = next(bridge.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(parameter_groups(bridge, config), fused=on_gpu, foreach=not on_gpu)
+    groups = parameter_groups(bridge, config)
+    if ranker is not None:
+        groups.append({"params": list(ranker.head.parameters()), "lr": config.ranking.head_learning_rate, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, fused=on_gpu, foreach=not on_gpu)
 
 
 def load_everything(config: Stage2Config, llm_dtype: str):
@@ -194,13 +205,25 @@ def training_step(
     """One update on this process's rows of a global batch; returns the (detached) LM loss and the
     number of label tokens. Nothing in it waits for the device: the batch is laid out on the
     host while the device still works on the previous step. With an `anchor`, the warm start's
-    title regression on a batch of items joins the loss (no LLM forward: it is cheap)."""
-    batch = model.collate([s.prompt for s in rows], [s.target for s in rows], config.max_target_tokens, pad_to_multiple=pad_to_multiple)
-    loss_sum, tokens = model.loss_on(batch, reduction="sum")
-    # the sum over this share / all label tokens of the global batch, times the world size:
-    # DDP's gradient average then equals the one-process gradient of the global mean
-    loss = loss_sum * (accelerator.num_processes / global_sum(tokens, accelerator))
+    title regression on a batch of items joins the loss (no LLM forward: it is cheap). Ranking
+    rows (ranking mode) add their cross-entropy over candidates, weighted by their share of rows."""
+    ranked = [s for s in rows if s.task == "ranking"]
+    rows = [s for s in rows if s.task != "ranking"]
+    loss, tokens = torch.zeros((), device=model.llm.device), 0
+    if rows:
+        batch = model.collate([s.prompt for s in rows], [s.target for s in rows], config.max_target_tokens, pad_to_multiple=pad_to_multiple)
+        loss_sum, tokens = model.loss_on(batch, reduction="sum")
+        # the sum over this share / all label tokens of the global batch, times the world size:
+        # DDP's gradient average then equals the one-process gradient of the global mean
+        everyone = global_sum(tokens, accelerator)
+        everyone = everyone.clamp(min=1) if isinstance(everyone, torch.Tensor) else max(1, everyone)
+        loss = loss_sum * (accelerator.num_processes / everyone)
     total = loss if anchor is None else loss + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast)
+    if ranked:
+        scores = torch.tensor([s.candidate_scores for s in ranked])
+        answers = torch.tensor([s.candidates.index(s.target_item) for s in ranked])
+        share = len(ranked) / (len(ranked) + len(rows))
+        total = total + share * model.ranker.loss(model, [s.prompt for s in ranked], scores, answers)
     update_parameters(accelerator, total, model.bridge.parameters(), optimizer, scheduler, config.grad_clip)
     return loss.detach(), tokens
 
@@ -211,7 +234,7 @@ def row_length(model: ItemLanguageModel, config: Stage2Config):
 
     def length(sample) -> int:
         slots = sample.prompt.count("<item:") + sample.prompt.count("<user:")
-        return slots * vectors + (len(sample.prompt) + min(len(sample.target), 4 * config.max_target_tokens)) // 4
+        return slots * (1 if sample.task == "ranking" else vectors) + (len(sample.prompt) + min(len(sample.target), 4 * config.max_target_tokens)) // 4
 
     return length
 
@@ -246,8 +269,19 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     pad_to_multiple = speed_path(config, model, accelerator.device)
     train_samples = build_samples(dataset, split, "train", seed=config.seed, history_length=config.history_length, prompts="seen")
     steps = config.steps if bridge is not None else 0  # text-only has nothing to train
+    samples_by_task = group_by_task(train_samples)
+    ranker = None
+    if config.ranking.enabled:
+        if accelerator.num_processes > 1:
+            raise InputError("ranking mode trains in one process for now: run without torchrun, or set ranking.enabled=false")
+        retriever = load_or_train_retriever(
+            split, config.ranking.retriever, dataset=config.dataset, home=config.data_home, item_vectors=cf.item_vectors,
+            seed=config.seed, progress=progress and main,
+        )
+        ranker = model.ranker = Ranker(retriever, config.ranking).to(accelerator.device)
+        samples_by_task["ranking"] = ranking_samples(split, retriever, "valid", config.ranking, catalogue.domain, only_hits=True)
     mixture = schedule_samples(
-        group_by_task(train_samples), config.curriculum if steps else [], config.task_weights, steps, config.batch_size,
+        samples_by_task, config.curriculum if steps else [], config.task_weights, steps, config.batch_size,
         seed=config.seed, length=row_length(model, config) if config.bucket_by_length else None,
     )
 
@@ -265,14 +299,16 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
             clock += warm_report["seconds"]
         if warm.anchor_weight:
             anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)
-        optimizer = make_optimizer(bridge, config)
+        optimizer = make_optimizer(bridge, config, ranker)
         # the scheduler stays outside accelerate, which would step it once per process
         scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
         bridge, optimizer = accelerator.prepare(bridge, optimizer)
         model.bridge = bridge
+        # what a checkpoint holds: the bridge, and the ranking head when ranking mode trains
+        trained_parts = bridge if ranker is None else nn.ModuleDict({"bridge": accelerator.unwrap_model(bridge), "ranking_head": ranker.head})
         generator = torch.Generator().manual_seed(config.seed)
         if resume:
-            start_step = checkpoints.restore_latest(accelerator.unwrap_model(bridge), optimizer, scheduler, generator)
+            start_step = checkpoints.restore_latest(accelerator.unwrap_model(trained_parts), optimizer, scheduler, generator)
         seed_dropout(config.seed, start_step, accelerator)
         if main:
             log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
@@ -331,12 +367,12 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
             validate(done)
             logged_at = step_started = time.perf_counter()  # validation time is not training time
         if saving:
-            save_checkpoint(accelerator, checkpoints, done, bridge, optimizer, scheduler, generator)
+            save_checkpoint(accelerator, checkpoints, done, trained_parts, optimizer, scheduler, generator)
     bar.close()
     if log is not None:
         log.close()
     if last_step < steps:
-        save_checkpoint(accelerator, checkpoints, last_step, bridge, optimizer, scheduler, generator)
+        save_checkpoint(accelerator, checkpoints, last_step, trained_parts, optimizer, scheduler, generator)
         return out / "checkpoints"
     accelerator.wait_for_everyone()
     if not main:  # process 0 saves and evaluates
@@ -373,6 +409,9 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
             num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed,
             encoder=config.sc_encoder, progress=progress,
         )
+        if eval_model.ranker is not None:
+            users = evaluation_users(split, "test", config.eval_rank_users, config.eval_seed)
+            report["test"]["ranking_mode"], per_example["ranking_mode"] = ranking_report(eval_model, split, "test", users=users, progress=progress)
         atomic_write_text(out / "per_example.json", json.dumps(per_example))
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)

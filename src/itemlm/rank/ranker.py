@@ -1,0 +1,151 @@
+"""Ranking mode: the frozen LLM orders a retriever's candidates in one forward pass.
+
+The prompt shows the user's recent items and the candidates, each labelled by a letter, all as
+item vectors from the bridge (one pooled vector per item, so 10 history items and 20 candidates
+cost ~120 tokens):
+
+    A user chose these movies, oldest first: <item:3>, <item:71>, ...
+    Candidates:
+    A <item:50>
+    B <item:181>
+    ...
+    Which candidate will the user choose next? Answer with its letter.
+
+The answer is read, not generated: the LLM's next-token logits of the letters A, B, ... are the
+candidates' scores (a verbalizer). A small head adds what the LLM cannot see, the retriever's own
+confidence: score_i = w_llm * log_softmax(letter logits)_i + w_retriever * z_i + bias_i, where z is
+the retriever's score standardized over the candidates and bias_i a learned per-position prior
+(the candidates are listed in retriever order). Trained with cross-entropy over the candidates;
+the LLM stays frozen. The rest of the catalogue follows the candidates in retriever order, so
+rankings stay full-catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from itemlm.errors import InputError
+from itemlm.rank.retriever import RETRIEVERS, Retriever, top_candidates
+from itemlm.tasks.templates import item_placeholder
+
+LABELS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+NOUNS = {"movies": "movies", "products": "products"}
+
+
+@dataclass
+class RankingConfig:
+    enabled: bool = False
+    retriever: str = "sasrec"  # sasrec | mf
+    candidates: int = 20
+    history: int = 10  # most recent items shown to the LLM
+    head_learning_rate: float = 1e-2  # the head's three kinds of weights start far from their values
+
+    def __post_init__(self):
+        if self.retriever not in RETRIEVERS:
+            raise InputError(f"unknown ranking.retriever '{self.retriever}': expected one of {', '.join(RETRIEVERS)}")
+        if not 2 <= self.candidates <= len(LABELS):
+            raise InputError(f"ranking.candidates must be between 2 and {len(LABELS)}, got {self.candidates}")
+        if self.head_learning_rate <= 0:
+            raise InputError(f"ranking.head_learning_rate must be positive, got {self.head_learning_rate}")
+        if self.history < 1:
+            raise InputError(f"ranking.history must be at least 1, got {self.history}")
+
+
+def ranking_prompt(history: list[int], candidates: list[int], domain: str = "movies") -> str:
+    noun = NOUNS.get(domain, "items")
+    lines = [f"A user chose these {noun}, oldest first: {', '.join(item_placeholder(i) for i in history)}.", "Candidates:"]
+    lines += [f"{label} {item_placeholder(item)}" for label, item in zip(LABELS, candidates)]
+    lines.append("Which candidate will the user choose next? Answer with its letter.")
+    return "\n".join(lines)
+
+
+class RankingHead(nn.Module):
+    """Mixes the LLM's letter scores with the retriever's confidence and a per-position prior."""
+
+    def __init__(self, candidates: int):
+        super().__init__()
+        self.llm_weight = nn.Parameter(torch.tensor(1.0))
+        self.retriever_weight = nn.Parameter(torch.tensor(1.0))
+        self.position_bias = nn.Parameter(torch.zeros(candidates))
+
+    def forward(self, letter_logits: Tensor, retriever_scores: Tensor) -> Tensor:
+        z = retriever_scores.float()
+        z = (z - z.mean(1, keepdim=True)) / z.std(1, keepdim=True).clamp(min=1e-6)
+        n = letter_logits.shape[1]
+        return self.llm_weight * F.log_softmax(letter_logits.float(), dim=1) + self.retriever_weight * z + self.position_bias[:n]
+
+
+class Ranker(nn.Module):
+    """Retriever + head: what ranking mode adds to an ItemLanguageModel (saved in its folder)."""
+
+    def __init__(self, retriever: Retriever, config: RankingConfig):
+        super().__init__()
+        self.retriever, self.config = retriever, config
+        self.head = RankingHead(config.candidates)
+
+    def letter_ids(self, tokenizer, n: int) -> list[int]:
+        ids = [tokenizer(label, add_special_tokens=False).input_ids for label in LABELS[:n]]
+        if any(len(i) != 1 for i in ids):
+            raise InputError("this LLM's tokenizer splits a candidate letter into several tokens; ranking mode needs one token each")
+        return [i[0] for i in ids]
+
+    def candidate_scores(self, model, prompts: list[str], retriever_scores: Tensor) -> Tensor:
+        """[B, n] scores of the candidates listed in `prompts` (gradients reach the bridge and head)."""
+        batch = model.collate(prompts, side="left", pooled=True)
+        hidden = model.llm.forward_embeds(model.embed(batch), batch.attention_mask).hidden_states[:, -1]
+        n = retriever_scores.shape[1]
+        letters = torch.tensor(self.letter_ids(model.llm.tokenizer, n), device=hidden.device)
+        logits = model.llm.logits(hidden)[:, letters]
+        return self.head(logits, retriever_scores.to(logits.device))
+
+    def loss(self, model, prompts: list[str], retriever_scores: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy over the candidates; `targets` are the true items' positions."""
+        return F.cross_entropy(self.candidate_scores(model, prompts, retriever_scores), targets.to(model.llm.device))
+
+    @torch.no_grad()
+    def rank(self, model, histories: list[list[int]], exclude: list[list[int]] | None = None, batch_size: int = 16) -> Tensor:
+        """[B, num_items] full-catalogue scores: the candidates in the ranker's order above every
+        other item, the others in retriever order, excluded items at -inf."""
+        exclude = exclude if exclude is not None else histories
+        retrieved = self.retriever.scores(histories)
+        items, scores = top_candidates(retrieved, self.config.candidates, exclude)
+        scores = torch.nan_to_num(scores, neginf=-1e9)  # a catalogue smaller than n + excluded
+        final = retrieved - retrieved.max(1, keepdim=True).values - 1e4  # every non-candidate below
+        for start in range(0, len(histories), batch_size):
+            rows = slice(start, start + batch_size)
+            prompts = [
+                ranking_prompt(list(h)[-self.config.history :], c.tolist(), model.catalogue.domain)
+                for h, c in zip(histories[rows], items[rows])
+            ]
+            ranked = self.candidate_scores(model, prompts, scores[rows]).float().cpu()
+            final[rows].scatter_(1, items[rows], 1e4 + ranked)
+        for row, items_row in enumerate(exclude):
+            if len(items_row):
+                final[row, torch.as_tensor(list(items_row), dtype=torch.long)] = -torch.inf
+        return final
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.retriever.save_pretrained(folder / "retriever")
+        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(folder / "head.safetensors"))
+        (folder / "ranking.json").write_text(json.dumps(asdict(self.config), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, folder: Path) -> "Ranker":
+        try:
+            config = RankingConfig(**json.loads((folder / "ranking.json").read_text()))
+            ranker = cls(Retriever.from_pretrained(folder / "retriever"), config)
+            ranker.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+        except FileNotFoundError as error:
+            raise InputError(f"incomplete ranking folder: {Path(error.filename).name} is missing", path=folder) from None
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise InputError(f"unreadable ranking folder ({type(error).__name__}: {str(error).splitlines()[0][:160]})", path=folder) from None
+        return ranker.eval()

@@ -1,0 +1,113 @@
+"""Ranking mode: retriever candidates, the LLM's letter scores + head, full-catalogue rankings,
+training inside the stage-2 mixture, saving with the model, recommend() choosing it by default."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from itemlm.cf.sasrec import SASRecConfig, train_sasrec
+from itemlm.data.prepare import load_dataset
+from itemlm.data.splits import make_split
+from itemlm.errors import InputError
+from itemlm.models.ilm import ItemLanguageModel
+from itemlm.rank.ranker import LABELS, RankingConfig, RankingHead, ranking_prompt
+from itemlm.rank.retriever import Retriever, load_or_train_retriever, top_candidates
+from itemlm.rank.samples import ranking_samples, stage_histories
+from itemlm.train.stage2 import train_stage2
+from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F401 (fixtures)
+
+
+def test_top_candidates_exclude_and_break_ties_by_index():
+    scores = torch.tensor([[0.5, 0.9, 0.9, 0.1, 0.7]])
+    items, values = top_candidates(scores, 3, [[1]])
+    assert items.tolist() == [[2, 4, 0]]
+    assert values[0].tolist() == pytest.approx([0.9, 0.7, 0.5])
+
+
+def test_ranking_prompt_labels_candidates_in_order():
+    prompt = ranking_prompt([3, 4], [10, 11, 12])
+    assert "<item:3>, <item:4>" in prompt
+    assert "\nA <item:10>\nB <item:11>\nC <item:12>\n" in prompt
+
+
+def test_head_starts_from_the_retriever_and_the_llm_equally():
+    head = RankingHead(3)
+    llm = torch.tensor([[0.0, 0.0, 5.0]])
+    retriever = torch.tensor([[3.0, 2.0, 1.0]])
+    scores = head(llm, retriever)
+    assert scores.shape == (1, 3)
+    assert scores[0, 2] > scores[0, 1]  # a confident LLM overrides a mild retriever preference
+
+
+@pytest.mark.parametrize("field, value", [("candidates", 1), ("candidates", 27), ("retriever", "knn"), ("history", 0)])
+def test_bad_ranking_config_is_an_input_error(field, value):
+    with pytest.raises(InputError, match=field):
+        RankingConfig(**{field: value})
+
+
+@pytest.fixture(scope="module")
+def split(data_home):
+    return make_split(load_dataset("ml-100k", str(data_home)), "leave-one-out")
+
+
+def test_sasrec_retriever_saves_loads_and_scores_identically(split, tmp_path):
+    scorer = train_sasrec(split, SASRecConfig(epochs=1, hidden=16, max_length=10))
+    retriever = Retriever("sasrec", split.num_items, sasrec=scorer.model, fingerprint="x")
+    histories = [[0, 1, 2], [5], []]
+    loaded = Retriever.from_pretrained(retriever.save_pretrained(tmp_path / "r"))
+    assert torch.equal(retriever.scores(histories), loaded.scores(histories))
+    assert torch.all(loaded.scores(histories)[2] == 0)  # no history: nothing to prefer
+    items, _ = loaded.candidates(histories, 5)
+    assert not set(items[0].tolist()) & {0, 1, 2}  # the history is never a candidate
+
+
+def test_corrupt_retriever_folder_is_one_clear_error(tmp_path):
+    (tmp_path / "retriever.json").write_text("{")
+    (tmp_path / "retriever.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="unreadable retriever"):
+        Retriever.from_pretrained(tmp_path)
+    with pytest.raises(InputError, match="missing"):
+        Retriever.from_pretrained(tmp_path / "nothing")
+
+
+def test_training_rows_use_validation_targets_inside_the_candidates(split, data_home):
+    rng = np.random.default_rng(0)
+    retriever = load_or_train_retriever(split, "mf", dataset="ml-100k", item_vectors=rng.normal(size=(split.num_items, 8)).astype("float32"))
+    config = RankingConfig(candidates=20)
+    train = ranking_samples(split, retriever, "valid", config, only_hits=True)
+    test = ranking_samples(split, retriever, "test", config)
+    assert len(test) == len(split.test) and 0 < len(train) < len(split.valid)
+    for sample in train:
+        assert sample.candidates[LABELS.index(sample.target)] == sample.target_item
+        assert len(sample.candidates) == 20 and len(sample.candidate_scores) == 20
+    users, histories, targets = stage_histories(split, "test")
+    valid = dict(zip(split.valid["user"], split.valid["item"]))
+    assert histories[0][-1] == valid[users[0]]  # the test history ends with the validation item
+
+
+def test_ranking_mode_trains_in_the_mixture_saves_and_recommends(tiny_llm_folder, data_home, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_llm_folder, data_home, out, bridge="mlp", mlp_tokens=2, **{
+            "ranking.enabled": "true", "ranking.retriever": "mf", "ranking.candidates": 5, "ranking.history": 3,
+            "task_weights.ranking": 4, "eval_rank_users": 12, "steps": 3, "checkpoint_every": 2,
+        },
+    )
+    train_stage2(config, progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = metrics["test"]["ranking_mode"]
+    assert report["users"] == 12 and 0 <= report["retriever_recall"] <= 1
+    assert set(report["ranking_mode"]) >= {"HR@5", "NDCG@10"}
+    # ranking mode only re-orders the candidates: hits at K >= candidates equal the retriever's
+    assert report["ranking_mode"]["HR@5"] == report["retriever"]["HR@5"]
+    model = ItemLanguageModel.from_pretrained(out / "model")
+    assert model.ranker is not None and model.ranker.head.position_bias.abs().sum() > 0  # the head trained
+    recs = model.recommend(history=[0, 1, 2], k=8, exclude=[3])
+    items = [item for item, _, _ in recs]
+    assert len(items) == len(set(items)) == 8 and not set(items) & {0, 1, 2, 3}
+    generated = model.recommend(history=[0, 1, 2], k=3, mode="generate")
+    assert len(generated) == 3
+    with pytest.raises(InputError, match="not free text"):
+        model.recommend(text="anything", mode="rank")

@@ -123,8 +123,13 @@ def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, d
     assert reply.count("\n") >= 2 and "1. " in reply
     session.respond("something less violent please")
     assert {"action", "crime"} <= session.prefs.avoid_tags
-    for item, _ in session.recommendations():
+    picks = session.recommendations()
+    items = [item for item, _ in picks]
+    assert len(items) == len(set(items)) and not set(items) & set(session.prefs.liked)
+    for item, reason in picks:
         assert not session.tags[item] & session.prefs.avoid_tags
+        # the reason is the model's continuation of the conversational answer, not a genre template
+        assert reason.startswith(model.catalogue.titles[item])
 
 
 def test_collated_batch_puts_each_bridge_vector_in_its_slot_on_either_side(tiny_llm_folder, data_home, tmp_path):

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 from itemlm.data.item_text import normalize_title
 from itemlm.models.ilm import ItemLanguageModel
-from itemlm.tasks.samples import reason_text
-from itemlm.tasks.templates import item_placeholder
 
 VIOLENT = {"action", "war", "crime", "horror", "thriller"}
 LIGHT_WORDS = ("less violent", "lighter", "no violence", "not violent", "gentler", "family")
@@ -118,23 +116,15 @@ class ChatSession:
         return notes
 
     def recommendations(self) -> list[tuple[int, str]]:
-        liked = self.prefs.liked[-3:]
-        prompt = f"I loved {', '.join(item_placeholder(i) for i in liked)}; what should I try next?"
+        """Up to k distinct items that pass the constraints, never one the person named, each with
+        the model's own reason. Ranking mode when the model has a ranker, else constrained decoding."""
         chosen: list[int] = []
         for width in (self.candidates, 4 * self.candidates):  # widen once when the filters leave too few
-            ranked = self.model.recommend_prompts([prompt], width, [self.prefs.liked], num_beams=width)[0]
-            chosen = [item for item, _ in ranked if self.acceptable(item)][: self.k]
+            ranked = self.model.recommend(history=self.prefs.liked, k=width)
+            chosen = list(dict.fromkeys(item for item, _, _ in ranked if self.acceptable(item) and item not in self.prefs.liked))[: self.k]
             if len(chosen) == self.k or not self.active_constraints():
                 break
-        liked_tags = set().union(*(self.tags[i] for i in liked)) if liked else set()
-        titles = self.model.catalogue.titles
-        domain = self.model.catalogue.domain
-        reasons = []
-        for item in chosen:
-            own = _tags(self.model.catalogue.items.at[item, "genres"] or self.model.catalogue.items.at[item, "categories"])
-            shared = [t for t in own if t.lower() in liked_tags][:2]
-            reasons.append((item, reason_text(titles[item], shared, own[:2], domain)))
-        return reasons
+        return list(zip(chosen, self.model.explain(self.prefs.liked, chosen)))
 
     def respond(self, text: str) -> str:
         text = text.strip()

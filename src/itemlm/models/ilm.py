@@ -14,6 +14,7 @@ one sequence of input embeddings for the frozen LLM.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -126,11 +127,12 @@ class ItemLanguageModel(nn.Module):
             )
         return self._piece_ids[key]
 
-    def prompt_pieces(self, prompt: str) -> list[list[int] | tuple[str, int]]:
-        """The chat-formatted prompt as token-id runs and (kind, index) placeholders, in order."""
+    def prompt_pieces(self, prompt: str, answer_prefix: str = "") -> list[list[int] | tuple[str, int]]:
+        """The chat-formatted prompt as token-id runs and (kind, index) placeholders, in order.
+        `answer_prefix`: text the assistant's answer starts with (generation continues it)."""
         if self.bridge is None:
             prompt = self.render_text_only(prompt)
-        text = self.llm.format_chat([{"role": "user", "content": prompt}])
+        text = self.llm.format_chat([{"role": "user", "content": prompt}]) + answer_prefix
         pieces: list[list[int] | tuple[str, int]] = []
         last = 0
         for kind, index, start, end in find_placeholders(text):
@@ -158,6 +160,7 @@ class ItemLanguageModel(nn.Module):
         side: str = "right",
         pad_to_multiple: int = 1,
         pooled: bool = False,
+        answer_prefixes: list[str] | None = None,
     ) -> PromptBatch:
         """Tokenize and lay out a batch on the host: token ids, mask, labels and where vectors go.
 
@@ -165,7 +168,8 @@ class ItemLanguageModel(nn.Module):
         generation. Nothing here touches the accelerator; `embed` does the device work.
         `pooled`: each placeholder takes one vector, the mean of the bridge's vectors for it.
         """
-        pieces_list = [self.prompt_pieces(p) for p in prompts]
+        prefixes = answer_prefixes or [""] * len(prompts)
+        pieces_list = [self.prompt_pieces(p, prefix) for p, prefix in zip(prompts, prefixes)]
         answers = self.target_ids(targets, max_target_tokens) if targets is not None else None
         keys = sorted({p for pieces in pieces_list for p in pieces if isinstance(p, tuple)})
         key_row = {key: row for row, key in enumerate(keys)}
@@ -268,15 +272,32 @@ class ItemLanguageModel(nn.Module):
         return np.array([chunk.float().mean().item() for chunk in losses.split(counts)])
 
     # ---------------------------------------------------------------- inference
-    def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    def encode_prompts(self, prompts: list[str], answer_prefixes: list[str] | None = None) -> tuple[Tensor, Tensor]:
         """Left-padded prompt embeddings and mask, ready for generation."""
-        batch = self.collate(prompts, side="left")
+        batch = self.collate(prompts, side="left", answer_prefixes=answer_prefixes)
         return self.embed(batch), batch.attention_mask
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], max_new_tokens: int = 48) -> list[str]:
-        embeds, mask = self.encode_prompts(prompts)
-        return [t.strip() for t in self.llm.generate_embeds(embeds, mask, max_new_tokens).texts]
+    def generate(self, prompts: list[str], max_new_tokens: int = 48, answer_prefixes: list[str] | None = None) -> list[str]:
+        """Greedy answers; with `answer_prefixes`, each answer continues its prefix (returned without it)."""
+        embeds, mask = self.encode_prompts(prompts, answer_prefixes)
+        texts = self.llm.generate_embeds(embeds, mask, max_new_tokens).texts
+        return [t.strip() for t in texts] if answer_prefixes is None else [t.rstrip() for t in texts]
+
+    @torch.no_grad()
+    def explain(self, liked: list[int], items: list[int], max_new_tokens: int = 24) -> list[str]:
+        """Why each of `items` suits someone who liked `liked`, in the model's own words: the
+        conversational task's answer ("Title — because ..."), with the title given and the reason
+        generated, cut at its first sentence."""
+        liked_text = ", ".join(item_placeholder(i) for i in liked[-3:])
+        noun = "watch" if self.catalogue.domain == "movies" else "buy"
+        prompts = [f"I loved {liked_text}; what should I {noun} next?"] * len(items)
+        prefixes = [f"{self.catalogue.titles[item]} — because" for item in items]
+        reasons = []
+        for prefix, text in zip(prefixes, self.generate(prompts, max_new_tokens, prefixes) if items else []):
+            sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+            reasons.append(f"{prefix} {sentence}" if sentence else prefix.removesuffix(" — because") + ".")
+        return reasons
 
     @property
     def trie(self) -> TitleTrie:

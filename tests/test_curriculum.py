@@ -4,7 +4,7 @@ import pytest
 
 from itemlm.config import load_config
 from itemlm.errors import InputError
-from itemlm.tasks.curriculum import check_curriculum, schedule_samples
+from itemlm.tasks.curriculum import check_curriculum, schedule_batches
 from itemlm.tasks.samples import Sample
 from itemlm.train.stage2 import Stage2Config
 
@@ -18,24 +18,25 @@ WEIGHTS = {"item_title": 1.0, "item_description": 1.0, "sequential": 1.0}
 
 
 def test_phases_come_first_with_their_own_tasks():
-    phases = [{"steps": 3, "task_weights": {"item_title": 1.0}}, {"steps": 2, "task_weights": {"item_description": 1.0}}]
-    rows = schedule_samples(POOLS, phases, WEIGHTS, steps=10, batch_size=4, seed=1, length=lambda s: len(s.target))
-    assert len(rows) == 40
-    assert {s.task for s in rows[:12]} == {"item_title"}
-    assert {s.task for s in rows[12:20]} == {"item_description"}
-    assert {s.task for s in rows[20:]} == set(WEIGHTS)
+    phases = [{"steps": 3, "task_weights": {"item_title": 1.0}, "batch_size": 6}, {"steps": 2, "task_weights": {"item_description": 1.0}}]
+    batches = schedule_batches(POOLS, phases, WEIGHTS, steps=10, batch_size=4, seed=1, length=lambda s: len(s.target))
+    assert [len(b) for b in batches] == [6] * 3 + [4] * 7
+    rows = [s for b in batches for s in b]
+    assert {s.task for s in rows[:18]} == {"item_title"}
+    assert {s.task for s in rows[18:26]} == {"item_description"}
+    assert {s.task for s in rows[26:]} == set(WEIGHTS)
 
 
 def test_no_curriculum_is_the_plain_mixture_and_deterministic():
-    a = schedule_samples(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
-    b = schedule_samples(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
-    assert a == b and len(a) == 20
-    assert a != schedule_samples(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=4)
+    a = schedule_batches(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
+    b = schedule_batches(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
+    assert a == b and [len(batch) for batch in a] == [4] * 5
+    assert a != schedule_batches(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=4)
 
 
 def test_a_task_in_two_phases_does_not_replay_the_same_order():
     phases = [{"steps": 5, "task_weights": {"item_title": 1.0}}]
-    rows = schedule_samples(POOLS, phases, {"item_title": 1.0}, steps=10, batch_size=4, seed=0)
+    rows = [s for b in schedule_batches(POOLS, phases, {"item_title": 1.0}, steps=10, batch_size=4, seed=0) for s in b]
     assert [s.item for s in rows[:20]] != [s.item for s in rows[20:]]
 
 
@@ -46,6 +47,7 @@ def test_a_task_in_two_phases_does_not_replay_the_same_order():
         ([{"steps": 2, "task_weights": {"item_titel": 1}}], "unknown task in 'curriculum[0].task_weights': item_titel"),
         ([{"steps": 2}], "curriculum[0].task_weights"),
         ([{"steps": 2, "task_weights": {"item_title": 1}, "lr": 1}], "curriculum[0]"),
+        ([{"steps": 2, "task_weights": {"item_title": 1}, "batch_size": 0}], "curriculum[0].batch_size"),
         ([{"steps": 8, "task_weights": {"item_title": 1}}, {"steps": 8, "task_weights": {"item_title": 1}}], "16 steps, more than"),
     ],
 )

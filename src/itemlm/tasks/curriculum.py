@@ -4,10 +4,11 @@ The warm start places each text-seen item's vectors near its title's token embed
 stage-2 steps can then teach the frozen LLM to *read* those vectors (item_title only, short rows,
 many items a step) before descriptions and recommendations pull the bridge elsewhere. A phase is
 
-    {"steps": 150, "task_weights": {"item_title": 1.0}}
+    {"steps": 150, "task_weights": {"item_title": 1.0}, "batch_size": 32}
 
 and the phases run in order over the first steps of the run; the remaining steps draw from the
-run's `task_weights`. Each phase is its own shuffled mixture (and length buckets), so a phase
+run's `task_weights` at the run's batch size. A phase of short rows (titles) can afford a larger
+batch than the mixture; `batch_size` is optional. Each phase is its own shuffled mixture (and length buckets), so a phase
 boundary is a clean cut in the sample stream.
 """
 
@@ -26,8 +27,11 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
     used = 0
     for index, phase in enumerate(phases):
         where = f"curriculum[{index}]"
-        if not isinstance(phase, Mapping) or set(phase) - {"steps", "task_weights"}:
-            raise InputError(f"'{where}' must be a mapping with keys steps and task_weights, got {phase!r}")
+        if not isinstance(phase, Mapping) or set(phase) - {"steps", "task_weights", "batch_size"}:
+            raise InputError(f"'{where}' must be a mapping with keys steps, task_weights and optionally batch_size, got {phase!r}")
+        batch = phase.get("batch_size", 1)
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise InputError(f"'{where}.batch_size' must be a positive integer, got {batch!r}")
         steps, weights = phase.get("steps"), phase.get("task_weights")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise InputError(f"'{where}.steps' must be a positive integer, got {steps!r}")
@@ -41,22 +45,23 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
         raise InputError(f"the curriculum's phases take {used} steps, more than the run's steps={total_steps}")
 
 
-def schedule_samples(
+def schedule_batches(
     samples_by_task: Mapping[str, Sequence[Sample]], phases: Sequence[Mapping], task_weights: Mapping[str, float],
     steps: int, batch_size: int, *, seed: int = 0, length: Callable[[Sample], int] | None = None,
-) -> list[Sample]:
-    """`steps * batch_size` training rows: each phase's share in order, then the main mixture.
+) -> list[list[Sample]]:
+    """One batch of training rows per step: each phase's batches in order, then the main mixture's.
 
     With `length`, rows are batched with rows of similar length inside each phase.
     """
     check_curriculum(phases, steps)
-    plan = [(int(p["steps"]), p["task_weights"]) for p in phases]
-    plan.append((steps - sum(s for s, _ in plan), task_weights))
-    rows: list[Sample] = []
-    for index, (phase_steps, weights) in enumerate(plan):
+    plan = [(int(p["steps"]), p["task_weights"], int(p.get("batch_size", batch_size))) for p in phases]
+    plan.append((steps - sum(s for s, _, _ in plan), task_weights, batch_size))
+    batches: list[list[Sample]] = []
+    for index, (phase_steps, weights, size) in enumerate(plan):
         if phase_steps <= 0:
             continue
         # a different seed per phase: a task in two phases does not replay the same order
-        mixture = mix_samples(samples_by_task, weights, phase_steps * batch_size, seed + 1000 * index)
-        rows += bucket_by_length(mixture, batch_size, length, seed=seed + index) if length else mixture
-    return rows
+        rows = mix_samples(samples_by_task, weights, phase_steps * size, seed + 1000 * index)
+        rows = bucket_by_length(rows, size, length, seed=seed + index) if length else rows
+        batches += [rows[start : start + size] for start in range(0, len(rows), size)]
+    return batches

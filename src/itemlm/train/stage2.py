@@ -41,7 +41,7 @@ from itemlm.rank.evaluate import evaluation_users, ranking_report
 from itemlm.rank.ranker import Ranker, RankingConfig
 from itemlm.rank.retriever import load_or_train_retriever
 from itemlm.rank.samples import ranking_samples
-from itemlm.tasks.curriculum import check_curriculum, schedule_samples
+from itemlm.tasks.curriculum import check_curriculum, schedule_batches
 from itemlm.tasks.samples import build_samples, group_by_task
 from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
@@ -280,7 +280,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         )
         ranker = model.ranker = Ranker(retriever, config.ranking).to(accelerator.device)
         samples_by_task["ranking"] = ranking_samples(split, retriever, "valid", config.ranking, catalogue.domain, only_hits=True)
-    mixture = schedule_samples(
+    batches = schedule_batches(
         samples_by_task, config.curriculum if steps else [], config.task_weights, steps, config.batch_size,
         seed=config.seed, length=row_length(model, config) if config.bucket_by_length else None,
     )
@@ -339,7 +339,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     logged_step, logged_at = start_step, time.perf_counter()  # training speed between log lines
     step_started = time.perf_counter()
     for step in bar:
-        rows = local_rows(mixture[step * config.batch_size : (step + 1) * config.batch_size], accelerator)
+        rows = local_rows(batches[step], accelerator)
         loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step)
         nonfinite |= ~torch.isfinite(loss)
         done = step + 1
@@ -357,7 +357,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         if logging:
             value, total_tokens = float(global_mean(loss, accelerator)), int(global_sum(tokens, accelerator))
             now = time.perf_counter()
-            speed = (done - logged_step) * config.batch_size / (now - logged_at)
+            speed = sum(len(b) for b in batches[logged_step:done]) / (now - logged_at)
             logged_step, logged_at = done, now
             if main:
                 log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0],
@@ -391,7 +391,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     }
     final = model.save_pretrained(out / "model", meta)
     train_seconds = time.perf_counter() - started
-    report = {"train": {"bridge": config.bridge, "steps": steps, "samples": steps * config.batch_size, "seconds": round(train_seconds, 1),
+    report = {"train": {"bridge": config.bridge, "steps": steps, "samples": sum(len(b) for b in batches), "seconds": round(train_seconds, 1),
                         "train_seconds": round(clock, 1), **meta}}
     if warm_report is not None:
         report["warm_start"] = warm_report

@@ -61,3 +61,29 @@ def test_the_config_reads_a_curriculum_from_an_override():
     assert config.curriculum == [{"steps": 50, "task_weights": {"item_title": 1}}]
     with pytest.raises(InputError, match="more than the run's steps"):
         load_config(Stage2Config, "standard", ["steps=10", "curriculum=[{steps: 50, task_weights: {item_title: 1}}]"])
+
+
+def test_phase_value_reads_the_current_phase_or_the_default():
+    from itemlm.tasks.curriculum import phase_value
+
+    phases = [{"steps": 2, "task_weights": {"item_title": 1}, "anchor_weight": 0.0}, {"steps": 3, "task_weights": {"item_title": 1}}]
+    assert [phase_value(phases, step, "anchor_weight", 10.0) for step in range(7)] == [0.0, 0.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+    with pytest.raises(InputError, match="anchor_weight"):
+        check_curriculum([{"steps": 2, "task_weights": {"item_title": 1}, "anchor_weight": -1}], 10)
+
+
+def test_a_run_follows_its_curriculum_batch_sizes(tmp_path):
+    import json
+
+    from tests.test_stage2 import tiny_config
+    from tests.test_llm import make_tiny_llm
+    from itemlm.train.stage2 import train_stage2
+
+    llm = tmp_path / "llm"
+    make_tiny_llm(llm)
+    phase = "[{steps: 2, task_weights: {item_title: 1}, batch_size: 6, anchor_weight: 0}]"
+    config = tiny_config(llm, tmp_path / "home", tmp_path / "run", bridge="mlp", steps=3, curriculum=phase,
+                         **{"warm_start.enabled": "true", "warm_start.steps": 2, "warm_start.anchor_weight": 1.0})
+    train_stage2(config, progress=False, evaluate=False)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["train"]["samples"] == 2 * 6 + 1 * 4

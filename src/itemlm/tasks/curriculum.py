@@ -4,11 +4,12 @@ The warm start places each text-seen item's vectors near its title's token embed
 stage-2 steps can then teach the frozen LLM to *read* those vectors (item_title only, short rows,
 many items a step) before descriptions and recommendations pull the bridge elsewhere. A phase is
 
-    {"steps": 150, "task_weights": {"item_title": 1.0}, "batch_size": 32}
+    {"steps": 150, "task_weights": {"item_title": 1.0}, "batch_size": 32, "anchor_weight": 0.0}
 
 and the phases run in order over the first steps of the run; the remaining steps draw from the
 run's `task_weights` at the run's batch size. A phase of short rows (titles) can afford a larger
-batch than the mixture; `batch_size` is optional. Each phase is its own shuffled mixture (and length buckets), so a phase
+batch than the mixture; `batch_size` and `anchor_weight` (the warm start's title regression
+during the phase, instead of `warm_start.anchor_weight`) are optional. Each phase is its own shuffled mixture (and length buckets), so a phase
 boundary is a clean cut in the sample stream.
 """
 
@@ -27,8 +28,11 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
     used = 0
     for index, phase in enumerate(phases):
         where = f"curriculum[{index}]"
-        if not isinstance(phase, Mapping) or set(phase) - {"steps", "task_weights", "batch_size"}:
-            raise InputError(f"'{where}' must be a mapping with keys steps, task_weights and optionally batch_size, got {phase!r}")
+        if not isinstance(phase, Mapping) or set(phase) - {"steps", "task_weights", "batch_size", "anchor_weight"}:
+            raise InputError(f"'{where}' must be a mapping with keys steps, task_weights and optionally batch_size and anchor_weight, got {phase!r}")
+        anchor = phase.get("anchor_weight", 0.0)
+        if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or anchor < 0:
+            raise InputError(f"'{where}.anchor_weight' must be a non-negative number, got {anchor!r}")
         batch = phase.get("batch_size", 1)
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise InputError(f"'{where}.batch_size' must be a positive integer, got {batch!r}")
@@ -65,3 +69,13 @@ def schedule_batches(
         rows = bucket_by_length(rows, size, length, seed=seed + index) if length else rows
         batches += [rows[start : start + size] for start in range(0, len(rows), size)]
     return batches
+
+
+def phase_value(phases: Sequence[Mapping], step: int, key: str, default):
+    """The setting `key` at `step`: the phase's own when the step is inside a phase that sets it, else `default`."""
+    end = 0
+    for phase in phases:
+        end += int(phase["steps"])
+        if step < end:
+            return phase.get(key, default)
+    return default

@@ -41,7 +41,7 @@ from itemlm.rank.evaluate import evaluation_users, ranking_report
 from itemlm.rank.ranker import Ranker, RankingConfig
 from itemlm.rank.retriever import load_or_train_retriever
 from itemlm.rank.samples import ranking_samples
-from itemlm.tasks.curriculum import check_curriculum, schedule_batches
+from itemlm.tasks.curriculum import check_curriculum, phase_value, schedule_batches
 from itemlm.tasks.samples import build_samples, group_by_task
 from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
@@ -200,7 +200,7 @@ def speed_path(config: Stage2Config, model: ItemLanguageModel, device: torch.dev
 
 def training_step(
     model: ItemLanguageModel, rows: list, config: Stage2Config, accelerator, optimizer, scheduler,
-    pad_to_multiple: int = 1, anchor: TitleAnchor | None = None, step: int = 0,
+    pad_to_multiple: int = 1, anchor: TitleAnchor | None = None, step: int = 0, anchor_weight: float | None = None,
 ):
     """One update on this process's rows of a global batch; returns the (detached) LM loss and the
     number of label tokens. Nothing in it waits for the device: the batch is laid out on the
@@ -218,7 +218,9 @@ def training_step(
         everyone = global_sum(tokens, accelerator)
         everyone = everyone.clamp(min=1) if isinstance(everyone, torch.Tensor) else max(1, everyone)
         loss = loss_sum * (accelerator.num_processes / everyone)
-    total = loss if anchor is None else loss + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast)
+    total = loss
+    if anchor is not None and anchor_weight != 0:  # None: the configured weight; a phase may set its own
+        total = total + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast, anchor_weight)
     if ranked:
         scores = torch.tensor([s.candidate_scores for s in ranked])
         answers = torch.tensor([s.candidates.index(s.target_item) for s in ranked])
@@ -292,12 +294,13 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         bridge.to(accelerator.device)
         freeze_unused(bridge, cf.dim)
         warm = config.warm_start
-        if warm.enabled or warm.anchor_weight:
+        anchor_wanted = bool(warm.anchor_weight or any(p.get("anchor_weight") for p in config.curriculum))
+        if warm.enabled or anchor_wanted:
             targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens)
         if warm.enabled and not (resume and checkpoints.latest() is not None):
             warm_report = warm_start_bridge(bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main)
             clock += warm_report["seconds"]
-        if warm.anchor_weight:
+        if anchor_wanted:
             anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)
         optimizer = make_optimizer(bridge, config, ranker)
         # the scheduler stays outside accelerate, which would step it once per process
@@ -340,7 +343,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
     step_started = time.perf_counter()
     for step in bar:
         rows = local_rows(batches[step], accelerator)
-        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step)
+        anchor_weight = phase_value(config.curriculum, step, "anchor_weight", warm.anchor_weight) if anchor is not None else None
+        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step, anchor_weight)
         nonfinite |= ~torch.isfinite(loss)
         done = step + 1
         if done % 5 == 0:

@@ -203,8 +203,9 @@ class TitleAnchor:
         self.weight, self.batch_size = config.anchor_weight, config.anchor_batch_size
         self.seed = seed
 
-    def loss(self, bridge: nn.Module, step: int, autocast: bool) -> Tensor:
-        """The anchor term of `step` (its batch depends only on the seed and the step: resumable)."""
+    def loss(self, bridge: nn.Module, step: int, autocast: bool, weight: float | None = None) -> Tensor:
+        """The anchor term of `step` (its batch depends only on the seed and the step: resumable);
+        `weight` replaces the configured anchor weight (a curriculum phase's own)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         rows = torch.randint(len(self.items), (self.batch_size,), generator=generator).to(self.items.device)
-        return self.weight * self.regression(bridge_outputs(bridge, self.vectors, rows, self.items, autocast), rows)
+        return (self.weight if weight is None else weight) * self.regression(bridge_outputs(bridge, self.vectors, rows, self.items, autocast), rows)

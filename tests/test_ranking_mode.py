@@ -28,8 +28,8 @@ def test_top_candidates_exclude_and_break_ties_by_index():
 
 def test_ranking_prompt_labels_candidates_in_order():
     prompt = ranking_prompt([3, 4], [10, 11, 12])
-    assert "<item:3>, <item:4>" in prompt
-    assert "\nA <item:10>\nB <item:11>\nC <item:12>\n" in prompt
+    assert "<item:3><item:4>." in prompt
+    assert "Candidates: A<item:10> B<item:11> C<item:12>\n" in prompt
 
 
 def test_head_starts_from_the_retriever_and_the_llm_equally():

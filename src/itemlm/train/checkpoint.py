@@ -68,9 +68,19 @@ class CheckpointManager:
             shutil.rmtree(final)
         os.replace(staging, final)
         atomic_write_text(self.folder / "latest", final.name)
-        for old in sorted(self.folder.glob("step-*"))[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        self.prune(step)
         return final
+
+    def prune(self, step: int) -> None:
+        """Keep the checkpoint of `step` and the `keep - 1` newest before it. Later steps belong to an
+        abandoned run of the same folder (a restart from an earlier step): they go, so `latest`
+        never points at a deleted folder and a resume never jumps into another run's future."""
+        saved = sorted((int(f.name.removeprefix("step-")), f) for f in self.folder.glob("step-*") if f.name[5:].isdigit())
+        for number, folder in saved:
+            if number > step:
+                shutil.rmtree(folder, ignore_errors=True)
+        for _, folder in [(n, f) for n, f in saved if n <= step][: -self.keep]:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def latest(self) -> Path | None:
         pointer = self.folder / "latest"

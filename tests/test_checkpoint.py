@@ -1,0 +1,39 @@
+"""Checkpoints: a restart from an earlier step never deletes the newest checkpoint nor leaves
+`latest` pointing at a deleted folder; the keep-last rule counts by step."""
+
+import torch
+
+from itemlm.train.checkpoint import CheckpointManager
+
+
+def save(manager: CheckpointManager, step: int, value: float):
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(model.weight, value)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    return manager.save(step, model, optimizer, scheduler, torch.Generator().manual_seed(0))
+
+
+def restore(manager: CheckpointManager) -> tuple[int, float]:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    step = manager.restore_latest(model, optimizer, scheduler, torch.Generator())
+    return step, float(model.weight[0, 0])
+
+
+def test_a_restart_from_an_earlier_step_keeps_its_own_checkpoint(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (50, 100, 150):
+        save(manager, step, step)
+    save(manager, 50, 999.0)  # the same folder, run again from the start
+    assert restore(manager) == (50, 999.0)
+    assert sorted(f.name for f in tmp_path.glob("step-*")) == ["step-0000050"]
+
+
+def test_keep_last_counts_by_step(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (5, 10, 100, 1000):
+        save(manager, step, step)
+    assert sorted(f.name for f in tmp_path.glob("step-*")) == ["step-0000100", "step-0001000"]
+    assert restore(manager) == (1000, 1000.0)

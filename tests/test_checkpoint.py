@@ -37,3 +37,19 @@ def test_keep_last_counts_by_step(tmp_path):
         save(manager, step, step)
     assert sorted(f.name for f in tmp_path.glob("step-*")) == ["step-0000100", "step-0001000"]
     assert restore(manager) == (1000, 1000.0)
+
+
+def test_resume_restores_this_process_rng_state(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    torch.manual_seed(123)
+    save(manager, 10, 1.0)
+    expected = torch.rand(3)  # what dropout would draw next in the uninterrupted run
+    torch.manual_seed(999)  # a new process starts with other state
+    assert restore(manager)[0] == 10 and manager.restored_process_rng
+    assert torch.equal(torch.rand(3), expected)
+    other_world = CheckpointManager(tmp_path)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    other_world.restore_latest(model, optimizer, scheduler, torch.Generator(), process_index=1, num_processes=2)
+    assert not other_world.restored_process_rng  # saved by one process: the caller reseeds per process

@@ -235,14 +235,16 @@ def is_main_process() -> bool:
 def stage1(
     config: str = typer.Option("stage1-quick", "--config", "-c", help="Preset name or YAML file."),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. variant=ilm-it-ii steps=600."),
-    resume: bool = typer.Option(False, help="Continue from the run's latest checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the run in the output folder from its latest checkpoint (same settings)."),
+    overwrite: bool = typer.Option(False, help="Start over in an output folder that holds a run (its checkpoints and results are deleted)."),
+    allow_change: Optional[list[str]] = typer.Option(None, "--allow-change", help="With --resume: a setting that may differ from the saved run's (e.g. steps)."),
 ):
     """Pre-train the item Q-Former (ILM stage 1) and write metrics.json beside the model."""
     from itemlm.config import load_config
     from itemlm.train.stage1 import Stage1Config, train_stage1
 
     settings = load_config(Stage1Config, config, overrides or [])
-    model_folder = train_stage1(settings, resume=resume)
+    model_folder = train_stage1(settings, resume=resume, overwrite=overwrite, may_change=tuple(allow_change or ()))
     if not is_main_process():
         return
     metrics = json.loads((settings.out / "metrics.json").read_text())
@@ -265,7 +267,9 @@ def stage1(
 def stage2(
     config: str = typer.Option("stage2-quick", "--config", "-c", help="Preset name or YAML file."),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. bridge=mlp steps=300."),
-    resume: bool = typer.Option(False, help="Continue from the run's latest checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the run in the output folder from its latest checkpoint (same settings)."),
+    overwrite: bool = typer.Option(False, help="Start over in an output folder that holds a run (its checkpoints and results are deleted)."),
+    allow_change: Optional[list[str]] = typer.Option(None, "--allow-change", help="With --resume: a setting that may differ from the saved run's (e.g. steps)."),
     evaluate: bool = typer.Option(True, help="Evaluate on the test split after training."),
 ):
     """Fine-tune a bridge into the frozen LLM on many tasks (ILM stage 2); evaluate it."""
@@ -273,7 +277,7 @@ def stage2(
     from itemlm.train.stage2 import Stage2Config, train_stage2
 
     settings = load_config(Stage2Config, config, overrides or [])
-    folder = train_stage2(settings, resume=resume, evaluate=evaluate)
+    folder = train_stage2(settings, resume=resume, overwrite=overwrite, may_change=tuple(allow_change or ()), evaluate=evaluate)
     if not is_main_process():
         return
     metrics = json.loads((settings.out / "metrics.json").read_text())

@@ -16,6 +16,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -33,9 +34,9 @@ EXAMPLE_PROMPT = "What is the title of <item:{item}>?"
 DESCRIBE_PROMPT = "What is the movie <item:{item}> about? Describe it."
 
 
-def run_stage(verb: str, preset: str, overrides: list[str]) -> None:
-    """`itemlm stage1|stage2 --config PRESET --resume key=value ...` in a child process."""
-    command = [sys.executable, "-m", "itemlm.cli", verb, "--config", preset, "--resume", *overrides]
+def run_stage(verb: str, preset: str, overrides: list[str], how: str = "--resume") -> None:
+    """`itemlm stage1|stage2 --config PRESET --resume|--overwrite key=value ...` in a child process."""
+    command = [sys.executable, "-m", "itemlm.cli", verb, "--config", preset, how, *overrides]
     if subprocess.run(command).returncode != 0:
         raise SystemExit(f"itemlm demo: `itemlm {verb}` failed; its messages are above")
 
@@ -61,6 +62,9 @@ def example_items(items, count_seen: int = 3, count_held: int = 2) -> list[int]:
 
 def run_demo(data_home: Path | None = None, console: Console | None = None, runs: Path = Path("runs/demo"), fast: bool = False) -> dict:
     from itemlm.cf.mf import MFConfig, load_or_train_mf
+    from itemlm.config import load_config
+    from itemlm.train.run_folder import same_run
+    from itemlm.train.stage2 import Stage2Config
     from itemlm.cf.mostpop import MostPopular
     from itemlm.data.prepare import prepare_dataset
     from itemlm.data.splits import leave_one_out_split
@@ -94,9 +98,12 @@ def run_demo(data_home: Path | None = None, console: Console | None = None, runs
     # the OS when it ends.
     overrides = [f"dataset={name}", f"output_dir={runs / 'stage2'}", *(FAST_BUDGET if fast else DEMO_BUDGET)]
     overrides += [f"data_home={data_home}"] if data_home else []
-    if not (runs / "stage2" / "metrics.json").exists():
+    # a finished run is reused only when it was trained with exactly these settings (an earlier
+    # itemlm version's demo budget is retrained, over its folder)
+    ours = same_run(runs / "stage2", asdict(load_config(Stage2Config, "standard", overrides)))
+    if not (ours and (runs / "stage2" / "metrics.json").exists()):
         console.print("4. stage 2: warm start of the bridge in SmolLM2's embedding space, then fine-tuning it into the frozen LLM ...")
-        run_stage("stage2", "standard", overrides)
+        run_stage("stage2", "standard", overrides, "--resume" if ours else "--overwrite")
     s2 = json.loads((runs / "stage2" / "metrics.json").read_text())
     console.print(f"4. stage 2 done: {s2['train'].get('train_seconds', s2['train']['seconds']):.0f}s of training "
                   f"(warm start included) + {s2.get('eval_seconds', 0):.0f}s of evaluation")

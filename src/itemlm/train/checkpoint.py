@@ -43,12 +43,30 @@ class MetricsLog:
         self.handle.close()
 
 
+def rng_state() -> dict:
+    """This process's random state: the CPU generator and, where there is one, every CUDA device's."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class CheckpointManager:
     def __init__(self, folder: Path, keep: int = 2):
         self.folder = Path(folder)
         self.keep = keep
+        self.restored_process_rng = False  # whether the last restore gave this process its own saved RNG state
 
-    def save(self, step: int, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator) -> Path:
+    def save(
+        self, step: int, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator, process_rng: list[dict] | None = None,
+    ) -> Path:
+        """`process_rng`: every process's `rng_state()` in rank order (default: this process's alone)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".step-", dir=self.folder))
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -58,6 +76,7 @@ class CheckpointManager:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                "process_rng": process_rng or [rng_state()],
                 "generator": generator.get_state(),
                 "step": step,
             },
@@ -91,8 +110,11 @@ class CheckpointManager:
             raise InputError("the latest checkpoint is incomplete", path=path)
         return path
 
-    def restore_latest(self, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator) -> int:
-        """Load the newest checkpoint into the given objects; returns its step (0 when none)."""
+    def restore_latest(
+        self, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator, process_index: int = 0, num_processes: int = 1,
+    ) -> int:
+        """Load the newest checkpoint into the given objects; returns its step (0 when none). Each
+        process gets back its own RNG state (CPU and CUDA) when the run had as many processes."""
         path = self.latest()
         if path is None:
             return 0
@@ -101,12 +123,21 @@ class CheckpointManager:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        saved = state.get("process_rng") or []
+        self.restored_process_rng = len(saved) == num_processes
+        if self.restored_process_rng:
+            set_rng_state(saved[process_index])
         generator.set_state(state["generator"])
         return int(state["step"])
 
 
 def save_checkpoint(accelerator, checkpoints: CheckpointManager, step: int, model: torch.nn.Module, optimizer, scheduler, generator) -> None:
     """Process 0 writes the checkpoint (of the unwrapped model); every process waits for it."""
+    states = [rng_state()]
+    if accelerator.num_processes > 1:  # every process's dropout stream, so a resume continues each exactly
+        from accelerate.utils import gather_object
+
+        states = gather_object(states)
     if accelerator.is_main_process:
-        checkpoints.save(step, accelerator.unwrap_model(model), optimizer, scheduler, generator)
+        checkpoints.save(step, accelerator.unwrap_model(model), optimizer, scheduler, generator, states)
     accelerator.wait_for_everyone()

@@ -18,7 +18,6 @@ The rules both recipes follow:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import TypeVar
 
@@ -26,7 +25,7 @@ import torch
 from accelerate import Accelerator
 
 from itemlm.errors import InputError
-from itemlm.io import atomic_write_text
+from itemlm.train.run_folder import claim_run_folder
 
 T = TypeVar("T")
 
@@ -36,14 +35,15 @@ def make_accelerator() -> Accelerator:
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
-def start_run(config) -> Accelerator:
+def start_run(config, *, resume: bool = False, overwrite: bool = False, may_change: tuple[str, ...] = ()) -> Accelerator:
     """A recipe's first step on every process: the accelerator, a check that the global batch
-    divides over the processes, and (process 0) the run folder with config.json."""
+    divides over the processes, and (process 0) the run folder claimed for this run
+    (`itemlm.train.run_folder`: refused when it holds another run, unless resuming or overwriting)."""
     accelerator = make_accelerator()
     check_global_batch(config.batch_size, accelerator)
     if accelerator.is_main_process:
-        config.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config.out / "config.json", json.dumps(asdict(config), indent=2))
+        claim_run_folder(config.out, asdict(config), resume=resume, overwrite=overwrite, may_change=may_change)
+    accelerator.wait_for_everyone()
     return accelerator
 
 

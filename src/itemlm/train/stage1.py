@@ -202,7 +202,10 @@ class Stage1Objective(nn.Module):
         return loss
 
 
-def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
+def train_stage1(
+    config: Stage1Config, *, resume: bool = False, overwrite: bool = False, may_change: tuple[str, ...] = (),
+    stop_after: int | None = None, progress: bool = True,
+) -> Path:
     """Train, checkpoint, evaluate; returns the folder of the final model (out/model).
 
     `stop_after` ends the run after that many steps as if it were interrupted (used by the
@@ -212,7 +215,7 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    accelerator = start_run(config)
+    accelerator = start_run(config, resume=resume, overwrite=overwrite, may_change=may_change)
     main, out = accelerator.is_main_process, config.out
     # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
     # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
@@ -240,8 +243,9 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
     checkpoints = CheckpointManager(out / "checkpoints")
     start_step = 0
     if resume:
-        start_step = checkpoints.restore_latest(model, optimizer, scheduler, negatives)
-    seed_dropout(config.seed, start_step, accelerator)
+        start_step = checkpoints.restore_latest(model, optimizer, scheduler, negatives, accelerator.process_index, accelerator.num_processes)
+    if not checkpoints.restored_process_rng:  # a fresh run, or one resumed under another world size
+        seed_dropout(config.seed, start_step, accelerator)
     log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step) if main else None
 
     model.train()
@@ -257,7 +261,8 @@ def train_stage1(config: Stage1Config, *, resume: bool = False, stop_after: int 
         if done % 5 == 0:
             return_freed_memory()
         logging = done % config.log_every == 0 or done == config.steps
-        saving = done % config.checkpoint_every == 0 and done < config.steps
+        # the last step is saved too: a crash in saving or evaluation never trains again
+        saving = done % config.checkpoint_every == 0 or done == config.steps
         if logging or saving:
             values = {k: float(global_mean(v, accelerator)) for k, v in parts.items()}
             if not math.isfinite(values["loss"]):

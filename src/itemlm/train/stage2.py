@@ -245,7 +245,10 @@ def text_seen_items(dataset) -> np.ndarray:
     return np.flatnonzero(~dataset.items["text_held_out"].to_numpy(dtype=bool))
 
 
-def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int | None = None, progress: bool = True, evaluate: bool = True) -> Path:
+def train_stage2(
+    config: Stage2Config, *, resume: bool = False, overwrite: bool = False, may_change: tuple[str, ...] = (),
+    stop_after: int | None = None, progress: bool = True, evaluate: bool = True,
+) -> Path:
     """Train the bridge, checkpoint, save `out/model`, evaluate; returns the model folder.
 
     Runs as one process or as several (`torchrun` / `accelerate launch`, see
@@ -256,7 +259,7 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    accelerator = start_run(config)
+    accelerator = start_run(config, resume=resume, overwrite=overwrite, may_change=may_change)
     main, out = accelerator.is_main_process, config.out
 
     with accelerator.main_process_first():  # process 0 prepares and caches data, MF, converted LLM
@@ -311,8 +314,11 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         trained_parts = bridge if ranker is None else nn.ModuleDict({"bridge": accelerator.unwrap_model(bridge), "ranking_head": ranker.head})
         generator = torch.Generator().manual_seed(config.seed)
         if resume:
-            start_step = checkpoints.restore_latest(accelerator.unwrap_model(trained_parts), optimizer, scheduler, generator)
-        seed_dropout(config.seed, start_step, accelerator)
+            start_step = checkpoints.restore_latest(
+                accelerator.unwrap_model(trained_parts), optimizer, scheduler, generator, accelerator.process_index, accelerator.num_processes,
+            )
+        if not checkpoints.restored_process_rng:  # a fresh run, or one resumed under another world size
+            seed_dropout(config.seed, start_step, accelerator)
         if main:
             log = MetricsLog(out / "metrics.jsonl", keep_through_step=start_step)
             clock = max(clock, log.last("train_seconds", 0.0))
@@ -350,7 +356,8 @@ def train_stage2(config: Stage2Config, *, resume: bool = False, stop_after: int 
         if done % 5 == 0:
             return_freed_memory()
         logging = done % config.log_every == 0 or done == steps
-        saving = done % config.checkpoint_every == 0 and done < steps
+        # the last step is saved too: a crash in saving or evaluation never trains again
+        saving = done % config.checkpoint_every == 0 or done == steps
         validating = probe is not None and (done % config.validate_every == 0 or done == last_step)
         if logging or saving or validating:  # the only points where the host waits for the device
             if bool(global_sum(nonfinite, accelerator)):

@@ -36,7 +36,9 @@ def test_stats_of_the_embedded_dataset(tmp_path):
         (("data", "stats", "never-prepared"), "is not prepared"),
         (("cf", "eval", "ml-100k", "--model", "/nowhere"), "/nowhere: no embeddings.safetensors"),
         (("stage1", "--config", "no-such-preset"), "no preset named 'no-such-preset'"),
-        (("stage1", "bogus_key=1"), "unknown field 'bogus_key'"),
+        (("stage1", "bogus_key=1"), "'bogus_key' is not a setting"),
+        (("stage1", "--config", "stage1-quick", "steps.x=5"), "override 'steps.x=5': 'steps' is a single setting"),
+        (("stage2", "task_weights=[1,2]"), "'task_weights' must be a mapping"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):

@@ -24,8 +24,8 @@ def test_every_preset_loads(preset):
         config = load_config(Stage2Config, preset)
         assert config.warm_start.enabled and config.warm_start.anchor_weight > 0 and config.validate_every > 0
         assert config.mf.tuned and config.system_prompt == "" and config.dataset == "ml-100k-text"
-        for override in DEMO_BUDGET + FAST_BUDGET:  # the demo's budgets are overrides of this preset
-            assert load_config(Stage2Config, preset, [override]).steps > 0
+        for budget in (DEMO_BUDGET, FAST_BUDGET):  # the demo's budgets are overrides of this preset
+            assert load_config(Stage2Config, preset, budget).steps > 0
     else:
         config = load_config(Stage1Config, preset)
         assert config.steps > 0 and config.variant.startswith("ilm-it")
@@ -50,8 +50,15 @@ def test_overrides_reach_nested_fields_and_are_typed():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("qformer.num_querys=4", "unknown field 'qformer.num_querys'"),
-        ("steps=many", "'steps' must be int"),
+        ("qformer.num_querys=4", "override 'qformer.num_querys=4': 'qformer.num_querys' is not a setting"),
+        ("steps=many", "'steps' must be a whole number"),
+        ("steps.x=5", "'steps' is a single setting"),
+        ("steps=[1,", r"override 'steps=\[1,': the value is not valid YAML"),
+        ("steps=true", "override 'steps=true': 'steps' must be a whole number"),
+        ("steps=-5", "'steps' must not be negative"),
+        ("batch_size=0", "'batch_size' must be at least 1"),
+        ("learning_rate=.nan", "'learning_rate' must be a finite number"),
+        ("qformer=3", "'qformer' must be a mapping of its settings"),
         ("variant=ilm-xx", "unknown variant 'ilm-xx'"),
         ("no-equals-sign", "is not key=value"),
     ],
@@ -59,6 +66,22 @@ def test_overrides_reach_nested_fields_and_are_typed():
 def test_bad_overrides_are_named(override, message):
     with pytest.raises(InputError, match=message):
         load_config(Stage1Config, "stage1-quick", [override])
+
+
+def test_stage2_overrides_of_the_wrong_shape_are_named():
+    from itemlm.train.stage2 import Stage2Config
+
+    for override, message in [("task_weights=[1,2]", "'task_weights' must be a mapping"), ("bridge=foo", "override 'bridge=foo'"),
+                              ("ranking.candidates=40", "ranking.candidates must be between")]:
+        with pytest.raises(InputError, match=message):
+            load_config(Stage2Config, "standard", [override])
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin.yaml: not UTF-8 text"):
+        load_config(Stage1Config, path)
 
 
 def test_bad_yaml_names_the_file(tmp_path):

@@ -1,6 +1,7 @@
 """YAML presets -> typed dataclass configs, with `key.sub=value` overrides from the command line.
 
-A misspelled key or a value of the wrong type is an `InputError` naming the file and the field.
+A misspelled key, a value of the wrong type or out of range is an `InputError` naming the field and
+the override that set it (or the file).
 Presets ship inside the package (`itemlm/configs/*.yaml`) and are found by bare name.
 """
 
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from itemlm.errors import InputError
+from itemlm.errors import FieldError, InputError
 
 T = TypeVar("T")
 PRESETS = Path(__file__).parent / "configs"
@@ -32,37 +33,77 @@ def preset_path(name_or_path: str | Path) -> Path:
     return preset
 
 
+# Ranges by field name, for every config class: counts and sizes are at least 1, rates and
+# weights are positive; every other number is non-negative (no itemlm setting takes a negative).
+AT_LEAST_ONE = {
+    "batch_size", "checkpoint_every", "log_every", "max_target_tokens", "max_text_tokens", "history_length",
+    "num_queries", "mlp_tokens", "random_qformer_layers", "ce_chunk_rows", "eval_beams", "factors", "iterations",
+    "candidates", "history", "anchor_batch_size", "hidden", "layers", "heads", "max_length", "epochs",
+}
+POSITIVE = {"learning_rate", "head_learning_rate", "alpha", "grad_clip", "adapter_lr_scale", "temperature"}
+
+
+def _check_range(value: Any, where: str) -> None:
+    name = where.rsplit(".", 1)[-1]
+    if name in AT_LEAST_ONE and value < 1:
+        raise FieldError(where, f"must be at least 1, got {value!r}")
+    if name in POSITIVE and value <= 0:
+        raise FieldError(where, f"must be positive, got {value!r}")
+    if value < 0:
+        raise FieldError(where, f"must not be negative, got {value!r}")
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise InputError(f"'{where}' must be a mapping")
+            raise FieldError(where, f"must be a mapping of its settings, got {value!r}")
         return from_dict(annotation, value, where)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
             return None
+        errors = []
         for option in args:
             if option is type(None):
                 continue
             try:
                 return _coerce(value, option, where)
-            except InputError:
-                continue
-        raise InputError(f"'{where}' has the wrong type: {value!r}")
+            except InputError as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        raise FieldError(where, f"has the wrong type: {value!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise InputError(f"'{where}' must be one of {', '.join(map(str, args))}, got {value!r}")
+            raise FieldError(where, f"must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
-    if origin in (dict, list, tuple):
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise FieldError(where, f"must be a mapping, got {value!r}")
         return value
-    if annotation is float and not isinstance(value, bool):
+    if origin in (list, tuple) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise FieldError(where, f"must be a list, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool):
+            raise FieldError(where, f"must be a number, got {value!r}")
         try:
-            return float(value)  # YAML reads "3e-4" (no dot) as a string
+            value = float(value)  # YAML reads "3e-4" (no dot) as a string
         except (TypeError, ValueError):
-            raise InputError(f"'{where}' must be a number, got {value!r}") from None
-    if annotation in (int, str, bool) and not isinstance(value, annotation):
-        raise InputError(f"'{where}' must be {annotation.__name__}, got {value!r}")
+            raise FieldError(where, f"must be a number, got {value!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FieldError(where, f"must be a finite number, got {value!r}")
+        _check_range(value, where)
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(where, f"must be a whole number, got {value!r}")
+        _check_range(value, where)
+        return value
+    if annotation in (str, bool) and not isinstance(value, annotation):
+        raise FieldError(where, f"must be {'true or false' if annotation is bool else 'text'}, got {value!r}")
     return value
 
 
@@ -72,36 +113,54 @@ def from_dict(cls: type[T], values: dict, where: str = "") -> T:
     unknown = set(values) - names
     if unknown:
         key = sorted(unknown)[0]
-        raise InputError(f"unknown field '{where + '.' if where else ''}{key}' (known: {', '.join(sorted(names))})")
+        raise FieldError(f"{where + '.' if where else ''}{key}", f"is not a setting (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in values.items()}
     return cls(**kwargs)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
-    if not sep or not key:
+    if not sep or not key or any(not part for part in key.split(".")):
         raise InputError(f"override '{text}' is not key=value (e.g. steps=100 or qformer.num_queries=4)")
-    return key.split("."), yaml.safe_load(raw)
+    try:
+        return key.split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise InputError(f"override '{text}': the value is not valid YAML ({getattr(error, 'problem', None) or 'unreadable'})") from None
 
 
 def load_config(cls: type[T], name_or_path: str | Path, overrides: list[str] | None = None) -> T:
+    """The config of a preset (a name or a YAML file) with `key.sub=value` overrides applied.
+
+    Errors name the override when an override set the bad field, else the file.
+    """
     path = preset_path(name_or_path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise InputError(f"not UTF-8 text (byte {error.start})", path=path) from None
     except yaml.YAMLError as error:
         line = getattr(getattr(error, "problem_mark", None), "line", None)
         raise InputError(f"not valid YAML: {getattr(error, 'problem', error)}", path=path, line=None if line is None else line + 1) from None
     if not isinstance(values, dict):
         raise InputError("a config must be a YAML mapping", path=path)
+    given: dict[str, str] = {}
     for override in overrides or []:
         keys, value = parse_override(override)
         target = values
-        for key in keys[:-1]:
+        for depth, key in enumerate(keys[:-1]):
             target = target.setdefault(key, {})
+            if not isinstance(target, dict):
+                group = ".".join(keys[: depth + 1])
+                raise InputError(f"override '{override}': '{group}' is a single setting, not a group of settings")
         target[keys[-1]] = value
+        given[".".join(keys)] = override
     try:
         return from_dict(cls, values)
     except InputError as error:
+        field = getattr(error, "field", None)
+        source = next((text for key, text in given.items() if field and (field == key or field.startswith(key + ".") or key.startswith(field + "."))), None)
+        if source is not None:
+            raise InputError(f"override '{source}': {error.message}") from None
         raise InputError(error.message, path=path) from None
 
 

@@ -19,3 +19,11 @@ class InputError(ValueError):
         if self.path and self.line is not None:
             where = f"{self.path}:{self.line}"
         return f"{where}: {self.message}" if where else self.message
+
+
+class FieldError(InputError):
+    """An InputError about one setting; `field` is its dotted name, as an override spells it."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"'{field}' {message}")

@@ -31,7 +31,7 @@ from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.eval.curves import plot_learning_curves, read_curve
 from itemlm.eval.validation import ValidationProbe
-from itemlm.errors import InputError
+from itemlm.errors import FieldError, InputError
 from itemlm.io import atomic_write_text
 from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
@@ -111,10 +111,10 @@ class Stage2Config:
 
     def __post_init__(self):
         if self.bridge not in BRIDGES:
-            raise InputError(f"unknown bridge '{self.bridge}': expected one of {', '.join(BRIDGES)}")
+            raise FieldError("bridge", f"must be one of {', '.join(BRIDGES)}, got '{self.bridge}'")
         unknown = set(self.task_weights) - set(TRAINING_TASKS)
         if unknown:
-            raise InputError(f"unknown task in task_weights: {', '.join(sorted(unknown))} (tasks: {', '.join(TRAINING_TASKS)})")
+            raise FieldError("task_weights", f"names unknown tasks: {', '.join(sorted(unknown))} (tasks: {', '.join(TRAINING_TASKS)})")
         check_curriculum(self.curriculum, self.steps)
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")

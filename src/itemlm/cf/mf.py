@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from threadpoolctl import threadpool_limits
 
 from itemlm.data.splits import Split
 from itemlm.errors import InputError
-from itemlm.io import atomic_folder
+from itemlm.io import atomic_folder, read_json, read_safetensors
 from itemlm.paths import data_home
 
 
@@ -97,12 +97,15 @@ class CFEmbeddings:
         folder = Path(folder)
         if not (folder / "embeddings.safetensors").exists():
             raise InputError("no embeddings.safetensors here; train one with `itemlm cf train`", path=folder)
-        tensors = load_file(str(folder / "embeddings.safetensors"))
-        meta = json.loads((folder / "config.json").read_text())
-        return cls(
-            tensors["user_vectors"], tensors["item_vectors"], MFConfig(**meta["config"]), meta.get("dataset", ""),
-            meta.get("split", ""), meta.get("train_fingerprint", ""),
-        )
+        tensors = read_safetensors(folder / "embeddings.safetensors", "CF embeddings file", framework="np")
+        meta = read_json(folder / "config.json", "CF embeddings config")
+        try:
+            return cls(
+                tensors["user_vectors"], tensors["item_vectors"], MFConfig(**meta["config"]), meta.get("dataset", ""),
+                meta.get("split", ""), meta.get("train_fingerprint", ""),
+            )
+        except (KeyError, TypeError) as error:
+            raise InputError(f"CF embeddings without the expected contents (missing or unexpected {error})", path=folder) from None
 
 
 def train_mf(split: Split, config: MFConfig | None = None, *, progress: bool = False, dataset: str = "") -> CFEmbeddings:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from itemlm import __version__
 from itemlm.errors import InputError
-from itemlm.io import atomic_folder
+from itemlm.io import atomic_folder, read_json, read_parquet
 
 ITEM_TEXT_FIELDS = ("title", "year", "genres", "categories", "brand", "description")
 """Text columns every item table has (empty string when the source has none)."""
@@ -103,18 +103,18 @@ class InteractionDataset:
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
             raise InputError("not a prepared itemlm dataset (no manifest.json); run `itemlm data prepare`", path=folder)
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
+        manifest = read_json(manifest_path, "dataset manifest")
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
             raise InputError(
-                f"prepared with format version {manifest.get('format_version')}, this itemlm reads "
+                f"prepared with format version {manifest.get('format_version') if isinstance(manifest, dict) else None}, this itemlm reads "
                 f"{FORMAT_VERSION}; prepare it again",
                 path=manifest_path,
             )
         return cls(
-            name=manifest["name"],
-            interactions=pd.read_parquet(folder / "interactions.parquet"),
-            items=pd.read_parquet(folder / "items.parquet"),
-            users=pd.read_parquet(folder / "users.parquet"),
+            name=manifest.get("name", folder.name),
+            interactions=read_parquet(folder / "interactions.parquet", "interaction table"),
+            items=read_parquet(folder / "items.parquet", "item table"),
+            users=read_parquet(folder / "users.parquet", "user table"),
             manifest=manifest,
         )
 

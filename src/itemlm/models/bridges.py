@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
+from itemlm.io import read_json, read_safetensors
 from itemlm.models.qformer import ItemQFormer
 
 BRIDGES = ("ilm", "ilm-rand", "mlp", "text-only")
@@ -103,19 +104,23 @@ def load_bridge(folder: Path, llm_hidden: int) -> tuple[nn.Module | None, dict]:
     meta_path = folder / "bridge.json"
     if not meta_path.exists():
         raise InputError("not an itemlm model folder (no bridge.json)", path=folder)
-    meta = json.loads(meta_path.read_text())
-    kind = meta["bridge"]
+    meta = read_json(meta_path, "bridge.json")
+    kind = meta.get("bridge") if isinstance(meta, dict) else None
     if kind == "text-only":
         return None, meta
-    state = load_file(str(folder / "bridge.safetensors"))
-    if kind in ("ilm", "ilm-rand"):
-        bridge = QFormerBridge(ItemQFormer.from_pretrained(folder / "qformer"), llm_hidden)
-        bridge.adapter.load_state_dict({k.removeprefix("adapter."): v for k, v in state.items()})
-    elif kind == "mlp":
-        bridge = MLPBridge(meta["cf_dim"], llm_hidden, meta["num_tokens"], meta["mlp_hidden"], meta["cf_scale"])
-        bridge.load_state_dict(state)
-    else:
+    if kind not in ("ilm", "ilm-rand", "mlp"):
         raise InputError(f"unknown bridge '{kind}' (expected one of {', '.join(BRIDGES)})", path=meta_path)
+    state = read_safetensors(folder / "bridge.safetensors", "bridge weights file")
+    try:
+        if kind == "mlp":
+            bridge = MLPBridge(meta["cf_dim"], llm_hidden, meta["num_tokens"], meta["mlp_hidden"], meta["cf_scale"])
+            bridge.load_state_dict(state)
+        else:
+            bridge = QFormerBridge(ItemQFormer.from_pretrained(folder / "qformer"), llm_hidden)
+            bridge.adapter.load_state_dict({k.removeprefix("adapter."): v for k, v in state.items()})
+    except (KeyError, TypeError, RuntimeError) as error:  # a field missing from bridge.json, weights of another shape
+        detail = str(error).splitlines()[0][:160]
+        raise InputError(f"the bridge's weights do not fit its bridge.json ({type(error).__name__}: {detail})", path=folder) from None
     return bridge, meta
 
 

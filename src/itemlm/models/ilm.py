@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from itemlm.data.text_views import display_title
 from itemlm.errors import InputError
 from itemlm.eval.constrained import TitleTrie, constrained_beam_search
-from itemlm.io import atomic_folder
+from itemlm.io import atomic_folder, read_json, read_parquet, read_safetensors
 from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device
 from itemlm.tasks.templates import find_placeholders, item_placeholder, user_placeholder
@@ -84,11 +84,13 @@ class Catalogue:
 
     @classmethod
     def load(cls, folder: Path) -> "Catalogue":
-        from safetensors.numpy import load_file
-
-        vectors = load_file(str(folder / "cf.safetensors"))
-        meta = json.loads((folder / "catalogue.json").read_text())
-        return cls(pd.read_parquet(folder / "items.parquet"), meta["histories"], vectors["item_vectors"], vectors["user_vectors"], meta["domain"])
+        vectors = read_safetensors(folder / "cf.safetensors", "CF vectors file", framework="np")
+        meta = read_json(folder / "catalogue.json", "catalogue.json")
+        items = read_parquet(folder / "items.parquet", "item table")
+        try:
+            return cls(items, meta["histories"], vectors["item_vectors"], vectors["user_vectors"], meta["domain"])
+        except (KeyError, TypeError) as error:
+            raise InputError(f"the catalogue lacks {error}", path=folder) from None
 
 
 class ItemLanguageModel(nn.Module):
@@ -388,7 +390,9 @@ class ItemLanguageModel(nn.Module):
         folder = Path(folder)
         if not (folder / "bridge.json").exists():
             raise InputError("not an itemlm model folder (no bridge.json); train one with `itemlm stage2`", path=folder)
-        meta = json.loads((folder / "bridge.json").read_text())
+        meta = read_json(folder / "bridge.json", "bridge.json")
+        if not isinstance(meta, dict):
+            raise InputError("bridge.json must hold a JSON object", path=folder / "bridge.json")
         llm = llm or FrozenLLM.load(meta.get("llm") or None, dtype=dtype)
         llm.system_prompt = meta.get("system_prompt")  # what the bridge was trained with (older models: the default)
         bridge, meta = load_bridge(folder, llm.hidden_size)

@@ -125,9 +125,10 @@ class FrozenLLM(nn.Module):
         if path.is_dir():
             try:
                 return cls._from_folder(path, torch_dtype, str(path), attention)
-            except (OSError, ValueError) as err:
-                raise InputError(f"not a Hugging Face model folder (needs config.json, weights and a tokenizer): "
-                                 f"{str(err).splitlines()[0]}", path=path) from err
+            except Exception as err:  # OSError, ValueError, safetensors' SafetensorError on garbage weights, ...
+                detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+                raise InputError(f"not a loadable Hugging Face model folder (needs config.json, weights and a tokenizer): "
+                                 f"{detail}", path=path) from None
         if path.exists():
             raise InputError("expected a model folder or a .gguf file", path=path)
         if str(name_or_path).startswith(("/", ".", "~")):

@@ -21,14 +21,24 @@ from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 
 
+def _parse_line(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 class MetricsLog:
     """metrics.jsonl, one JSON object per logged step; resuming drops lines past the checkpoint."""
 
     def __init__(self, path: Path, keep_through_step: int):
-        lines = path.read_text().splitlines() if path.exists() and keep_through_step else []
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= keep_through_step]
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() and keep_through_step else []
+        # a crash can leave a half-written last line: it is dropped (it was past the checkpoint anyway)
+        records = [record for record in map(_parse_line, lines) if record is not None]
+        kept = [json.dumps(r) for r in records if r.get("step", 0) <= keep_through_step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
-        self.records = [json.loads(line) for line in kept]
+        self.records = [r for r in records if r.get("step", 0) <= keep_through_step]
         self.handle = open(path, "a")
 
     def last(self, key: str, default=None):

@@ -360,7 +360,9 @@ def main() -> None:
     try:
         app()
     except InputError as error:
-        print(f"itemlm: error: {error}", file=sys.stderr)
+        # one line, whatever the user typed: control characters in a quoted value are shown escaped
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(error))
+        print(f"itemlm: error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("itemlm: interrupted", file=sys.stderr)

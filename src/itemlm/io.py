@@ -14,32 +14,111 @@ from pathlib import Path
 from itemlm.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a directory
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a crash leaves the old file or the new one, never a part;
+    the new file gets the permissions of a plain `open` (the umask's), and is on disk when this returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return done
+
+
+def _sync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                fd = os.open(Path(root) / name, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_folder(Path(root))
 
 
 @contextmanager
 def atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `final`; on success it replaces `final`, on error it is removed."""
+    """Yield a temporary folder beside `final`; on success it replaces `final`, on error it is removed.
+
+    The swap is one atomic exchange where the OS has it (Linux), so there is no moment without a
+    complete `final`, and two writers each swap in a complete folder (the last one stays). Elsewhere
+    the old folder is moved aside first; a `.NAME.old-*` left by a crash in that gap is put back
+    the next time. The staged files are on disk before the swap; the folder gets the umask's
+    permissions, not a temporary folder's private ones.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    leftovers = sorted(p / "folder" for p in final.parent.glob(f".{final.name}.old-*") if (p / "folder").is_dir())
+    if not final.exists() and leftovers:  # a crash between the two renames of the fallback below
+        os.replace(leftovers[-1], final)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        _sync_tree(staging)
+        if final.exists() and _exchange(staging, final):
+            shutil.rmtree(staging, ignore_errors=True)  # staging now holds the previous folder
+        else:
+            old = None
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+                os.replace(final, old / "folder")
+            try:
+                os.replace(staging, final)
+            except OSError:
+                if not final.exists() or old is None:
+                    raise
+                # another writer put a complete folder there in the meantime: it stays
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        _fsync_folder(final.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- reading what itemlm wrote

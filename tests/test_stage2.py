@@ -1,6 +1,7 @@
 """Stage 2 on a tiny random LLM: the LLM stays bit-identical, only the bridge learns, resume is exact."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,6 +101,8 @@ def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, da
     loaded = ItemLanguageModel.from_pretrained(final)
     recs = loaded.recommend(history=[0, 1, 2], k=3)
     assert len(recs) == 3 and all(item not in (0, 1, 2) for item, _, _ in recs)
+    # the LLM folder is stored absolute: the model loads from any working directory
+    assert Path(json.loads((final / "bridge.json").read_text())["llm"]).is_absolute()
 
 
 def test_mlp_and_text_only_bridges_train_and_save(tiny_llm_folder, data_home, tmp_path):

@@ -378,6 +378,8 @@ class ItemLanguageModel(nn.Module):
         """Bridge weights + config + the LLM's name + the catalogue, in one folder (atomically)."""
         folder = Path(folder)
         llm = None if self.llm.source.endswith(EMBEDDED_GGUF) else self.llm.source  # None: the embedded default
+        if llm is not None and Path(llm).expanduser().exists():  # a local folder or file: found again from any directory
+            llm = str(Path(llm).expanduser().resolve())
         with atomic_folder(folder) as staging:
             save_bridge(self.bridge, staging, {"bridge": self.bridge_kind, "llm": llm, **(meta or {})})
             self.catalogue.save(staging)

@@ -106,9 +106,19 @@ class Cell:
         return bench_out / "cells" / self.id
 
 
+def preset_identity(name: str) -> str:
+    """What a preset *is*, not what it is called: a hash of its file's content and the itemlm version,
+    so editing a preset or upgrading itemlm never reuses a cell computed under the old one."""
+    from itemlm import __version__
+    from itemlm.config import preset_path
+
+    content = preset_path(name).read_bytes()
+    return f"preset-sha256={hashlib.sha256(content).hexdigest()[:16]},itemlm={__version__}"
+
+
 def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, queries: int) -> Cell:
     settings = (
-        f"preset={config.stage1_preset}", f"dataset={dataset}", f"variant={variant}", f"seed={seed}",
+        f"preset={config.stage1_preset}", preset_identity(config.stage1_preset), f"dataset={dataset}", f"variant={variant}", f"seed={seed}",
         f"qformer.num_queries={queries}", *config.stage1, *config.dataset_overrides(dataset, "stage1"),
     )
     return Cell("stage1", dataset, f"{variant}-q{queries}-s{seed}", settings, bridge=variant, seed=seed, queries=queries)
@@ -116,7 +126,7 @@ def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, quer
 
 def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queries: int, stage1: Cell | None) -> Cell:
     recipe_bridge = "ilm" if bridge in PRETRAINED_BRIDGES else bridge
-    settings = [f"preset={config.stage2_preset}", f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
+    settings = [f"preset={config.stage2_preset}", preset_identity(config.stage2_preset), f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
     if bridge == "ilm-rand":
         settings.append(f"num_queries={queries}")
     settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2")]
@@ -140,7 +150,7 @@ def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[C
     for dataset in datasets if datasets is not None else config.datasets:
         sasrec = {**config.sasrec, **config.per_dataset.get(dataset, {}).get("sasrec", {})}
         add(Cell("references", dataset, "refs", (json.dumps({"references": config.references, "sasrec": sasrec}, sort_keys=True),)))
-        add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}")))
+        add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", preset_identity(config.stage2_preset), *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}")))
         runs = [(b, s, default_queries) for s in config.seeds for b in config.bridges]
         runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.query_sweep]
         for bridge, seed, queries in runs:

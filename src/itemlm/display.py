@@ -21,6 +21,11 @@ def stage2_table(report: dict, title: str) -> Table:
     for column in ("task", "prompts", "metric", "value", "held-out", "n"):
         table.add_column(column, justify="right" if column in ("value", "held-out", "n") else "left", no_wrap=True)
     for task, by_prompt in report.items():
+        if task == "ranking_mode":  # one block for every test user, not per prompt set
+            for name in ("ranking_mode", "retriever"):
+                m = by_prompt[name]
+                table.add_row(f"ranking ({name.replace('_', ' ')})", "all users", "HR/NDCG@10", f"{m['HR@10']:.3f}/{m['NDCG@10']:.3f}", "", str(by_prompt["users"]))
+            continue
         for prompt_set, m in by_prompt.items():
             if "SC" in m:
                 held = m.get("SC_text_held_out")

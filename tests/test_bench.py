@@ -161,3 +161,17 @@ def test_a_chosen_sentence_encoder_reaches_every_stage2_cell():
     assert stage2 and all("sc_encoder=sentence-transformers/sentence-t5-xxl" in c.settings for c in stage2)
     default = plan_cells(load_config(BenchConfig, "bench-quick"))
     assert not any(s.startswith("sc_encoder") for c in default for s in c.settings)
+
+
+def test_a_second_writer_is_refused_while_a_bench_runs(tmp_path):
+    import fcntl
+
+    from itemlm.bench.runner import run_bench
+    from itemlm.errors import InputError
+
+    config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}"])
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another `itemlm bench` holds the folder
+        with pytest.raises(InputError, match="another `itemlm bench` is writing"):
+            run_bench(config, run=False)

@@ -9,6 +9,7 @@ an interrupted cell resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell, plan_cells
 from itemlm.config import load_config
 from itemlm.errors import InputError
-from itemlm.io import atomic_write_text
+from itemlm.io import atomic_folder, atomic_write_text
 from itemlm.paths import shared_data_folder
 
 RESULT_FILE = {"stage1": "run/metrics.json", "stage2": "run/metrics.json", "references": "result.json", "floors": "result.json"}
@@ -196,6 +197,13 @@ def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfi
     except BaseException:
         for job in running.values():  # recipes resume from their checkpoints on the next run
             job.process.terminate()
+        for job in running.values():  # no orphan keeps writing into the folder after we return
+            try:
+                job.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
+            job.log.close()
         raise
     finally:
         bar.close()
@@ -209,7 +217,8 @@ def reuse_cells(cells: list[Cell], bench_out: Path, sources: list[Path], console
             raise InputError("not a bench folder (no cells/ inside)", path=source)
         for cell in cells:
             if not is_done(cell, bench_out) and is_done(cell, Path(source)):
-                shutil.copytree(cell.folder(Path(source)), cell.folder(bench_out), dirs_exist_ok=True)
+                with atomic_folder(cell.folder(bench_out)) as staging:  # a copy interrupted halfway is never "done"
+                    shutil.copytree(cell.folder(Path(source)), staging, dirs_exist_ok=True)
                 console.print(f"reused   {cell.id} from {source}")
 
 
@@ -222,6 +231,12 @@ def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None 
     bench_out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     failed: list[str] = []
+    lock = open(bench_out / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the OS when this process ends, however it ends
+    except BlockingIOError:
+        lock.close()
+        raise InputError("another `itemlm bench` is writing into this folder; wait for it or pick another output_dir", path=bench_out) from None
     if run:
         datasets = prepare_bench_datasets(config, console)
         cells = plan_cells(config, datasets)
@@ -231,9 +246,16 @@ def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None 
         console.print(f"bench {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {bench_out}")
         for cell in [c for c in todo if c.kind in ("references", "floors")]:
             console.print(f"running  {cell.id}")
-            run_in_process(cell, config, bench_out)
+            try:
+                run_in_process(cell, config, bench_out)
+            except (InputError, KeyboardInterrupt):
+                raise
+            except Exception as error:  # recorded as failed; the rest of the grid still runs
+                write_record(cell, bench_out, "failed", 0.0, 0.0, error=f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+                failed.append(cell.id)
+                console.print(f"[red]failed[/] {cell.id}: {type(error).__name__}: {error}")
         children = [c for c in todo if c.kind in ("stage1", "stage2")]
-        failed = run_children(children, by_id, config, bench_out, workers, console)
+        failed += run_children(children, by_id, config, bench_out, workers, console)
         session = {"wall_seconds": round(time.perf_counter() - started, 1), "cells_run": len(todo), "workers": workers,
                    "failed": failed, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
         history = bench_out / "sessions.jsonl"

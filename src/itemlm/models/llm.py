@@ -129,7 +129,7 @@ class FrozenLLM(nn.Module):
                 return cls._from_folder(path, torch_dtype, str(path), attention)
             except Exception as err:  # OSError, ValueError, safetensors' SafetensorError on garbage weights, ...
                 detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-                raise InputError(f"not a loadable Hugging Face model folder (needs config.json, weights and a tokenizer): "
+                raise InputError(f"not a Hugging Face model folder (needs config.json, weights and a tokenizer): "
                                  f"{detail}", path=path) from None
         if path.exists():
             raise InputError("expected a model folder or a .gguf file", path=path)

@@ -19,7 +19,7 @@ def restore(manager: CheckpointManager) -> tuple[int, float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     step = manager.restore_latest(model, optimizer, scheduler, torch.Generator())
-    return step, float(model.weight[0, 0])
+    return step, float(model.weight.detach()[0, 0])
 
 
 def test_a_restart_from_an_earlier_step_keeps_its_own_checkpoint(tmp_path):

@@ -89,10 +89,13 @@ class Ranker(nn.Module):
         self.head = RankingHead(config.candidates)
 
     def letter_ids(self, tokenizer, n: int) -> list[int]:
-        ids = [tokenizer(label, add_special_tokens=False).input_ids for label in LABELS[:n]]
-        if any(len(i) != 1 for i in ids):
-            raise InputError("this LLM's tokenizer splits a candidate letter into several tokens; ranking mode needs one token each")
-        return [i[0] for i in ids]
+        """The token ids of the first `n` candidate letters (tokenized once per ranker)."""
+        if getattr(self, "_letters", None) is None:
+            ids = [tokenizer(label, add_special_tokens=False).input_ids for label in LABELS]
+            if any(len(i) != 1 for i in ids):
+                raise InputError("this LLM's tokenizer splits a candidate letter into several tokens; ranking mode needs one token each")
+            self._letters = [i[0] for i in ids]
+        return self._letters[:n]
 
     def candidate_scores(self, model, prompts: list[str], retriever_scores: Tensor) -> Tensor:
         """[B, n] scores of the candidates listed in `prompts` (gradients reach the bridge and head)."""

@@ -114,6 +114,10 @@ def from_dict(cls: type[T], values: dict, where: str = "") -> T:
     if unknown:
         key = sorted(unknown)[0]
         raise FieldError(f"{where + '.' if where else ''}{key}", f"is not a setting (known: {', '.join(sorted(names))})")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for name in required:
+        if name not in values:
+            raise FieldError(f"{where + '.' if where else ''}{name}", "is required")
     kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in values.items()}
     return cls(**kwargs)
 

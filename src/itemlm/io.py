@@ -3,6 +3,7 @@ safe reads (a broken file is one InputError naming it)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -52,18 +53,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     _fsync_folder(path.parent)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    """libc's renameat2, looked up once; None where the C library has none."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        return ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = _renameat2()
     at_fdcwd, rename_exchange = -100, 2
-    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-    return done
+    return renameat2 is not None and renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _sync_tree(folder: Path) -> None:
@@ -130,10 +135,15 @@ def _unreadable(path: Path, what: str, error: Exception) -> InputError:
     return InputError(f"not a readable {what} ({detail})", path=path)
 
 
-def read_json(path: str | Path, what: str = "JSON file"):
+def _existing(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"missing {what}", path=path)
+    return path
+
+
+def read_json(path: str | Path, what: str = "JSON file"):
+    path = _existing(path, what)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -142,9 +152,7 @@ def read_json(path: str | Path, what: str = "JSON file"):
 
 def read_safetensors(path: str | Path, what: str = "safetensors file", *, framework: str = "pt", device: str = "cpu") -> dict:
     """The tensors of a .safetensors file (torch tensors, or numpy arrays with framework="np")."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"missing {what}", path=path)
+    path = _existing(path, what)
     try:
         if framework == "np":
             from safetensors.numpy import load_file
@@ -158,9 +166,7 @@ def read_safetensors(path: str | Path, what: str = "safetensors file", *, framew
 
 
 def read_parquet(path: str | Path, what: str = "Parquet table"):
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"missing {what}", path=path)
+    path = _existing(path, what)
     import pandas as pd
 
     try:

@@ -10,6 +10,7 @@ reusing an old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -92,10 +93,11 @@ class Cell:
     bridge: str | None = None
     seed: int | None = None
     queries: int | None = None
+    identity: str = ""  # what the preset is (`preset_identity`): part of the key, never passed to the recipe
 
     @property
     def key(self) -> str:
-        text = json.dumps([self.kind, self.dataset, list(self.settings), list(self.depends)], sort_keys=True)
+        text = json.dumps([self.kind, self.dataset, list(self.settings), list(self.depends), self.identity], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     @property
@@ -106,6 +108,7 @@ class Cell:
         return bench_out / "cells" / self.id
 
 
+@functools.lru_cache(maxsize=None)  # read once per preset, however many cells share it
 def preset_identity(name: str) -> str:
     """What a preset *is*, not what it is called: a hash of its file's content and the itemlm version,
     so editing a preset or upgrading itemlm never reuses a cell computed under the old one."""
@@ -118,22 +121,24 @@ def preset_identity(name: str) -> str:
 
 def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, queries: int) -> Cell:
     settings = (
-        f"preset={config.stage1_preset}", preset_identity(config.stage1_preset), f"dataset={dataset}", f"variant={variant}", f"seed={seed}",
+        f"preset={config.stage1_preset}", f"dataset={dataset}", f"variant={variant}", f"seed={seed}",
         f"qformer.num_queries={queries}", *config.stage1, *config.dataset_overrides(dataset, "stage1"),
     )
-    return Cell("stage1", dataset, f"{variant}-q{queries}-s{seed}", settings, bridge=variant, seed=seed, queries=queries)
+    return Cell("stage1", dataset, f"{variant}-q{queries}-s{seed}", settings, bridge=variant, seed=seed, queries=queries,
+                identity=preset_identity(config.stage1_preset))
 
 
 def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queries: int, stage1: Cell | None) -> Cell:
     recipe_bridge = "ilm" if bridge in PRETRAINED_BRIDGES else bridge
-    settings = [f"preset={config.stage2_preset}", preset_identity(config.stage2_preset), f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
+    settings = [f"preset={config.stage2_preset}", f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
     if bridge == "ilm-rand":
         settings.append(f"num_queries={queries}")
     settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2")]
     if config.encoder is not None:  # SC of the models and of the floors under one encoder
         settings.append(f"sc_encoder={config.encoder}")
     label = f"{bridge}-q{queries}-s{seed}" if bridge in PRETRAINED_BRIDGES or bridge == "ilm-rand" else f"{bridge}-s{seed}"
-    return Cell("stage2", dataset, label, tuple(settings), (stage1.id,) if stage1 else (), bridge=bridge, seed=seed, queries=queries)
+    return Cell("stage2", dataset, label, tuple(settings), (stage1.id,) if stage1 else (), bridge=bridge, seed=seed, queries=queries,
+                identity=preset_identity(config.stage2_preset))
 
 
 def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[Cell]:
@@ -150,7 +155,8 @@ def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[C
     for dataset in datasets if datasets is not None else config.datasets:
         sasrec = {**config.sasrec, **config.per_dataset.get(dataset, {}).get("sasrec", {})}
         add(Cell("references", dataset, "refs", (json.dumps({"references": config.references, "sasrec": sasrec}, sort_keys=True),)))
-        add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", preset_identity(config.stage2_preset), *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}")))
+        add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}"),
+                 identity=preset_identity(config.stage2_preset)))
         runs = [(b, s, default_queries) for s in config.seeds for b in config.bridges]
         runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.query_sweep]
         for bridge, seed, queries in runs:

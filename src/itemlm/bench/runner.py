@@ -129,7 +129,6 @@ def stage2_settings(cell: Cell, config: BenchConfig):
 # ------------------------------------------------------------------ child-process cells
 def stage_command(cell: Cell, cells: dict[str, Cell], config: BenchConfig, bench_out: Path) -> list[str]:
     preset, *overrides = cell.settings
-    overrides = [o for o in overrides if not o.startswith("preset-sha256=")]  # identity, not a setting
     command = [sys.executable, "-m", "itemlm.cli", cell.kind, "--config", preset.split("=", 1)[1], "--resume", *overrides]
     command += [f"data_home={config.home.resolve()}", f"output_dir={(cell.folder(bench_out) / 'run').resolve()}"]
     if cell.kind == "stage2" and cell.bridge in PRETRAINED_BRIDGES:

@@ -285,9 +285,15 @@ class FrozenLLM(nn.Module):
         """(tokens, hidden) embeddings of a text: the pieces around spliced item vectors."""
         return self.embed(torch.tensor(self.encode(text), dtype=torch.long, device=self.device))
 
-    def logits(self, hidden_states: Tensor) -> Tensor:
-        """LM head (plus Gemma-2-style soft-capping when the config asks for it), in float32."""
-        logits = self.model.get_output_embeddings()(hidden_states).float()
+    def logits(self, hidden_states: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """LM head (plus Gemma-2-style soft-capping when the config asks for it), in float32;
+        with `token_ids`, the logits of those tokens only (their rows of the head, nothing else)."""
+        head = self.model.get_output_embeddings()
+        if token_ids is None:
+            logits = head(hidden_states).float()
+        else:
+            bias = None if head.bias is None else head.bias[token_ids]
+            logits = F.linear(hidden_states, head.weight[token_ids], bias).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap

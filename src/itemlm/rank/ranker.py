@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
-from itemlm.rank.retriever import RETRIEVERS, Retriever, top_candidates
+from itemlm.rank.retriever import RETRIEVERS, Retriever, top_candidates, without
 from itemlm.tasks.templates import item_placeholder
 
 LABELS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -103,7 +103,7 @@ class Ranker(nn.Module):
         hidden = model.llm.forward_embeds(model.embed(batch), batch.attention_mask).hidden_states[:, -1]
         n = retriever_scores.shape[1]
         letters = torch.tensor(self.letter_ids(model.llm.tokenizer, n), device=hidden.device)
-        logits = model.llm.logits(hidden)[:, letters]
+        logits = model.llm.logits(hidden, letters)  # the letters' rows of the LM head only, not the vocabulary
         return self.head(logits, retriever_scores.to(logits.device))
 
     def loss(self, model, prompts: list[str], retriever_scores: Tensor, targets: Tensor) -> Tensor:
@@ -114,22 +114,19 @@ class Ranker(nn.Module):
     def rank(self, model, histories: list[list[int]], exclude: list[list[int]] | None = None, batch_size: int = 16) -> Tensor:
         """[B, num_items] full-catalogue scores: the candidates in the ranker's order above every
         other item, the others in retriever order, excluded items at -inf."""
-        exclude = exclude if exclude is not None else histories
-        retrieved = self.retriever.scores(histories)
-        items, scores = top_candidates(retrieved, self.config.candidates, exclude)
-        scores = torch.nan_to_num(scores, neginf=-1e9)  # a catalogue smaller than n + excluded
-        final = retrieved - retrieved.max(1, keepdim=True).values - 1e4  # every non-candidate below
+        retrieved = without(self.retriever.scores(histories), exclude if exclude is not None else histories)
+        items, scores = top_candidates(retrieved, self.config.candidates)
+        # every non-candidate below every candidate, in retriever order; excluded items stay -inf
+        final = retrieved - retrieved.max(1, keepdim=True).values.nan_to_num(neginf=0.0) - 1e4
         for start in range(0, len(histories), batch_size):
             rows = slice(start, start + batch_size)
             prompts = [
                 ranking_prompt(list(h)[-self.config.history :], c.tolist(), model.catalogue.domain)
                 for h, c in zip(histories[rows], items[rows])
             ]
-            ranked = self.candidate_scores(model, prompts, scores[rows]).float().cpu()
-            final[rows].scatter_(1, items[rows], 1e4 + ranked)
-        for row, items_row in enumerate(exclude):
-            if len(items_row):
-                final[row, torch.as_tensor(list(items_row), dtype=torch.long)] = -torch.inf
+            # nan_to_num: a catalogue smaller than n + excluded puts excluded items among the candidates
+            ranked = self.candidate_scores(model, prompts, torch.nan_to_num(scores[rows], neginf=-1e9)).float().cpu()
+            final[rows].scatter_(1, items[rows], torch.where(torch.isfinite(scores[rows]), 1e4 + ranked, -torch.inf))
         return final
 
     # ------------------------------------------------------------------ saving

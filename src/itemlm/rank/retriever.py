@@ -92,13 +92,18 @@ class Retriever:
             raise InputError(f"unreadable retriever ({type(error).__name__}: {str(error).splitlines()[0][:160]})", path=folder) from None
 
 
+def without(scores: Tensor, exclude: list[list[int]] | None) -> Tensor:
+    """A float copy of `scores` with each row's `exclude` items at -inf."""
+    scores = scores.float().clone()
+    for row, items in enumerate(exclude or []):
+        if len(items):
+            scores[row, torch.as_tensor(list(items), dtype=torch.long)] = -torch.inf
+    return scores
+
+
 def top_candidates(scores: Tensor, n: int, exclude: list[list[int]] | None = None) -> tuple[Tensor, Tensor]:
     """The `n` best items per row after removing `exclude`; ties go to the lower item index."""
-    scores = scores.float().clone()
-    if exclude is not None:
-        for row, items in enumerate(exclude):
-            if len(items):
-                scores[row, torch.as_tensor(list(items), dtype=torch.long)] = -torch.inf
+    scores = without(scores, exclude)
     n = min(n, scores.shape[1])
     # a stable descending sort: equal scores keep catalogue order, so candidates are deterministic
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :n]

@@ -16,30 +16,36 @@ boundary is a clean cut in the sample stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
+from itemlm.config import from_dict
 from itemlm.errors import InputError
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.tasks.samples import Sample, mix_samples
 from itemlm.tasks.templates import TRAINING_TASKS
 
 
+@dataclass
+class Phase:
+    """The shape of one phase, checked by the config loader's own rules (types, ranges, unknown keys)."""
+
+    steps: int
+    task_weights: dict
+    batch_size: int | None = None  # None: the run's
+    anchor_weight: float | None = None  # None: warm_start.anchor_weight
+
+
 def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
-    """An InputError naming the phase and field unless every phase is {steps: int > 0, task_weights: {task: weight}}."""
+    """An InputError naming the phase and field unless every phase is a `Phase` with steps >= 1 and known tasks."""
     used = 0
     for index, phase in enumerate(phases):
         where = f"curriculum[{index}]"
-        if not isinstance(phase, Mapping) or set(phase) - {"steps", "task_weights", "batch_size", "anchor_weight"}:
+        if not isinstance(phase, Mapping):
             raise InputError(f"'{where}' must be a mapping with keys steps, task_weights and optionally batch_size and anchor_weight, got {phase!r}")
-        anchor = phase.get("anchor_weight", 0.0)
-        if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or anchor < 0:
-            raise InputError(f"'{where}.anchor_weight' must be a non-negative number, got {anchor!r}")
-        batch = phase.get("batch_size", 1)
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise InputError(f"'{where}.batch_size' must be a positive integer, got {batch!r}")
-        steps, weights = phase.get("steps"), phase.get("task_weights")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        steps, weights = from_dict(Phase, dict(phase), where).steps, phase["task_weights"]
+        if steps < 1:
             raise InputError(f"'{where}.steps' must be a positive integer, got {steps!r}")
-        if not isinstance(weights, Mapping) or not weights:
+        if not weights:
             raise InputError(f"'{where}.task_weights' must be a non-empty mapping of task to weight")
         unknown = sorted(set(weights) - set(TRAINING_TASKS))
         if unknown:
@@ -58,7 +64,7 @@ def schedule_batches(
     With `length`, rows are batched with rows of similar length inside each phase.
     """
     check_curriculum(phases, steps)
-    plan = [(int(p["steps"]), p["task_weights"], int(p.get("batch_size", batch_size))) for p in phases]
+    plan = [(int(p["steps"]), p["task_weights"], int(p.get("batch_size") or batch_size)) for p in phases]
     plan.append((steps - sum(s for s, _, _ in plan), task_weights, batch_size))
     batches: list[list[Sample]] = []
     for index, (phase_steps, weights, size) in enumerate(plan):

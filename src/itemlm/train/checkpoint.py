@@ -36,9 +36,8 @@ class MetricsLog:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() and keep_through_step else []
         # a crash can leave a half-written last line: it is dropped (it was past the checkpoint anyway)
         records = [record for record in map(_parse_line, lines) if record is not None]
-        kept = [json.dumps(r) for r in records if r.get("step", 0) <= keep_through_step]
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
         self.records = [r for r in records if r.get("step", 0) <= keep_through_step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
         self.handle = open(path, "a")
 
     def last(self, key: str, default=None):
@@ -85,7 +84,6 @@ class CheckpointManager:
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
                 "process_rng": process_rng or [rng_state()],
                 "generator": generator.get_state(),
                 "step": step,
@@ -132,11 +130,9 @@ class CheckpointManager:
         state = torch.load(path / "trainer_state.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        saved = state.get("process_rng") or []
+        saved = state.get("process_rng") or [{"torch": state["torch_rng"]}]  # older checkpoints: the main process's only
         self.restored_process_rng = len(saved) == num_processes
-        if self.restored_process_rng:
-            set_rng_state(saved[process_index])
+        set_rng_state(saved[process_index] if self.restored_process_rng else saved[0])
         generator.set_state(state["generator"])
         return int(state["step"])
 

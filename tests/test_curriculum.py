@@ -27,6 +27,18 @@ def test_phases_come_first_with_their_own_tasks():
     assert {s.task for s in rows[26:]} == set(WEIGHTS)
 
 
+def test_a_phase_without_tasks_is_the_mixture_so_naming_can_also_end_the_run():
+    naming = {"steps": 2, "task_weights": {"item_title": 1.0}, "batch_size": 6}
+    batches = schedule_batches(POOLS, [naming, {"steps": 3}, naming], WEIGHTS, steps=7, batch_size=4, seed=2)
+    assert [len(b) for b in batches] == [6, 6, 4, 4, 4, 6, 6]
+    tasks = [{s.task for s in b} for b in batches]
+    assert tasks[0] | tasks[1] == tasks[5] | tasks[6] == {"item_title"}
+    assert set().union(*tasks[2:5]) == set(WEIGHTS)
+    check_curriculum([naming, {"steps": 3}, naming], 7)
+    with pytest.raises(InputError, match="more than the run's steps=6"):
+        check_curriculum([naming, {"steps": 3}, naming], 6)
+
+
 def test_no_curriculum_is_the_plain_mixture_and_deterministic():
     a = schedule_batches(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
     b = schedule_batches(POOLS, [], WEIGHTS, steps=5, batch_size=4, seed=3)
@@ -45,7 +57,8 @@ def test_a_task_in_two_phases_does_not_replay_the_same_order():
     [
         ([{"steps": 0, "task_weights": {"item_title": 1}}], "curriculum[0].steps"),
         ([{"steps": 2, "task_weights": {"item_titel": 1}}], "unknown task in 'curriculum[0].task_weights': item_titel"),
-        ([{"steps": 2}], "curriculum[0].task_weights"),
+        ([{"steps": 2, "task_weights": {}}], "curriculum[0].task_weights"),
+        ([{"steps": 2, "task_weights": [1]}], "curriculum[0].task_weights"),
         ([{"steps": 2, "task_weights": {"item_title": 1}, "lr": 1}], "curriculum[0]"),
         ([{"steps": 2, "task_weights": {"item_title": 1}, "batch_size": 0}], "curriculum[0].batch_size"),
         ([{"steps": 8, "task_weights": {"item_title": 1}}, {"steps": 8, "task_weights": {"item_title": 1}}], "16 steps, more than"),

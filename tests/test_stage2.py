@@ -118,21 +118,34 @@ def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, d
     config = tiny_config(tiny_llm_folder, data_home, tmp_path / "chat", bridge="text-only")
     model = ItemLanguageModel.from_pretrained(train_stage2(config, progress=False, evaluate=False))
     session = ChatSession(model, k=3, candidates=10)
-    reply = session.respond("I loved Toy Stroy")
+    reply = session.respond("I loved Toy Stroy").text
     assert "could not find" in reply and "Toy Story (1995)" in reply
-    reply = session.respond("I loved Heat and Casino")
+    reply = session.respond("I loved Heat and Casino").text
     titles = [model.catalogue.titles[i] for i in session.prefs.liked]
     assert titles == ["Heat (1995)", "Casino (1995)"] or set(titles) == {"Heat (1995)", "Casino (1995)"}
     assert reply.count("\n") >= 2 and "1. " in reply
     session.respond("something less violent please")
     assert {"action", "crime"} <= session.prefs.avoid_tags
     picks = session.recommendations()
-    items = [item for item, _ in picks]
+    items = [pick.item for pick in picks]
     assert len(items) == len(set(items)) and not set(items) & set(session.prefs.liked)
-    for item, reason in picks:
-        assert not session.tags[item] & session.prefs.avoid_tags
+    for pick in picks:
+        assert not session.tags[pick.item] & session.prefs.avoid_tags
         # the reason is the model's continuation of the conversational answer, not a genre template
-        assert reason.startswith(model.catalogue.titles[item])
+        assert pick.reason.startswith(model.catalogue.titles[pick.item]) and pick.title == model.catalogue.titles[pick.item]
+    # a question about an item gets the model's description of it, and changes no preference
+    before = session.state()["prefs"]
+    reply = session.respond("What is Heat about?")
+    assert reply.kind == "description" and reply.about == session.find_titles("Heat")[0]
+    assert reply.text.startswith("Heat (1995): ") and session.state()["prefs"] == before
+    # a disliked title is never recommended, a later list repeats nothing already shown, the state round-trips
+    reply = session.respond("I hated Casino but liked Toy Story")
+    titles = model.catalogue.titles
+    assert [titles[i] for i in session.prefs.disliked] == ["Casino (1995)"] and "Toy Story (1995)" in [titles[i] for i in session.prefs.liked]
+    again = [pick.item for pick in reply.items]
+    assert not set(again) & set(items) and not set(again) & set(session.prefs.disliked + session.prefs.liked)
+    restored = ChatSession(model, k=3, candidates=10).load_state(session.state())
+    assert restored.state() == session.state() and len(restored.turns) == 10
 
 
 def test_collated_batch_puts_each_bridge_vector_in_its_slot_on_either_side(tiny_llm_folder, data_home, tmp_path):

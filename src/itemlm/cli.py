@@ -322,7 +322,25 @@ def chat(
             break
         if text.strip().lower() in ("quit", "exit"):
             break
-        console.print(session.respond(text))
+        for piece in session.respond_stream(text):  # what was understood first, then the model's words
+            console.print(piece, end="", markup=False, highlight=False)
+        console.print()
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", "-m", help="A model folder written by `itemlm stage2`."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs an API key."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(None, envvar="ITEMLM_API_KEY", help="Bearer token every /v1 route wants (or $ITEMLM_API_KEY)."),
+    db: Optional[Path] = typer.Option(None, help="SQLite file of the conversations (default: sessions.sqlite beside the model folder)."),
+    cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin (repeatable); CORS is off without it."),
+    max_waiting: int = typer.Option(64, help="Requests that may wait for the model before the server answers 503."),
+):
+    """Serve a model: an OpenAI-compatible chat API, a recommendations API and a chat page at /."""
+    from itemlm.serve.run import serve_model
+
+    serve_model(model, host=host, port=port, api_key=api_key, db=db, cors_origins=cors_origin, max_waiting=max_waiting)
 
 
 @app.command()

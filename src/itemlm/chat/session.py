@@ -1,82 +1,141 @@
-"""A conversational recommender on top of an `ItemLanguageModel`.
+"""A conversational recommender on top of an `ItemLanguageModel`: one class for the terminal and the server.
 
-The person names items by title (matched loosely: case, punctuation, a missing year or a leading
-"The" do not matter, and close misspellings are suggested), gets top-5 recommendations from the
-model's constrained decoding with a short reason for each, and can refine them ("less violent",
-"something newer", "more comedy"). Unknown titles get suggestions, never an exception.
+Each turn is read for what it asks:
+
+- a question about an item ("what is Aladdin about?", "tell me about Heat") is answered with the
+  model's own description of it;
+- titles the person liked or disliked ("I loved Heat but hated Casino") update the preferences;
+  titles are matched loosely (case, punctuation, a missing year or a leading "The" do not matter)
+  and close misspellings are suggested, never an exception;
+- refinements ("less violent", "something newer", "older", "more comedy") narrow the list.
+
+Preferences and everything already shown are kept across turns: a list never repeats an item,
+nor lists one the person named or disliked, and a later list brings new items. Lists come from
+the model's ranking mode when it has a ranker, else from decoding constrained to catalogue
+titles, so every item named is a catalogue item; each reason is text the model generated.
+The whole state is plain data (`state()` / `from_state()`), so a server can store it anywhere.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 
-from itemlm.data.item_text import normalize_title
+from itemlm.chat.titles import TitleIndex
 from itemlm.models.ilm import ItemLanguageModel
+from itemlm.tasks.templates import item_placeholder
 
 VIOLENT = {"action", "war", "crime", "horror", "thriller"}
 LIGHT_WORDS = ("less violent", "lighter", "no violence", "not violent", "gentler", "family")
 NEWER_WORDS = ("newer", "more recent", "recent", "modern")
 OLDER_WORDS = ("older", "classic", "vintage")
+DISLIKE = re.compile(r"\b(hated?|disliked?|didn'?t like|did not like|don'?t like|do not like|not a fan of|can'?t stand|boring|awful|no more)\b")
+QUESTION = re.compile(r"\b(what is|what's|whats|what was)\b.*\babout\b|\b(tell me (more )?about|describe)\b")
 HELP = (
-    "Name a few titles you liked (e.g. 'I loved Heat and Casino'), then refine: 'less violent', "
-    "'something newer', 'older', 'more comedy'. 'reset' starts over, 'quit' leaves."
+    "Name a few titles you liked (e.g. 'I loved Heat and Casino') or disliked ('I hated Casino'), "
+    "ask about one ('what is Aladdin about?'), then refine: 'less violent', 'something newer', "
+    "'older', 'more comedy'. 'reset' starts over, 'quit' leaves."
 )
-
-
-def _tags(value: str) -> list[str]:
-    return [t.strip() for t in str(value or "").split(",") if t.strip()]
 
 
 @dataclass
 class Preferences:
     liked: list[int] = field(default_factory=list)
+    disliked: list[int] = field(default_factory=list)
     avoid_tags: set[str] = field(default_factory=set)
     want_tags: set[str] = field(default_factory=set)
     min_year: int | None = None
     max_year: int | None = None
 
 
+@dataclass
+class Recommendation:
+    item: int  # the catalogue index
+    title: str
+    score: float
+    reason: str  # the model's words, starting with the title
+
+
+@dataclass
+class Reply:
+    text: str
+    kind: str  # "recommendations", "description", "help" or "unknown"
+    items: list[Recommendation] = field(default_factory=list)  # recommended, in order
+    about: int | None = None  # the item described, for "description"
+
+
 class ChatSession:
-    def __init__(self, model: ItemLanguageModel, k: int = 5, candidates: int = 30):
+    def __init__(self, model: ItemLanguageModel, k: int = 5, candidates: int = 30, index: TitleIndex | None = None,
+                 max_new_tokens: int = 48):
         self.model = model
         self.k = k
         self.candidates = candidates
+        self.max_new_tokens = max_new_tokens  # a description's length; a reason gets at most 24 tokens
+        self.index = index or TitleIndex(model.catalogue)
+        self.tags, self.years, self.all_tags = self.index.tags, self.index.years, self.index.all_tags
+        self.find_titles, self.suggestions = self.index.find_titles, self.index.suggestions
         self.prefs = Preferences()
-        items = model.catalogue.items
-        self.tags = [set(t.lower() for t in _tags(row.get("genres") or row.get("categories"))) for row in items.to_dict("records")]
-        self.years = [int(y) if str(y).isdigit() else None for y in items["year"]]
-        self.all_tags = sorted({t for tags in self.tags for t in tags})
-        self.by_name: dict[str, list[int]] = {}
-        for index, title in enumerate(items["title"]):
-            for key in {normalize_title(str(title)), normalize_title(model.catalogue.titles[index])}:
-                if key:
-                    self.by_name.setdefault(key, []).append(index)
-        self.names = sorted(self.by_name, key=len, reverse=True)
+        self.shown: list[int] = []  # every item already recommended in this conversation
+        self.turns: list[dict] = []  # {"role": "user"|"assistant", "content": ..., "items": [...]}
+
+    # -------------------------------------------------------------- state
+    def state(self) -> dict:
+        """The conversation as JSON-ready data: preferences, items shown, turns."""
+        prefs = asdict(self.prefs)
+        prefs["avoid_tags"], prefs["want_tags"] = sorted(self.prefs.avoid_tags), sorted(self.prefs.want_tags)
+        return {"prefs": prefs, "shown": list(self.shown), "turns": list(self.turns)}
+
+    def load_state(self, state: dict) -> "ChatSession":
+        prefs = dict(state.get("prefs") or {})
+        prefs["avoid_tags"], prefs["want_tags"] = set(prefs.get("avoid_tags", ())), set(prefs.get("want_tags", ()))
+        self.prefs = Preferences(**prefs)
+        self.shown, self.turns = list(state.get("shown", [])), list(state.get("turns", []))
+        return self
+
+    def reset(self) -> None:
+        self.prefs, self.shown = Preferences(), []
+
+    def absorb(self, messages: list[dict]) -> None:
+        """Take in earlier turns of a conversation held elsewhere (an OpenAI client sends them all):
+        what the person's messages said about titles and constraints, without answering them."""
+        for message in messages:
+            role, text = message.get("role"), str(message.get("content", "")).strip()
+            if role not in ("user", "assistant"):
+                continue
+            self.turns.append({"role": role, "content": text, "items": []})
+            if role == "user" and text.lower() == "reset":
+                self.reset()
+            elif role == "user" and self.asks_about(text) is None:
+                self.take_opinions(text)
+
+    def take_opinions(self, text: str) -> tuple[list[int], list[int], list[str]]:
+        """Apply what a message says: titles liked and disliked, refinements. Returns them."""
+        liked, disliked = self.opinions(text)
+        for item in liked:
+            self.like(item)
+        for item in disliked:
+            self.dislike(item)
+        return liked, disliked, self.refine(text)
 
     # -------------------------------------------------------------- understanding the message
-    def find_titles(self, text: str) -> list[int]:
-        """Catalogue items named in the text: quoted titles first, then the longest titles found in it."""
-        found: list[int] = []
-        quoted = re.findall(r"[\"“']([^\"”']{2,})[\"”']", text)
-        for name in quoted:
-            found += self.by_name.get(normalize_title(name), [])[:1]
-        normalized = f" {normalize_title(text)} "
-        for name in self.names:
-            if len(name) >= 3 and f" {name} " in normalized:
-                found.append(self.by_name[name][0])
-                normalized = normalized.replace(f" {name} ", " | ")
-        return list(dict.fromkeys(found))
+    def asks_about(self, text: str) -> int | None:
+        """The item a question is about ("what is Aladdin about?", "tell me about Heat"), if it is one."""
+        lowered = text.lower()
+        if not QUESTION.search(lowered) or DISLIKE.search(lowered):
+            return None
+        mentioned = self.find_titles(text)
+        return mentioned[0] if mentioned else None
 
-    def suggestions(self, text: str, n: int = 3) -> list[str]:
-        chunks = re.split(r",|;| and | or |\bloved\b|\bliked\b|\benjoyed\b", text.lower())
-        names: list[str] = []
-        for chunk in chunks:
-            key = normalize_title(chunk)
-            if len(key) >= 3:
-                names += difflib.get_close_matches(key, self.by_name, n=n, cutoff=0.6)
-        return [self.model.catalogue.titles[self.by_name[name][0]] for name in dict.fromkeys(names)][:n]
+    def opinions(self, text: str) -> tuple[list[int], list[int]]:
+        """(liked, disliked) items named in the text: a title in a clause with a negative verb
+        ("hated", "didn't like", "not a fan of") is disliked, any other named title is liked."""
+        liked: list[int] = []
+        disliked: list[int] = []
+        for clause in re.split(r"\bbut\b|[;.!?]|, *(?:and )?(?=i\b)|\bwhile\b|\bwhereas\b", text, flags=re.IGNORECASE):
+            (disliked if DISLIKE.search(clause.lower()) else liked).extend(self.find_titles(clause))
+        disliked = list(dict.fromkeys(disliked))
+        return [i for i in dict.fromkeys(liked) if i not in disliked], disliked
 
     def refine(self, text: str) -> list[str]:
         lowered = text.lower()
@@ -106,7 +165,17 @@ class ChatSession:
             return False
         return not (p.max_year and (year is None or year >= p.max_year))
 
-    # -------------------------------------------------------------- answering
+    # -------------------------------------------------------------- acting on it
+    def like(self, item: int) -> None:
+        self.prefs.disliked = [i for i in self.prefs.disliked if i != item]
+        if item not in self.prefs.liked:
+            self.prefs.liked.append(item)
+
+    def dislike(self, item: int) -> None:
+        self.prefs.liked = [i for i in self.prefs.liked if i != item]
+        if item not in self.prefs.disliked:
+            self.prefs.disliked.append(item)
+
     def active_constraints(self) -> list[str]:
         p = self.prefs
         notes = [f"no {', '.join(sorted(p.avoid_tags))}"] if p.avoid_tags else []
@@ -115,43 +184,93 @@ class ChatSession:
         notes += [f"older than {p.max_year}"] if p.max_year else []
         return notes
 
-    def recommendations(self) -> list[tuple[int, str]]:
-        """Up to k distinct items that pass the constraints, never one the person named, each with
-        the model's own reason. Ranking mode when the model has a ranker, else constrained decoding."""
-        chosen: list[int] = []
+    def candidates_in_order(self) -> list[tuple[int, float]]:
+        """Up to k distinct (item, score) that pass the constraints and were neither named nor shown.
+        Ranking mode when the model has a ranker, else constrained decoding."""
+        banned = set(self.prefs.liked) | set(self.prefs.disliked) | set(self.shown)
+        chosen: dict[int, float] = {}
         for width in (self.candidates, 4 * self.candidates):  # widen once when the filters leave too few
-            ranked = self.model.recommend(history=self.prefs.liked, k=width)
-            chosen = list(dict.fromkeys(item for item, _, _ in ranked if self.acceptable(item) and item not in self.prefs.liked))[: self.k]
-            if len(chosen) == self.k or not self.active_constraints():
+            ranked = self.model.recommend(history=self.prefs.liked, k=width, exclude=sorted(banned))
+            chosen = {}
+            for item, _, score in ranked:
+                if item not in banned and item not in chosen and self.acceptable(item):
+                    chosen[item] = score
+            if len(chosen) >= self.k:
                 break
-        return list(zip(chosen, self.model.explain(self.prefs.liked, chosen)))
+        return list(chosen.items())[: self.k]
 
-    def respond(self, text: str) -> str:
+    def recommendations(self) -> list[Recommendation]:
+        """The next list, each with the model's own reason; the items count as shown from now on."""
+        picks = self.candidates_in_order()
+        reasons = self.model.explain(self.prefs.liked, [item for item, _ in picks], min(24, self.max_new_tokens))
+        self.shown += [item for item, _ in picks]
+        return [Recommendation(item, self.model.catalogue.titles[item], score, reason) for (item, score), reason in zip(picks, reasons)]
+
+    def describe(self, item: int, max_new_tokens: int | None = None) -> str:
+        """The model's own answer to "What is <item> about?" (a training prompt of item_description)."""
+        return self.model.generate([f"What is {item_placeholder(item)} about?"], max_new_tokens or self.max_new_tokens)[0]
+
+    # -------------------------------------------------------------- answering
+    def respond(self, text: str) -> Reply:
+        """Read one message, update the conversation, answer it."""
+        for _ in self.respond_stream(text):
+            pass
+        return self.last_reply
+
+    def respond_stream(self, text: str) -> Iterator[str]:
+        """The answer to one message in pieces, each as soon as it is known: what was understood
+        first, then what the model generated. The whole answer is `last_reply` afterwards."""
         text = text.strip()
-        if not text:
-            return HELP
-        if text.lower() in ("help", "?"):
-            return HELP
-        if text.lower() == "reset":
-            self.prefs = Preferences()
-            return "Starting over. " + HELP
-        mentioned = self.find_titles(text)
-        named = [i for i in mentioned if i not in self.prefs.liked]
-        self.prefs.liked += named
-        notes = self.refine(text)
-        if not self.prefs.liked or (not mentioned and not notes):
+        pieces: list[str] = []
+        answer = self._answer(text)
+        while True:
+            try:
+                piece = next(answer)
+            except StopIteration as done:
+                reply: Reply = done.value
+                break
+            pieces.append(piece)
+            yield piece
+        assert "".join(pieces) == reply.text
+        self.last_reply = reply
+        self.turns += [{"role": "user", "content": text},
+                       {"role": "assistant", "content": reply.text, "items": [asdict(r) for r in reply.items]}]
+
+    def _answer(self, text: str):
+        """Yields the answer's text in pieces and returns the `Reply`."""
+        lowered = text.lower()
+        if not text or lowered in ("help", "?"):
+            yield HELP
+            return Reply(HELP, "help")
+        if lowered == "reset":
+            self.reset()
+            yield "Starting over. " + HELP
+            return Reply("Starting over. " + HELP, "help")
+        titles = self.model.catalogue.titles
+        item = self.asks_about(text)
+        if item is not None:
+            yield f"{titles[item]}: "
+            answer = self.describe(item)
+            yield answer
+            return Reply(f"{titles[item]}: {answer}", "description", about=item)
+        liked, disliked, notes = self.take_opinions(text)
+        if not self.prefs.liked or (not liked and not disliked and not notes):
             close = self.suggestions(text)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            return f"I could not find a title I know in that.{hint} " + HELP
-        picks = self.recommendations()
-        heard = [self.model.catalogue.titles[i] for i in named]
+            message = f"I could not find a title I know in that.{hint} " + HELP
+            yield message
+            return Reply(message, "unknown")
         lines = []
-        if heard:
-            lines.append(f"You liked {', '.join(heard)}.")
-        if notes or self.active_constraints():
+        if liked:
+            lines.append(f"You liked {', '.join(titles[i] for i in liked)}.")
+        if disliked:
+            lines.append(f"Noted: not {', '.join(titles[i] for i in disliked)}.")
+        if self.active_constraints():
             lines.append(f"Keeping to: {'; '.join(self.active_constraints())}.")
-        if not picks:
-            lines.append("Nothing in my catalogue fits all of that; try 'reset' or fewer constraints.")
-        for rank, (_, reason) in enumerate(picks, start=1):
-            lines.append(f"{rank}. {reason}")
-        return "\n".join(lines)
+        if lines:
+            yield "\n".join(lines) + "\n"
+        picks = self.recommendations()
+        listed = [f"{rank}. {pick.reason}" for rank, pick in enumerate(picks, start=1)]
+        listed = listed or ["Nothing new in my catalogue fits all of that; try 'reset' or fewer constraints."]
+        yield "\n".join(listed)
+        return Reply("\n".join(lines + listed), "recommendations", picks)

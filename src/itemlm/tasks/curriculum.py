@@ -7,10 +7,15 @@ many items a step) before descriptions and recommendations pull the bridge elsew
     {"steps": 150, "task_weights": {"item_title": 1.0}, "batch_size": 32, "anchor_weight": 0.0}
 
 and the phases run in order over the first steps of the run; the remaining steps draw from the
-run's `task_weights` at the run's batch size. A phase of short rows (titles) can afford a larger
-batch than the mixture; `batch_size` and `anchor_weight` (the warm start's title regression
-during the phase, instead of `warm_start.anchor_weight`) are optional. Each phase is its own shuffled mixture (and length buckets), so a phase
-boundary is a clean cut in the sample stream.
+run's `task_weights` at the run's batch size. A phase without `task_weights` is a stretch of that
+main mixture, so a schedule can also *end* with a naming phase:
+
+    [{"steps": 100, "task_weights": {"item_title": 1.0}}, {"steps": 250}, {"steps": 100, "task_weights": {"item_title": 1.0}}]
+
+A phase of short rows (titles) can afford a larger batch than the mixture; `batch_size` and
+`anchor_weight` (the warm start's title regression during the phase, instead of
+`warm_start.anchor_weight`) are optional. Each phase is its own shuffled mixture (and length
+buckets), so a phase boundary is a clean cut in the sample stream.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class Phase:
     """The shape of one phase, checked by the config loader's own rules (types, ranges, unknown keys)."""
 
     steps: int
-    task_weights: dict
+    task_weights: dict | None = None  # None: the run's task_weights
     batch_size: int | None = None  # None: the run's
     anchor_weight: float | None = None  # None: warm_start.anchor_weight
 
@@ -41,8 +46,12 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
     for index, phase in enumerate(phases):
         where = f"curriculum[{index}]"
         if not isinstance(phase, Mapping):
-            raise InputError(f"'{where}' must be a mapping with keys steps, task_weights and optionally batch_size and anchor_weight, got {phase!r}")
-        steps, weights = from_dict(Phase, dict(phase), where).steps, phase["task_weights"]
+            raise InputError(f"'{where}' must be a mapping with keys steps and optionally task_weights, batch_size and anchor_weight, got {phase!r}")
+        checked = from_dict(Phase, dict(phase), where)
+        steps, weights = checked.steps, checked.task_weights
+        if weights is None:  # a stretch of the main mixture
+            used += steps
+            continue
         if steps < 1:
             raise InputError(f"'{where}.steps' must be a positive integer, got {steps!r}")
         if not weights:
@@ -64,7 +73,7 @@ def schedule_batches(
     With `length`, rows are batched with rows of similar length inside each phase.
     """
     check_curriculum(phases, steps)
-    plan = [(int(p["steps"]), p["task_weights"], int(p.get("batch_size") or batch_size)) for p in phases]
+    plan = [(int(p["steps"]), p.get("task_weights") or task_weights, int(p.get("batch_size") or batch_size)) for p in phases]
     plan.append((steps - sum(s for s, _, _ in plan), task_weights, batch_size))
     batches: list[list[Sample]] = []
     for index, (phase_steps, weights, size) in enumerate(plan):

@@ -1,0 +1,65 @@
+"""Finding catalogue items by what people type: loose title matching, fuzzy search, tags and years.
+
+Built once per model and shared by every conversation (the terminal chat, each server session).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from itemlm.data.item_text import normalize_title
+from itemlm.models.ilm import Catalogue
+
+
+def _tags(value: str) -> list[str]:
+    return [t.strip() for t in str(value or "").split(",") if t.strip()]
+
+
+class TitleIndex:
+    def __init__(self, catalogue: Catalogue):
+        self.titles = catalogue.titles
+        items = catalogue.items
+        self.tags = [set(t.lower() for t in _tags(row.get("genres") or row.get("categories"))) for row in items.to_dict("records")]
+        self.years = [int(y) if str(y).isdigit() else None for y in items["year"]]
+        self.all_tags = sorted({t for tags in self.tags for t in tags})
+        self.by_name: dict[str, list[int]] = {}
+        for index, title in enumerate(items["title"]):
+            for key in {normalize_title(str(title)), normalize_title(self.titles[index])}:
+                if key:
+                    self.by_name.setdefault(key, []).append(index)
+        self.names = sorted(self.by_name, key=len, reverse=True)
+
+    def find_titles(self, text: str) -> list[int]:
+        """Catalogue items named in the text: quoted titles first, then the longest titles found in it."""
+        found: list[int] = []
+        quoted = re.findall(r"[\"“']([^\"”']{2,})[\"”']", text)
+        for name in quoted:
+            found += self.by_name.get(normalize_title(name), [])[:1]
+        normalized = f" {normalize_title(text)} "
+        for name in self.names:
+            if len(name) >= 3 and f" {name} " in normalized:
+                found.append(self.by_name[name][0])
+                normalized = normalized.replace(f" {name} ", " | ")
+        return list(dict.fromkeys(found))
+
+    def suggestions(self, text: str, n: int = 3) -> list[str]:
+        """Titles close to the pieces of a message that named none (misspellings)."""
+        chunks = re.split(r",|;| and | or |\bloved\b|\bliked\b|\benjoyed\b|\babout\b", text.lower())
+        names: list[str] = []
+        for chunk in chunks:
+            key = normalize_title(chunk)
+            if len(key) >= 3:
+                names += difflib.get_close_matches(key, self.by_name, n=n, cutoff=0.6)
+        return [self.titles[self.by_name[name][0]] for name in dict.fromkeys(names)][:n]
+
+    def search(self, query: str, limit: int = 10) -> list[int]:
+        """Items for a search box: exact title first, then titles holding every word, then close spellings."""
+        key = normalize_title(query)
+        if not key:
+            return []
+        found = list(self.by_name.get(key, []))
+        words = key.split()
+        found += [i for name in self.names if all(w in name.split() or (len(w) >= 3 and w in name) for w in words) for i in self.by_name[name]]
+        found += [i for name in difflib.get_close_matches(key, self.by_name, n=limit, cutoff=0.6) for i in self.by_name[name]]
+        return list(dict.fromkeys(found))[:limit]

@@ -222,3 +222,31 @@ def test_a_corrupt_session_database_is_one_clear_error(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(InputError, match="session database"):
         SessionStore(path)
+
+
+# ---------------------------------------------------------------- schema fuzzing: no request ends in a 5xx
+def test_no_generated_request_is_a_server_error(model, tmp_path):
+    """Requests generated from the OpenAPI description, valid and invalid, for every operation."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(model, SessionStore(tmp_path / "fuzz.sqlite")))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 8
+    seen = []
+    for operation in operations:
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+
+            @given(operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def no_server_error(case):
+                response = case.call()
+                seen.append(response.status_code)
+                assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+
+            try:
+                no_server_error()
+            except Unsatisfiable:  # an operation without parameters has no invalid request
+                assert mode == schemathesis.GenerationMode.NEGATIVE and not operation.path_parameters and not operation.body
+    assert len(seen) >= 200 and any(code < 300 for code in seen) and any(code == 422 for code in seen)

@@ -175,3 +175,17 @@ def test_a_second_writer_is_refused_while_a_bench_runs(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another `itemlm bench` holds the folder
         with pytest.raises(InputError, match="another `itemlm bench` is writing"):
             run_bench(config, run=False)
+
+
+def test_cells_are_keyed_by_the_prepared_datasets_content(tmp_path):
+    from itemlm.data.prepare import dataset_folder
+
+    config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}"])
+    unprepared = {c.id for c in plan_cells(config)}
+    folder = dataset_folder("ml-100k", config.home)
+    folder.mkdir(parents=True)
+    (folder / "interactions.parquet").write_bytes(b"one content")
+    first = {c.id for c in plan_cells(config)}
+    assert plan_cells(config) and first == {c.id for c in plan_cells(config)} and not first & unprepared
+    (folder / "interactions.parquet").write_bytes(b"other content, prepared again")
+    assert not {c.id for c in plan_cells(config)} & first  # every cell reads the dataset: none is reused

@@ -119,13 +119,39 @@ def preset_identity(name: str) -> str:
     return f"preset-sha256={hashlib.sha256(content).hexdigest()[:16]},itemlm={__version__}"
 
 
+def dataset_identity(config: BenchConfig, dataset: str) -> str:
+    """What the prepared dataset *is*: a hash of its tables' content, so a dataset prepared again
+    with other content (new source files, another text hold-out) never reuses a cell fitted on the
+    old one. Datasets are prepared before the grid is planned; an unprepared one says so."""
+    from itemlm.data.prepare import dataset_folder
+
+    tables = sorted(dataset_folder(dataset, config.home).glob("*.parquet"))
+    return _tables_hash(tuple((str(t), t.stat().st_size, t.stat().st_mtime_ns) for t in tables))
+
+
+@functools.lru_cache(maxsize=None)  # by path, size and mtime: hashed once per run, again when a table changes
+def _tables_hash(tables: tuple) -> str:
+    from itemlm.data.dataset import file_sha256
+
+    if not tables:
+        return "data=unprepared"
+    digest = hashlib.sha256()
+    for path, _, _ in tables:
+        digest.update(f"{Path(path).name}={file_sha256(path)};".encode())
+    return f"data-sha256={digest.hexdigest()[:16]}"
+
+
+def cell_identity(config: BenchConfig, dataset: str, preset: str) -> str:
+    return f"{preset_identity(preset)},{dataset_identity(config, dataset)}"
+
+
 def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, queries: int) -> Cell:
     settings = (
         f"preset={config.stage1_preset}", f"dataset={dataset}", f"variant={variant}", f"seed={seed}",
         f"qformer.num_queries={queries}", *config.stage1, *config.dataset_overrides(dataset, "stage1"),
     )
     return Cell("stage1", dataset, f"{variant}-q{queries}-s{seed}", settings, bridge=variant, seed=seed, queries=queries,
-                identity=preset_identity(config.stage1_preset))
+                identity=cell_identity(config, dataset, config.stage1_preset))
 
 
 def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queries: int, stage1: Cell | None) -> Cell:
@@ -138,7 +164,7 @@ def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queri
         settings.append(f"sc_encoder={config.encoder}")
     label = f"{bridge}-q{queries}-s{seed}" if bridge in PRETRAINED_BRIDGES or bridge == "ilm-rand" else f"{bridge}-s{seed}"
     return Cell("stage2", dataset, label, tuple(settings), (stage1.id,) if stage1 else (), bridge=bridge, seed=seed, queries=queries,
-                identity=preset_identity(config.stage2_preset))
+                identity=cell_identity(config, dataset, config.stage2_preset))
 
 
 def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[Cell]:
@@ -154,9 +180,10 @@ def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[C
 
     for dataset in datasets if datasets is not None else config.datasets:
         sasrec = {**config.sasrec, **config.per_dataset.get(dataset, {}).get("sasrec", {})}
-        add(Cell("references", dataset, "refs", (json.dumps({"references": config.references, "sasrec": sasrec}, sort_keys=True),)))
+        add(Cell("references", dataset, "refs", (json.dumps({"references": config.references, "sasrec": sasrec}, sort_keys=True),),
+                 identity=dataset_identity(config, dataset)))
         add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}"),
-                 identity=preset_identity(config.stage2_preset)))
+                 identity=cell_identity(config, dataset, config.stage2_preset)))
         runs = [(b, s, default_queries) for s in config.seeds for b in config.bridges]
         runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.query_sweep]
         for bridge, seed, queries in runs:

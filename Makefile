@@ -21,8 +21,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/itemlm demo
 
-# The whole suite, slow end-to-end checks included (pytest exits non-zero when no test ran).
+# The architecture contract (pyproject.toml [tool.importlinter]), then the whole suite, slow
+# end-to-end checks included (pytest exits non-zero when no test ran).
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install

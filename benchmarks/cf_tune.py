@@ -30,7 +30,7 @@ from itemlm.cf.mf import MFConfig, train_mf
 from itemlm.cf.tune import tune_mf
 from itemlm.data.prepare import PrepareOptions, prepare_dataset
 from itemlm.data.splits import Split, leave_one_out_split
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 from itemlm.paths import shared_data_folder
 
 REFERENCE = MFConfig(factors=64, regularization=0.1, alpha=10.0, iterations=20)

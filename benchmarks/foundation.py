@@ -24,7 +24,7 @@ from itemlm.cf.mf import MFConfig, train_mf
 from itemlm.cf.mostpop import MostPopular
 from itemlm.data.prepare import PrepareOptions, prepare_dataset
 from itemlm.data.splits import leave_one_out_split
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 from itemlm.paths import shared_data_folder
 
 KEYS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")

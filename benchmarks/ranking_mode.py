@@ -6,7 +6,7 @@
 Leave-one-out, full catalogue, items the user consumed removed. Rows: ranking mode, the retriever
 alone, MostPop, MF (the model's own CF vectors), SASRec, and trie-constrained generation (the
 paper's protocol; slow, so on a seeded subset of the same users, reported with its n). Ranking
-mode vs the retriever alone gets a paired bootstrap CI per metric. Also: one recommendation
+mode vs the retriever alone gets a paired bootstrap CI and permutation p per metric. Also: one recommendation
 request's latency (20-item history). Numbers only go to --out (JSON), never dataset text.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from itemlm.bench.stats import paired_bootstrap
+from itemlm.bench.stats import paired_comparison
 from itemlm.cf.mostpop import MostPopular
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
-from itemlm.eval.ranking import evaluate_ranking, metrics_from_ranks
+from itemlm.cf.evaluate import evaluate_ranking, metrics_from_ranks
 from itemlm.models.ilm import ItemLanguageModel
 from itemlm.rank.evaluate import evaluate_ranking_mode, evaluation_users, history_scorer, retriever_result
 from itemlm.rank.retriever import load_or_train_retriever
@@ -94,7 +94,7 @@ def main() -> None:
     for k in (5, 10):
         a, b = results["ranking mode"].per_example(k), results["retriever alone"].per_example(k)
         for metric in ("hr", "ndcg"):
-            comparison[f"{metric.upper()}@{k}"] = paired_bootstrap(a[metric], b[metric]).__dict__
+            comparison[f"{metric.upper()}@{k}"] = paired_comparison(a[metric], b[metric]).to_dict()
     history = stage_histories(split, "test")[1][0][-20:]
     report = {
         "command": "benchmarks/ranking_mode.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, 0)),

@@ -21,7 +21,9 @@ import torch
 
 from itemlm.config import load_config
 from itemlm.tasks.batching import bucket_by_length
-from itemlm.tasks.samples import build_samples, group_by_task, mix_samples
+from itemlm.tasks.build import build_samples
+from itemlm.tasks.mixture import mix_samples
+from itemlm.tasks.sample import group_by_task
 from itemlm.train.stage2 import Stage2Config, build_bridge, load_everything, make_optimizer, row_length
 from itemlm.models.ilm import ItemLanguageModel
 

@@ -40,7 +40,7 @@ from itemlm.models.bridges import QFormerBridge, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
-from itemlm.tasks.samples import Sample
+from itemlm.tasks.sample import Sample
 from itemlm.train.distributed import make_accelerator
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.stage2 import (
@@ -264,12 +264,8 @@ def tokenizer_folder(given: Path | None) -> Path:
     """A folder with SmolLM2's tokenizer: --tokenizer, else read once from the embedded GGUF."""
     if given is not None:
         return given
-    from itemlm.models.llm import (
-        EMBEDDED_GGUF,
-        EMBEDDED_INSTALL,
-        EMBEDDED_PACKAGE,
-        convert_gguf,
-    )
+    from itemlm.models.gguf import convert_gguf
+    from itemlm.models.llm import EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_PACKAGE
     from itemlm.paths import package_folder
 
     return convert_gguf(package_folder(EMBEDDED_PACKAGE, EMBEDDED_INSTALL) / EMBEDDED_GGUF)

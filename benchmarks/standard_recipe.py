@@ -33,7 +33,7 @@ def numbers_only(report):
 
 def floors_for(run: Path) -> dict:
     from itemlm.bench.floors import sc_floors
-    from itemlm.cf.mf import load_or_train_mf
+    from itemlm.cf.cache import load_or_train_mf
     from itemlm.config import from_dict
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split

@@ -9,30 +9,51 @@ import pytest
 
 from itemlm.bench.floors import nearest_neighbours, sc_floors
 from itemlm.bench.grid import BenchConfig, plan_cells
-from itemlm.bench.stats import align, mean_std, paired_bootstrap
+from itemlm.bench.stats import align, mean_std, paired_comparison
 from itemlm.cf.mf import MFConfig, train_mf
 from itemlm.config import load_config
 from itemlm.data.splits import leave_one_out_split
 from itemlm.errors import InputError
 from itemlm.eval.stage2_eval import evaluation_plan
-from itemlm.tasks.samples import build_samples
+from itemlm.tasks.build import build_samples
 from tests.test_llm import make_tiny_llm
 
 # ------------------------------------------------------------------ statistics
 
 
-def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
+def test_paired_comparison_finds_a_real_difference_and_not_a_fake_one():
     rng = np.random.default_rng(0)
     a = rng.normal(0.5, 0.1, 400)
-    shifted = paired_bootstrap(a + 0.05, a + rng.normal(0, 0.02, 400), resamples=1000)
+    shifted = paired_comparison(a + 0.05, a + rng.normal(0, 0.02, 400), resamples=1000)
     assert shifted.difference == pytest.approx(0.05, abs=0.01)
     assert shifted.low > 0 and shifted.p_value < 0.01
-    same = paired_bootstrap(a, a.copy(), resamples=1000)
-    assert same.difference == 0 and same.p_value == 1.0
-    noise = paired_bootstrap(a, a + rng.normal(0, 0.1, 400), resamples=1000)
+    same = paired_comparison(a, a.copy(), resamples=1000)
+    assert same.difference == 0 and same.low <= 0 <= same.high and same.p_value == pytest.approx(1.0)
+    noise = paired_comparison(a, a + rng.normal(0, 0.1, 400), resamples=1000)
     assert noise.low < 0 < noise.high and noise.p_value > 0.05
     with pytest.raises(ValueError, match="same length|one length"):
-        paired_bootstrap(a, a[:-1])
+        paired_comparison(a, a[:-1])
+    with pytest.raises(ValueError, match="at least two"):
+        paired_comparison(a[:1], a[:1])
+
+
+def test_paired_p_value_is_a_test_under_the_null():
+    # two models with the same score distribution: p-values spread over [0, 1], about 5% below 0.05
+    rng = np.random.default_rng(1)
+    p = [paired_comparison(rng.normal(0, 1, 30), rng.normal(0, 1, 30), resamples=199, seed=k).p_value for k in range(200)]
+    assert 0.01 <= np.mean(np.array(p) < 0.05) <= 0.1 and 0.4 < np.mean(p) < 0.6
+    # hit/miss scores (HR@10): a shift in hits is found, the interval excludes 0
+    hits = (rng.random(500) < 0.3).astype(float)
+    better = np.maximum(hits, rng.random(500) < 0.1)
+    result = paired_comparison(better, hits, resamples=2000)
+    assert result.p_value < 0.01 and result.low > 0
+
+
+def test_paired_comparison_is_deterministic_under_a_seed():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 1, 100), rng.normal(0.1, 1, 100)
+    assert paired_comparison(a, b, resamples=500, seed=3) == paired_comparison(a, b, resamples=500, seed=3)
+    assert paired_comparison(a, b, resamples=500, seed=3) != paired_comparison(a, b, resamples=500, seed=4)
 
 
 def test_mean_std_and_alignment_by_key():

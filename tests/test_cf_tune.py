@@ -6,12 +6,14 @@ import sys
 import numpy as np
 import pytest
 
+from itemlm.cf import cache as mf_cache
 from itemlm.cf import mf, tune
-from itemlm.cf.mf import MFConfig, load_or_train_mf, train_mf
+from itemlm.cf.cache import load_or_train_mf
+from itemlm.cf.mf import MFConfig, train_mf
 from itemlm.cf.tune import choose, tune_mf
 from itemlm.data.splits import leave_one_out_split
 from itemlm.errors import InputError
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 
 from tests.conftest import clustered_rows
 
@@ -81,7 +83,7 @@ def test_mf_tuned_uses_the_cached_choice(clustered_dataset, tmp_path, monkeypatc
     assert folder == mf.mf_folder(split, chosen, dataset="clustered", home=tmp_path)
 
     monkeypatch.setattr(tune, "run_grid", lambda *a, **k: pytest.fail("the grid ran again"))
-    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: pytest.fail("the vectors were fitted again"))
+    monkeypatch.setattr(mf_cache, "train_mf", lambda *a, **k: pytest.fail("the vectors were fitted again"))
     again, same = load_or_train_mf(split, MFConfig(tuned=True), dataset="clustered", home=tmp_path)
     assert same == folder and np.array_equal(again.item_vectors, embeddings.item_vectors)
 
@@ -133,6 +135,6 @@ def test_cli_tune_and_train_write_what_the_recipes_read(tmp_path, monkeypatch):
     from itemlm.data.prepare import load_dataset
 
     split = leave_one_out_split(load_dataset("tiny", tmp_path))
-    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: pytest.fail("cf train wrote another folder"))
+    monkeypatch.setattr(mf_cache, "train_mf", lambda *a, **k: pytest.fail("cf train wrote another folder"))
     _, folder = load_or_train_mf(split, MFConfig(iterations=5), dataset="tiny", home=tmp_path)
     assert str(folder) in trained.stdout.replace("\n", "")

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from itemlm.errors import InputError
-from itemlm.eval.constrained import TitleTrie, constrained_beam_search
-from itemlm.models.llm import pad_embeds
+from itemlm.models.constrained import TitleTrie, constrained_beam_search
+from itemlm.models.decode import pad_embeds
 from tests.test_llm import make_tiny_llm
 
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ import pytest
 from itemlm.config import load_config
 from itemlm.errors import InputError
 from itemlm.tasks.curriculum import check_curriculum, schedule_batches
-from itemlm.tasks.samples import Sample
+from itemlm.tasks.sample import Sample
 from itemlm.train.stage2 import Stage2Config
 
 

@@ -20,7 +20,10 @@ from torch import nn
 
 from itemlm.errors import InputError
 from itemlm.models import llm as llm_module
-from itemlm.models.llm import FrozenLLM, chunked_linear_cross_entropy, label_positions, pad_embeds, right_padded
+from itemlm.models.chunked_loss import chunked_linear_cross_entropy, label_positions
+from itemlm.models.gguf import gguf_cache_folder
+from itemlm.models.decode import pad_embeds
+from itemlm.models.llm import FrozenLLM, right_padded
 
 torch.set_num_threads(1)
 
@@ -310,17 +313,17 @@ def test_gguf_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
     write_tiny_gguf(tmp_path / "tiny.gguf", seed=1)  # same size, new content: a new cache entry
     FrozenLLM.load(tmp_path / "tiny.gguf")
     assert len([f for f in (tmp_path / "home" / "llm").iterdir() if f.is_dir()]) == 1
-    assert llm_module.gguf_cache_folder(tmp_path / "tiny.gguf") != folders[0]
+    assert gguf_cache_folder(tmp_path / "tiny.gguf") != folders[0]
 
 
 def test_gguf_cache_key_covers_the_whole_file(tmp_path):
     path = tmp_path / "big.gguf"
     data = bytearray(b"\0" * (3 << 20))
     path.write_bytes(bytes(data))
-    first = llm_module.gguf_cache_folder(path, tmp_path / "cache")
+    first = gguf_cache_folder(path, tmp_path / "cache")
     data[-1] = 1  # same size, same first MiB: only the tail differs
     path.write_bytes(bytes(data))
-    assert llm_module.gguf_cache_folder(path, tmp_path / "cache") != first
+    assert gguf_cache_folder(path, tmp_path / "cache") != first
     index = json.loads((tmp_path / "cache" / "file-hashes.json").read_text())
     assert len(index) == 2  # each version hashed once, remembered by path, size and mtime
 

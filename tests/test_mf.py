@@ -4,12 +4,14 @@ import shutil
 import numpy as np
 import pytest
 
+from itemlm.cf import cache as mf_cache
 from itemlm.cf import mf
-from itemlm.cf.mf import CFEmbeddings, MFConfig, load_or_train_mf, train_mf
+from itemlm.cf.cache import load_or_train_mf
+from itemlm.cf.mf import CFEmbeddings, MFConfig, train_mf
 from itemlm.cf.mostpop import MostPopular
 from itemlm.data.splits import leave_one_out_split, temporal_split
 from itemlm.errors import InputError
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_one_changed_training_interaction_changes_the_cache(clustered_dataset, t
     config = MFConfig(factors=8, iterations=3, num_threads=1)
     first, folder = load_or_train_mf(split, config, dataset="clustered", home=tmp_path)
     fits = []
-    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: fits.append(1) or train_mf(*a, **k))
+    monkeypatch.setattr(mf_cache, "train_mf", lambda *a, **k: fits.append(1) or train_mf(*a, **k))
     _, again = load_or_train_mf(split, dataclasses.replace(config, num_threads=2), dataset="clustered", home=tmp_path)
     assert again == folder and fits == []
 
@@ -89,7 +91,7 @@ def test_a_temporal_split_never_reuses_leave_one_out_vectors(clustered_dataset, 
     shutil.rmtree(folder)
     shutil.copytree(loo_folder, folder)
     fits = []
-    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: fits.append(1) or train_mf(*a, **k))
+    monkeypatch.setattr(mf_cache, "train_mf", lambda *a, **k: fits.append(1) or train_mf(*a, **k))
     refitted, _ = load_or_train_mf(temporal, config, dataset="clustered", home=tmp_path)
     assert fits == [1] and refitted.train_fingerprint == temporal.fingerprint()
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from itemlm.data.splits import Split
-from itemlm.eval.ranking import evaluate_ranking, metrics_from_ranks, target_ranks
+from itemlm.cf.evaluate import evaluate_ranking, metrics_from_ranks, target_ranks
 
 
 def make_split(train_pairs, test_pairs, num_users, num_items):

@@ -4,7 +4,7 @@ import torch
 from itemlm.cf.mostpop import MostPopular
 from itemlm.cf.sasrec import SASRec, SASRecConfig, left_pad, train_sasrec
 from itemlm.data.splits import leave_one_out_split
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 
 
 def test_left_padding_and_causality():

@@ -7,17 +7,11 @@ import pytest
 from itemlm.data.dataset import build_dataset
 from itemlm.data.splits import leave_one_out_split
 from itemlm.errors import InputError
-from itemlm.tasks.samples import (
-    ItemFacts,
-    build_samples,
-    group_by_task,
-    mix_samples,
-    natural_join,
-    pitch_text,
-    reason_text,
-    short_description,
-    tag_phrase,
-)
+from itemlm.tasks.build import build_samples
+from itemlm.tasks.facts import ItemFacts
+from itemlm.tasks.mixture import mix_samples
+from itemlm.tasks.phrasing import natural_join, pitch_text, reason_text, short_description, tag_phrase
+from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import (
     DOMAINS,
     ITEM_TASKS,

@@ -133,11 +133,11 @@ def cf_tune(
     data_home: Optional[Path] = HomeOption,
 ):
     """Pick MF hyperparameters by validation HR@10 over a small grid (cached); recipes use them with mf.tuned=true."""
-    from itemlm.cf.mf import load_or_train_mf
+    from itemlm.cf.cache import load_or_train_mf
     from itemlm.cf.tune import tune_mf
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split
-    from itemlm.eval.ranking import evaluate_ranking
+    from itemlm.cf.evaluate import evaluate_ranking
 
     wanted = tuple(a.strip() for a in algorithms.split(",") if a.strip())
     the_split = make_split(load_dataset(name, data_home), split)
@@ -192,7 +192,7 @@ def cf_eval(
     from itemlm.cf.mostpop import MostPopular
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split
-    from itemlm.eval.ranking import evaluate_ranking
+    from itemlm.cf.evaluate import evaluate_ranking
 
     dataset = load_dataset(name, data_home)
     the_split = make_split(dataset, split)

@@ -61,7 +61,8 @@ def example_items(items, count_seen: int = 3, count_held: int = 2) -> list[int]:
 
 
 def run_demo(data_home: Path | None = None, console: Console | None = None, runs: Path = Path("runs/demo"), fast: bool = False) -> dict:
-    from itemlm.cf.mf import MFConfig, load_or_train_mf
+    from itemlm.cf.cache import load_or_train_mf
+    from itemlm.cf.mf import MFConfig
     from itemlm.config import load_config
     from itemlm.train.run_folder import same_run
     from itemlm.train.stage2 import Stage2Config
@@ -70,7 +71,7 @@ def run_demo(data_home: Path | None = None, console: Console | None = None, runs
     from itemlm.data.splits import leave_one_out_split
     from itemlm.display import ranking_table
     from itemlm.eval.naming import names_title
-    from itemlm.eval.ranking import evaluate_ranking
+    from itemlm.cf.evaluate import evaluate_ranking
     from itemlm.models.ilm import ItemLanguageModel
 
     console = console or Console()

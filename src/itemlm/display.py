@@ -6,13 +6,19 @@ from rich.table import Table
 
 
 def ranking_table(results: dict[str, dict[str, float]], title: str, ks=(1, 5, 10, 20)) -> Table:
+    """Full-catalogue HR@K and NDCG@K per model: a row per model and metric, a column per K.
+
+    Metrics as rows keep the table within an 80-column terminal for the four default Ks.
+    """
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
     for k in ks:
-        table.add_column(f"HR@{k}", justify="right")
-        table.add_column(f"NDCG@{k}", justify="right")
+        table.add_column(f"@{k}", justify="right", no_wrap=True)
     for model, metrics in results.items():
-        table.add_row(model, *[f"{metrics[f'{m}@{k}']:.4f}" for k in ks for m in ("HR", "NDCG")])
+        for metric in ("HR", "NDCG"):
+            values = [f"{metrics[f'{metric}@{k}']:.4f}" for k in ks]
+            table.add_row(model if metric == "HR" else "", metric, *values, end_section=metric == "NDCG")
     return table
 
 

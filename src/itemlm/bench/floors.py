@@ -26,13 +26,10 @@ from itemlm.data.dataset import InteractionDataset
 from itemlm.data.splits import Split
 from itemlm.eval.semantic_similarity import semantic_similarity
 from itemlm.eval.stage2_eval import evaluation_plan
-from itemlm.tasks.samples import (
-    ItemFacts,
-    Sample,
-    build_samples,
-    tag_phrase,
-    with_article,
-)
+from itemlm.tasks.build import build_samples
+from itemlm.tasks.facts import ItemFacts
+from itemlm.tasks.phrasing import tag_phrase, with_article
+from itemlm.tasks.sample import Sample
 from itemlm.tasks.templates import ITEM_TASKS, infer_domain
 
 FLOORS = (

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from itemlm.errors import InputError
-from itemlm.train.stage1 import VARIANTS
-from itemlm.train.stage2 import BRIDGES
+from itemlm.variants import BRIDGES, VARIANTS
 
 PRETRAINED_BRIDGES = tuple(VARIANTS)
 """Bench bridges that are a stage-1 variant's Q-Former plugged in with bridge=ilm."""

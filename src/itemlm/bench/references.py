@@ -13,7 +13,7 @@ from itemlm.cf.mostpop import MostPopular
 from itemlm.cf.sasrec import SASRecConfig, train_sasrec
 from itemlm.config import from_dict
 from itemlm.data.splits import Split
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 
 NAMES = {"mostpop": "MostPop", "mf": "MF", "sasrec": "SASRec"}
 

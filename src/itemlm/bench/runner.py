@@ -23,38 +23,12 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell, plan_cells
+from itemlm.bench.records import RESULT_FILE, is_done, write_record
+from itemlm.bench.report import write_report
 from itemlm.config import load_config
 from itemlm.errors import InputError
 from itemlm.io import atomic_folder, atomic_write_text
 from itemlm.paths import shared_data_folder
-
-RESULT_FILE = {"stage1": "run/metrics.json", "stage2": "run/metrics.json", "references": "result.json", "floors": "result.json"}
-
-
-def cell_record(folder: Path) -> dict:
-    path = folder / "cell.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def is_done(cell: Cell, bench_out: Path) -> bool:
-    folder = cell.folder(bench_out)
-    return cell_record(folder).get("status") == "done" and (folder / RESULT_FILE[cell.kind]).exists()
-
-
-def write_record(cell: Cell, bench_out: Path, status: str, seconds: float, peak_rss_gb: float | None, **extra) -> None:
-    folder = cell.folder(bench_out)
-    previous = cell_record(folder)
-    record = {
-        "id": cell.id, "kind": cell.kind, "dataset": cell.dataset, "settings": list(cell.settings),
-        "depends": list(cell.depends), "status": status,
-        # the time of earlier failed attempts counts towards the cell's cost
-        "seconds": round(previous.get("seconds", 0.0) + seconds, 1) if previous.get("status") != "done" else round(seconds, 1),
-        "attempts": previous.get("attempts", 0) + 1,
-        "peak_rss_gb": max(filter(None, [peak_rss_gb, previous.get("peak_rss_gb")]), default=None),
-        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
-    }
-    atomic_write_text(folder / "cell.json", json.dumps(record, indent=2))
-
 
 # ------------------------------------------------------------------ datasets
 def prepare_bench_datasets(config: BenchConfig, console: Console) -> list[str]:
@@ -98,7 +72,7 @@ def run_in_process(cell: Cell, config: BenchConfig, bench_out: Path) -> None:
 
     from itemlm.bench.floors import sc_floors
     from itemlm.bench.references import run_references
-    from itemlm.cf.mf import load_or_train_mf
+    from itemlm.cf.cache import load_or_train_mf
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split
 
@@ -223,8 +197,6 @@ def reuse_cells(cells: list[Cell], bench_out: Path, sources: list[Path], console
 
 def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None = None, run: bool = True, reuse: list[Path] = ()) -> Path:
     """Run (or, with run=False, only report on) the grid; returns the report's path."""
-    from itemlm.bench.report import write_report
-
     console = console or Console()
     bench_out = config.out
     bench_out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from itemlm.cf.mf import MFConfig, split_folder, train_mf
 from itemlm.data.splits import Split
 from itemlm.errors import InputError
-from itemlm.eval.ranking import evaluate_ranking
+from itemlm.cf.evaluate import evaluate_ranking
 from itemlm.io import atomic_write_text
 
 METRIC = "HR@10"  # what ranks the grid; NDCG@10 breaks ties, then the grid order

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from itemlm.data.stage1_data import Stage1Data
-from itemlm.eval.ranking import target_ranks
+from itemlm.cf.evaluate import target_ranks
 from itemlm.models import stage1_losses as losses
 from itemlm.models.qformer import ItemQFormer
 

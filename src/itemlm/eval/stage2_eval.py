@@ -8,7 +8,7 @@ returned top-K gives HR@K / NDCG@K (an item not returned counts as a miss).
 
 Which examples are scored is a pure function of the evaluation seed (`evaluation_plan`), never of
 the training seed, so every model evaluated on a dataset answers the very same examples and two
-models can be compared example by example (paired bootstrap, `itemlm.bench.stats`).
+models can be compared example by example (paired bootstrap intervals and permutation tests, `itemlm.bench.stats`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from itemlm.eval.naming import names_title
-from itemlm.eval.ranking import metrics_from_ranks
+from itemlm.cf.evaluate import metrics_from_ranks
 from itemlm.eval.semantic_similarity import semantic_similarity
 from itemlm.models.ilm import ItemLanguageModel
-from itemlm.tasks.samples import Sample, group_by_task
+from itemlm.tasks.sample import Sample, group_by_task
 from itemlm.tasks.templates import REC_TASKS
 
 RANKED_TASKS = ("sequential", "straightforward")

@@ -17,7 +17,8 @@ import numpy as np
 
 from itemlm.eval.naming import names_title
 from itemlm.eval.semantic_similarity import semantic_similarity
-from itemlm.tasks.samples import Sample, build_samples, group_by_task
+from itemlm.tasks.build import build_samples
+from itemlm.tasks.sample import Sample, group_by_task
 from itemlm.tasks.templates import TASKS
 
 

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from itemlm.errors import InputError
 from itemlm.io import read_json, read_safetensors
 from itemlm.models.qformer import ItemQFormer
+from itemlm.variants import BRIDGES
 
-BRIDGES = ("ilm", "ilm-rand", "mlp", "text-only")
 
 
 class LinearAdapter(nn.Module):

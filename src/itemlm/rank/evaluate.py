@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from itemlm.data.splits import Split
-from itemlm.eval.ranking import RankingResult, evaluate_ranking
+from itemlm.cf.evaluate import RankingResult, evaluate_ranking
 from itemlm.rank.samples import stage_histories
 
 

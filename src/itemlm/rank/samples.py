@@ -14,7 +14,7 @@ import numpy as np
 from itemlm.data.splits import Split
 from itemlm.rank.ranker import LABELS, RankingConfig, ranking_prompt
 from itemlm.rank.retriever import Retriever
-from itemlm.tasks.samples import Sample
+from itemlm.tasks.sample import Sample
 
 
 def stage_histories(split: Split, stage: str) -> tuple[np.ndarray, list[list[int]], np.ndarray]:

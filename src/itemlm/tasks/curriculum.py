@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from itemlm.config import from_dict
 from itemlm.errors import InputError
 from itemlm.tasks.batching import bucket_by_length
-from itemlm.tasks.samples import Sample, mix_samples
+from itemlm.tasks.mixture import mix_samples
+from itemlm.tasks.sample import Sample
 from itemlm.tasks.templates import TRAINING_TASKS
 
 

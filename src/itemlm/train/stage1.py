@@ -26,28 +26,22 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from itemlm.cf.mf import CFEmbeddings, MFConfig, load_or_train_mf
+from itemlm.cf.cache import load_or_train_mf
+from itemlm.cf.mf import CFEmbeddings, MFConfig
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.data.stage1_data import Stage1Batch, Stage1Data
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
-from itemlm.models.llm import fast_bfloat16
+from itemlm.models.precision import fast_bfloat16
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import gather_with_grad, global_mean, local_slice, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
-
-VARIANTS = {
-    "ilm-it": (),
-    "ilm-it-ii": ("ii",),
-    "ilm-it-ui": ("ui",),
-    "ilm-it-ii-ui": ("ii", "ui"),
-}
-
+from itemlm.variants import VARIANTS
 
 @dataclass
 class QFormerOptions:

@@ -26,14 +26,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from itemlm.cf.mf import MFConfig, load_or_train_mf
+from itemlm.cf.cache import load_or_train_mf
+from itemlm.cf.mf import MFConfig
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.eval.curves import plot_learning_curves, read_curve
 from itemlm.eval.validation import ValidationProbe
 from itemlm.errors import FieldError, InputError
 from itemlm.io import atomic_write_text
-from itemlm.models.bridges import BRIDGES, MLPBridge, QFormerBridge, count_parameters, freeze_unused
+from itemlm.models.bridges import MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.ilm import Catalogue, ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
@@ -41,8 +42,9 @@ from itemlm.rank.evaluate import evaluation_users, ranking_report
 from itemlm.rank.ranker import Ranker, RankingConfig
 from itemlm.rank.retriever import load_or_train_retriever
 from itemlm.rank.samples import ranking_samples
+from itemlm.tasks.build import build_samples
 from itemlm.tasks.curriculum import check_curriculum, phase_value, schedule_batches
-from itemlm.tasks.samples import build_samples, group_by_task
+from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
@@ -50,6 +52,7 @@ from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
 from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, title_targets, warm_start_bridge
+from itemlm.variants import BRIDGES
 
 DEFAULT_WEIGHTS = {
     "item_title": 1.0, "item_genres": 1.0, "item_description": 1.0, "item_pitch": 1.0,

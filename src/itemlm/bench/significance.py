@@ -1,0 +1,67 @@
+"""Paired comparisons between models and the verdict on each paper claim read off them."""
+
+from __future__ import annotations
+
+from itemlm.bench.grid import BenchConfig
+from itemlm.bench.markdown import p_text, table
+from itemlm.bench.results import DEFAULT_QUERIES, TEXT_METRICS, DatasetResults
+from itemlm.bench.stats import align, paired_comparison
+
+
+def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[str, list[dict]]:
+    """The significance text (explanation and table) and one dict per (pair of models, metric) compared."""
+    pairs = [(config.primary, other, DEFAULT_QUERIES, DEFAULT_QUERIES) for other in config.compare_with]
+    for variant in ("ilm-it-ii", "ilm-it-ui", "ilm-it-ii-ui"):
+        if variant in config.bridges and "ilm-it" in config.bridges:
+            pairs.append((variant, "ilm-it", DEFAULT_QUERIES, DEFAULT_QUERIES))
+    sweep = sorted({q for (b, q, _) in results.stage2 if b == config.sweep_variant})
+    if 1 in sweep and len(sweep) > 1:
+        best = DEFAULT_QUERIES if DEFAULT_QUERIES in sweep else sweep[-1]
+        pairs.append((config.sweep_variant, config.sweep_variant, best, 1))
+    rows, data = [], []
+    for a, b, qa, qb in pairs:
+        scores_a, scores_b = results.scores(a, qa), results.scores(b, qb)
+        if not scores_a or not scores_b:
+            continue
+        # a bridge against itself is a query-count comparison: name the counts
+        name_a, name_b = (f"{a} ({qa} queries)", f"{b} ({qb} query)") if a == b else (a, b)
+        for metric in TEXT_METRICS:
+            x, y = align(scores_a[metric], scores_b[metric])
+            if len(x) < 2:
+                continue
+            result = paired_comparison(x, y, resamples=config.bootstrap_resamples, seed=0)
+            data.append({"a": name_a, "b": name_b, "metric": metric, **result.to_dict()})
+            rows.append([f"{name_a} − {name_b}", metric, f"{result.difference:+.4f}", f"[{result.low:+.4f}, {result.high:+.4f}]",
+                         p_text(result.p_value, config.bootstrap_resamples), str(result.examples)])
+    header = ["comparison", "metric", "difference", "95% CI", "p", "examples"]
+    text = ("Paired over evaluation examples (every model answers the same examples; each model's "
+            "per-example score is averaged over its seeds first): percentile bootstrap interval of the mean "
+            "difference, two-sided permutation test (the two models' scores swapped at random within examples), "
+            f"{config.bootstrap_resamples} resamples each.\n\n" + table(header, rows)) if rows else "No pair of finished models to compare yet."
+    return text, data
+
+
+def verdicts(comparisons: list[dict], config: BenchConfig) -> list[str]:
+    """One markdown bullet per paper claim, read off the paired comparisons (never written by hand)."""
+    claims = [
+        ("Stage-1 pre-training helps (ILM > ILM-rand)", config.primary, "ilm-rand"),
+        ("The Q-Former beats a CoLLM-style MLP", config.primary, "mlp"),
+        ("Item tokens beat reading titles (ILM > text-only)", config.primary, "text-only"),
+        ("The item-item loss helps (ILM-IT-II > ILM-IT)", "ilm-it-ii", "ilm-it"),
+        ("The user-item loss helps (ILM-IT-UI > ILM-IT)", "ilm-it-ui", "ilm-it"),
+        ("Several query tokens beat one", f"{config.sweep_variant} ({DEFAULT_QUERIES} queries)", f"{config.sweep_variant} (1 query)"),
+    ]
+    lines = []
+    for claim, a, b in claims:
+        found = [c for c in comparisons if c["a"] == a and c["b"] == b]
+        if not found:
+            continue
+        parts = []
+        for c in found:
+            if c["p_value"] < 0.05:
+                word = "holds" if c["difference"] > 0 else "reversed"
+            else:
+                word = "no significant difference"
+            parts.append(f"{c['metric']}: {word} ({c['difference']:+.3f}, p {p_text(c['p_value'], config.bootstrap_resamples)})")
+        lines.append(f"- **{claim}** — " + "; ".join(parts))
+    return lines

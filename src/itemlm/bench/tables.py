@@ -1,0 +1,143 @@
+"""The report's tables: SC per task, recommendation, ablations, example generations, cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell
+from itemlm.bench.markdown import fmt, table
+from itemlm.bench.records import cell_record
+from itemlm.bench.references import NAMES as REFERENCE_NAMES
+from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
+from itemlm.eval.stage2_eval import RANKED_TASKS
+
+ABLATION_HEADER = ["model", "stage-1 i2t R@10, text-seen", "stage-1 i2t R@10, text-held-out", "SC avg", "SC avg, text-held-out", "sequential HR@10", "straightforward HR@10"]
+
+
+def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]:
+    """The SC-per-task text (explanation and table, floors included) and its numbers for results.json."""
+    tasks = results.text_tasks()
+    header = ["model", *tasks, "avg", "avg, text-seen subjects", "avg, text-held-out subjects", "reference NLL (nats/token)"]
+    rows, data = [], {}
+    for bridge in config.bridges:
+        agg = results.aggregate(bridge)
+        if not agg:
+            continue
+        data[bridge] = {k: v[:2] for k, v in agg.items()}
+        rows.append([f"{bridge} ({agg['SC/avg'][2]} seed{'s' if agg['SC/avg'][2] > 1 else ''})", *[fmt(agg.get(f"SC/{t}")) for t in tasks],
+                     fmt(agg.get("SC/avg")), fmt(agg.get("SC_seen/avg")), fmt(agg.get("SC_held/avg")), fmt(agg.get("NLL/avg"), 2)])
+    floor_names = []
+    for task_floors in results.floors.values():
+        floor_names += [name for name in task_floors if name not in floor_names]
+    for name in floor_names:
+        per_task = {t: results.floors.get(t, {}).get(name) for t in tasks}
+        values = [v["SC"] for v in per_task.values() if v]
+        held = [v["SC_text_held_out"] for v in per_task.values() if v and "SC_text_held_out" in v]
+        seen = [v.get("SC_text_seen", v["SC"]) for v in per_task.values() if v]
+        rows.append([f"*floor: {name}*", *[fmt(v["SC"]) if v else "n/a" for v in per_task.values()],
+                     *[fmt(float(np.mean(x))) if x else "-" for x in (values, seen, held)], ""])
+    text = (
+        "SC: cosine similarity between generated and reference text under the sentence encoder, per task "
+        "(seen and unseen prompts pooled), mean ± std over seeds; 'avg' is the mean over tasks (for a floor, over "
+        "the tasks where it is defined, so compare floors task by task). Floors and "
+        "ceilings (italic) are trivial answers scored on the same examples by the same encoder; on "
+        "text-held-out subjects the CF neighbour's reference is the bar to clear. The text-only model reads "
+        "every item's title in its prompt, so for it 'text-held-out' only means that no bridge was trained "
+        "on the item's text (it has no bridge).\n\n" + table(header, rows)
+    )
+    return text, {"models": data, "floors": results.floors}
+
+
+def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]:
+    """One HR/NDCG table per ranked task (models, then references on the same users) and its numbers."""
+    parts, data = [], {}
+    for task in RANKED_TASKS:
+        header = ["model", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "unseen prompt HR@10", "unseen prompt NDCG@10", "users"]
+        rows = []
+        for bridge in config.bridges:
+            agg = results.aggregate(bridge)
+            if f"{task}/seen/HR@10" not in agg:
+                continue
+            users = len(evaluated_users(results, task, bridge))
+            rows.append([bridge, *[fmt(agg.get(f"{task}/seen/{m}"), 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")],
+                         fmt(agg.get(f"{task}/unseen/HR@10"), 4), fmt(agg.get(f"{task}/unseen/NDCG@10"), 4), str(users)])
+            data.setdefault(task, {})[bridge] = {k.split("/", 1)[1]: v[:2] for k, v in agg.items() if k.startswith(f"{task}/")}
+        users = evaluated_users(results, task)
+        for name, ref in results.references.items():
+            same = same_user_metrics(ref, users)
+            rows.append([f"{REFERENCE_NAMES[name]} (same users)", *[fmt(same.get(m), 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(len(users))])
+            rows.append([f"{REFERENCE_NAMES[name]} (all {int(ref['metrics']['users'])} test users)",
+                         *[fmt(ref["metrics"][m], 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(int(ref["metrics"]["users"]))])
+            data.setdefault(task, {})[name] = {"same_users": same, "all_users": {k: ref["metrics"][k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")}}
+        parts.append(f"**{task}** (test split, leave-one-out, full catalogue, constrained beam search for the LLMs)\n\n" + table(header, rows))
+    return "\n\n".join(parts), data
+
+
+def evaluated_users(results: DatasetResults, task: str, bridge: str | None = None) -> list[int]:
+    """The users a ranked task was evaluated on (seen prompts); the same for every model of a dataset."""
+    for key, per_example in results.per_example.items():
+        if bridge is not None and key[0] != bridge:
+            continue
+        records = per_example.get(task, {}).get("seen")
+        if records:
+            return records["user"]
+    return []
+
+
+def same_user_metrics(reference: dict, users: list[int]) -> dict:
+    """A reference recommender's HR/NDCG@5/10 on the given users only ({} when it ranked none of them)."""
+    rank = dict(zip(reference["users"], reference["ranks"]))
+    ranks = np.array([rank[u] for u in users if u in rank])
+    if len(ranks) == 0:
+        return {}
+    hit5, hit10 = ranks < 5, ranks < 10
+    gain = 1.0 / np.log2(ranks + 2.0)
+    return {"HR@5": float(hit5.mean()), "NDCG@5": float((gain * hit5).mean()), "HR@10": float(hit10.mean()), "NDCG@10": float((gain * hit10).mean())}
+
+
+def ablation_rows(results: DatasetResults, entries: list[tuple[str, str, int]]) -> list[list[str]]:
+    """Rows under ABLATION_HEADER, one per finished (label, bridge, queries) entry."""
+    rows = []
+    for label, bridge, queries in entries:
+        agg = results.aggregate(bridge, queries)
+        if not agg:
+            continue
+        s1 = [results.stage1_metric(bridge, queries, g) for g in ("text_seen", "text_held_out")] if bridge in PRETRAINED_BRIDGES else [None, None]
+        rows.append([label, *[fmt(v) for v in s1], fmt(agg.get("SC/avg")), fmt(agg.get("SC_held/avg")),
+                     fmt(agg.get("sequential/seen/HR@10"), 4), fmt(agg.get("straightforward/seen/HR@10"), 4)])
+    return rows
+
+
+def examples_section(results: DatasetResults, config: BenchConfig, task: str = "item_description") -> str:
+    """What each model wrote about the first text-held-out subject of a task (first seed); "" when none did."""
+    chosen_task = task if task in results.text_tasks() else next(iter(results.text_tasks()), None)
+    rows, reference = [], None
+    for bridge in config.bridges:
+        runs = results.runs(bridge)
+        if not runs or chosen_task is None:
+            continue
+        records = results.per_example[runs[0]].get(chosen_task, {}).get("seen")
+        if not records:
+            continue
+        held = [k for k, h in enumerate(records["text_held_out"]) if h] or [0]
+        k = held[0]
+        reference = reference or records["key"][k]
+        rows.append([bridge, records["generated"][k].replace("|", "/").replace("\n", " "), f"{records['SC'][k]:.3f}"])
+    if not rows:
+        return ""
+    return f"Generations for `{chosen_task}` on one text-held-out subject ({reference}):\n\n" + table(["model", "generated", "SC"], rows)
+
+
+def cells_section(cells: list[Cell], out: Path) -> tuple[str, list[dict], float]:
+    """The table of every planned cell's status, time and memory; the same as dicts; seconds summed over done cells."""
+    rows, data, total = [], [], 0.0
+    for cell in cells:
+        record = cell_record(cell.folder(out))
+        status = record.get("status", "not run")
+        if status == "done":
+            total += record.get("seconds", 0.0)
+        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(record.get("peak_rss_gb"), 2)])
+        data.append({"id": cell.id, "status": status, "seconds": record.get("seconds"), "peak_rss_gb": record.get("peak_rss_gb")})
+    return table(["cell", "status", "seconds", "peak RSS (GB)"], rows), data, total

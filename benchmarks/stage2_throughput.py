@@ -37,7 +37,8 @@ import torch
 
 from itemlm.config import load_config
 from itemlm.models.bridges import QFormerBridge, freeze_unused
-from itemlm.models.ilm import Catalogue, ItemLanguageModel
+from itemlm.models.catalogue import Catalogue
+from itemlm.models.ilm import ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
 from itemlm.tasks.sample import Sample

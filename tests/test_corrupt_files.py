@@ -13,7 +13,7 @@ from itemlm.data.dataset import InteractionDataset
 from itemlm.errors import InputError
 from itemlm.io import read_json, read_parquet, read_safetensors
 from itemlm.models.bridges import load_bridge
-from itemlm.models.ilm import Catalogue
+from itemlm.models.catalogue import Catalogue
 from itemlm.rank.retriever import Retriever
 from itemlm.train.checkpoint import MetricsLog
 

@@ -9,7 +9,7 @@ import difflib
 import re
 
 from itemlm.data.item_text import normalize_title
-from itemlm.models.ilm import Catalogue
+from itemlm.models.catalogue import Catalogue
 
 
 def _tags(value: str) -> list[str]:

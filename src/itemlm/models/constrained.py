@@ -164,11 +164,13 @@ def constrained_beam_search(
     while beams:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         candidates: list[list[tuple[float, int, int, int]]] = [[] for _ in range(rows)]
-        for beam, (score, node, row) in enumerate(beams):
-            moves = [(tok, child) for tok, child in trie.children[node].items() if child not in dead[row]]
-            token_ids = torch.tensor([tok for tok, _ in moves], dtype=torch.long, device=logprobs.device)
-            for (tok, child), lp in zip(moves, logprobs[beam, token_ids].tolist()):
-                candidates[row].append((score + lp, child, beam, tok))
+        # every beam's allowed moves, scored by one gather and one copy to the host per step
+        moves = [(beam, tok, child) for beam, (_, node, row) in enumerate(beams)
+                 for tok, child in trie.children[node].items() if child not in dead[row]]
+        where = torch.tensor([(beam, tok) for beam, tok, _ in moves], dtype=torch.long, device=logprobs.device).view(-1, 2)
+        for (beam, tok, child), lp in zip(moves, logprobs[where[:, 0], where[:, 1]].tolist()):
+            score, _, row = beams[beam]
+            candidates[row].append((score + lp, child, beam, tok))
 
         next_beams, sources, tokens = [], [], []
         for row in range(rows):

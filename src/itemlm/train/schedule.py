@@ -8,7 +8,12 @@ import torch
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, floor: float = 0.1):
-    """Linear warmup to each group's rate, then cosine decay to `floor` times it."""
+    """Linear warmup to each group's rate, then cosine decay to `floor` times it.
+
+    Kept here rather than transformers' `get_cosine_with_min_lr_schedule_with_warmup` because that
+    one starts at a rate of exactly 0 (its first step is wasted: with a few hundred steps on a CPU,
+    each one counts) and its progress ends at `total_steps`, not at the last step taken.
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -35,7 +35,8 @@ from itemlm.eval.validation import ValidationProbe
 from itemlm.errors import FieldError, InputError
 from itemlm.io import atomic_write_text
 from itemlm.models.bridges import MLPBridge, QFormerBridge, count_parameters, freeze_unused
-from itemlm.models.ilm import Catalogue, ItemLanguageModel
+from itemlm.models.catalogue import Catalogue
+from itemlm.models.ilm import ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.qformer import ItemQFormer
 from itemlm.rank.evaluate import evaluation_users, ranking_report

@@ -1,0 +1,107 @@
+"""What users call on an `ItemLanguageModel`: describe items and users, recommend, explain, answer.
+
+A part of `ItemLanguageModel` (it uses the model's `generate`, `encode_prompts`, `llm`, `catalogue`
+and `ranker`), kept apart from the module's layout and training code.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from itemlm.errors import InputError
+from itemlm.models.constrained import TitleTrie, constrained_beam_search
+from itemlm.tasks.templates import find_placeholders, item_placeholder, user_placeholder
+
+
+class ItemLanguageAPI:
+    """The user-facing half of `ItemLanguageModel`."""
+
+    @torch.no_grad()
+    def explain(self, liked: list[int], items: list[int], max_new_tokens: int = 24) -> list[str]:
+        """Why each of `items` suits someone who liked `liked`, in the model's own words: the
+        conversational task's answer ("Title — because ..."), with the title given and the reason
+        generated, cut at its first sentence."""
+        liked_text = ", ".join(item_placeholder(i) for i in liked[-3:])
+        noun = "watch" if self.catalogue.domain == "movies" else "buy"
+        prompts = [f"I loved {liked_text}; what should I {noun} next?"] * len(items)
+        prefixes = [f"{self.catalogue.titles[item]} — because" for item in items]
+        reasons = []
+        for prefix, text in zip(prefixes, self.generate(prompts, max_new_tokens, prefixes) if items else []):
+            sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+            reasons.append(f"{prefix} {sentence}" if sentence else prefix.removesuffix(" — because") + ".")
+        return reasons
+
+    @property
+    def trie(self) -> TitleTrie:
+        if self._trie is None:
+            self._trie = TitleTrie.from_titles(self.llm.tokenizer, self.catalogue.titles)
+        return self._trie
+
+    @torch.no_grad()
+    def recommend_prompts(
+        self, prompts: list[str], k: int = 10, exclude: list[list[int]] | None = None, num_beams: int | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """Top-k distinct catalogue items per prompt (constrained beam search over titles)."""
+        embeds, mask = self.encode_prompts(prompts)
+        return constrained_beam_search(self.llm, embeds, mask, self.trie, num_beams or max(k, 10), k, exclude)
+
+    def describe(self, item: int, max_new_tokens: int = 48) -> str:
+        return self.generate([f"Pitch {item_placeholder(item)} in one sentence."], max_new_tokens)[0]
+
+    def profile(self, user: int, max_new_tokens: int = 48) -> str:
+        return self.generate([f"Describe the taste of {user_placeholder(user)}."], max_new_tokens)[0]
+
+    def recommend(
+        self,
+        history: list[int] | None = None,
+        user: int | None = None,
+        text: str | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: list[int] | None = None,
+        mode: str = "auto",
+    ) -> list[tuple[int, str, float]]:
+        """Recommend from an item history, a user, or free text (which may hold placeholders).
+
+        mode: "rank" (the retriever's candidates ordered by the LLM, one forward pass), "generate"
+        (beam search constrained to catalogue titles, the paper's protocol), or "auto": ranking
+        mode when the model has a ranker and the request is a history or a user, else generation.
+        `exclude`: items never to return, besides the consumed ones. Items are distinct.
+        """
+        if mode not in ("auto", "rank", "generate"):
+            raise InputError(f"mode must be auto, rank or generate, got '{mode}'")
+        if user is not None and not history and text is None:
+            if not 0 <= user < len(self.catalogue.histories):
+                raise InputError(f"user {user} is not in the catalogue (0..{len(self.catalogue.histories) - 1})")
+        ranking = mode == "rank" or (mode == "auto" and self.ranker is not None and text is None and (history or user is not None))
+        if ranking:
+            if self.ranker is None:
+                raise InputError("this model has no ranker (train stage 2 with ranking.enabled=true), use mode='generate'")
+            if text is not None:
+                raise InputError("ranking mode reads an item history or a user, not free text")
+            items = list(history) if history else list(self.catalogue.histories[user])
+            banned = sorted(set(items if exclude_seen else []) | set(exclude or []))
+            scores = self.ranker.rank(self, [items], [banned])[0]
+            top = torch.sort(scores, descending=True, stable=True)
+            chosen = [(int(i), float(v)) for i, v in zip(top.indices[:k], top.values[:k]) if torch.isfinite(v)]
+            return [(item, self.catalogue.titles[item], score) for item, score in chosen]
+        if text is not None:
+            prompt, seen = text, [i for _, i, _, _ in find_placeholders(text)]
+        elif history:
+            recent = history[-20:]
+            prompt = f"A user interacted with these items in order: {', '.join(item_placeholder(i) for i in recent)}. What comes next?"
+            seen = list(history)
+        elif user is not None:
+            prompt, seen = f"Recommend an item for {user_placeholder(user)}.", list(self.catalogue.histories[user])
+        else:
+            raise InputError("recommend needs a history, a user or a text")
+        banned = sorted(set(seen if exclude_seen else []) | set(exclude or []))
+        ranked = self.recommend_prompts([prompt], k, [banned])[0]
+        return [(item, self.catalogue.titles[item], score) for item, score in ranked]
+
+    def answer(self, message: str, max_new_tokens: int = 64) -> str:
+        """The model's free-form answer to one message (placeholders allowed in it). A conversation
+        of several turns, with preferences kept between them, is `itemlm.chat.session.ChatSession`."""
+        return self.generate([message], max_new_tokens)[0]

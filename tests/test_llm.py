@@ -292,7 +292,7 @@ def test_gguf_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
     folders = [f for f in cache.iterdir() if f.is_dir()]
     assert len(folders) == 1 and folders[0].name.startswith("tiny-")  # no staging folder left behind
     assert {"config.json", "model.safetensors"} <= {p.name for p in folders[0].iterdir()}
-    assert first.tokenizer.chat_template and first.stop_token_ids == [first.tokenizer.eos_token_id]
+    assert first.tokenizer.chat_template and first.stop_token_ids[0] == first.tokenizer.eos_token_id
 
     ids = torch.tensor([first.encode("the cat sat on the mat")])
     with torch.no_grad():

@@ -31,7 +31,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from itemlm.chat.session import ChatSession, Reply
 from itemlm.chat.titles import TitleIndex
@@ -58,8 +58,13 @@ class ModelWorker:
     def __init__(self, max_waiting: int = 64):
         self.max_waiting = max_waiting
         self.waiting = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="itemlm-model")
         self._count = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        """A fresh thread for the model (an app's lifespan may start it again after a shutdown)."""
+        if getattr(self, "_executor", None) is None or self._executor._shutdown:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="itemlm-model")
 
     def _admit(self) -> None:
         with self._count:
@@ -119,6 +124,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        worker.start()
         yield
         worker.shutdown()  # the running job ends; nothing waiting starts
 
@@ -249,10 +255,11 @@ def create_app(
 
         return session_view(session_id, await worker.run(apply))
 
-    @app.delete("/v1/sessions/{session_id}", dependencies=[Depends(require_key)], status_code=204)
-    def delete_session(session_id: SessionId) -> None:
+    @app.delete("/v1/sessions/{session_id}", dependencies=[Depends(require_key)], status_code=204, response_class=Response)
+    def delete_session(session_id: SessionId) -> Response:
         if not store.delete(session_id):
             raise HTTPException(404, f"session_id: no session {session_id!r}")
+        return Response(status_code=204)
 
     # ------------------------------------------------------------------ recommendations and items
     @app.post("/v1/recommendations", dependencies=[Depends(require_key)])

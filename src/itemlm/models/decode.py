@@ -94,10 +94,7 @@ class Decoding:
 def _new_cache(model: nn.Module) -> Any:
     from transformers import DynamicCache
 
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older transformers
-        return DynamicCache()
+    return DynamicCache(config=model.config)  # per-layer kinds (sliding window or not) from the config
 
 
 def _pick(

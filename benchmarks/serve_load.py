@@ -104,7 +104,7 @@ def screenshot(url: str, path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1100, "height": 1000})
         page.goto(url)
         for text, cards in (("I loved Toy Story and Aladdin", 1), ("something newer", 2)):

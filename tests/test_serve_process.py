@@ -124,7 +124,7 @@ def test_the_chat_page_in_a_real_browser(model_folder, tmp_path):
     server = Server(model_folder, tmp_path / "sessions.sqlite")
     try:
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+            browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"])
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(server.url)
             page.fill("#message", "I loved Toy Story and Aladdin")

@@ -8,7 +8,7 @@ turns long (titles liked, refinements, a question about an item, a dislike; non-
 completions), and reports errors, the latency of each turn (p50 / p95 / max, seconds), turns per
 second and the server's peak resident memory. With --screenshot, a headless chromium (Playwright,
 the system browser) also holds one conversation on the page and saves a picture of it.
-Numbers only go to --out, never dataset text.
+Numbers only go to --out (no text: the command is in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -152,7 +152,6 @@ def main() -> None:
 
     values = np.array(latencies)
     result = {
-        "command": " ".join(["benchmarks/serve_load.py"] + sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "sessions": args.sessions, "turns_per_session": args.turns, "requests": len(latencies), "errors": len(errors),
         "wall_seconds": round(seconds, 1), "turns_per_second": round(len(latencies) / seconds, 3),

@@ -124,8 +124,8 @@ def dataset_identity(config: BenchConfig, dataset: str) -> str:
     old one. Datasets are prepared before the grid is planned; an unprepared one says so."""
     from itemlm.data.prepare import dataset_folder
 
-    tables = sorted(dataset_folder(dataset, config.home).glob("*.parquet"))
-    return _tables_hash(tuple((str(t), t.stat().st_size, t.stat().st_mtime_ns) for t in tables))
+    stats = [(str(t), t.stat()) for t in sorted(dataset_folder(dataset, config.home).glob("*.parquet"))]
+    return _tables_hash(tuple((path, stat.st_size, stat.st_mtime_ns) for path, stat in stats))
 
 
 @functools.lru_cache(maxsize=None)  # by path, size and mtime: hashed once per run, again when a table changes

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from itemlm.bench.grid import Cell
+from itemlm import io
 from itemlm.io import atomic_write_text
 
 RESULT_FILE = {"stage1": "run/metrics.json", "stage2": "run/metrics.json", "references": "result.json", "floors": "result.json"}
@@ -18,8 +19,8 @@ RESULT_FILE = {"stage1": "run/metrics.json", "stage2": "run/metrics.json", "refe
 
 
 def read_json(path: Path) -> dict:
-    """The JSON object in a file, or {} when the file does not exist (yet)."""
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The JSON object in a file, or {} when the file does not exist (yet); a damaged one is an InputError."""
+    return io.read_json(path) if path.exists() else {}
 
 
 def read_jsonl(path: Path) -> list[dict]:

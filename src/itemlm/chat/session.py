@@ -221,17 +221,7 @@ class ChatSession:
         """The answer to one message in pieces, each as soon as it is known: what was understood
         first, then what the model generated. The whole answer is `last_reply` afterwards."""
         text = text.strip()
-        pieces: list[str] = []
-        answer = self._answer(text)
-        while True:
-            try:
-                piece = next(answer)
-            except StopIteration as done:
-                reply: Reply = done.value
-                break
-            pieces.append(piece)
-            yield piece
-        assert "".join(pieces) == reply.text
+        reply: Reply = yield from self._answer(text)
         self.last_reply = reply
         self.turns += [{"role": "user", "content": text},
                        {"role": "assistant", "content": reply.text, "items": [asdict(r) for r in reply.items]}]

@@ -76,24 +76,22 @@ class ModelWorker:
         with self._count:
             self.waiting -= 1
 
-    async def run(self, job, *args):
-        self._admit()
-        future = self._executor.submit(job, *args)
-        future.add_done_callback(self._leave)
-        return await asyncio.wrap_future(future)
-
     def submit(self, job, *args):
-        """Admit and start `job` now (a streamed answer), returning its concurrent future."""
+        """Queue `job` behind the others (503 when the queue is full); returns its concurrent future."""
         self._admit()
         future = self._executor.submit(job, *args)
         future.add_done_callback(self._leave)
         return future
 
+    async def run(self, job, *args):
+        """Queue `job` and wait for its result."""
+        return await asyncio.wrap_future(self.submit(job, *args))
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-class Catalogue:
+class ItemViews:
     """Item ids <-> catalogue rows, and the JSON view of an item."""
 
     def __init__(self, model: ItemLanguageModel):
@@ -119,7 +117,7 @@ def create_app(
     model: ItemLanguageModel, store: SessionStore, *, api_key: str | None = None, cors_origins: list[str] | None = None,
     model_name: str = "itemlm", max_waiting: int = 64,
 ) -> FastAPI:
-    catalogue = Catalogue(model)
+    catalogue = ItemViews(model)
     worker = ModelWorker(max_waiting)
 
     @asynccontextmanager

@@ -37,8 +37,9 @@ def serve_model(
 
     model = ItemLanguageModel.from_pretrained(model_folder)
     model.eval()
-    store = SessionStore(db or Path(model_folder).resolve().parent / "sessions.sqlite")
-    app = create_app(model, store, api_key=api_key, cors_origins=cors_origins, model_name=Path(model_folder).resolve().parent.name or "itemlm",
+    run_folder = Path(model_folder).resolve().parent  # the model's run: its name, and where sessions go by default
+    store = SessionStore(db or run_folder / "sessions.sqlite")
+    app = create_app(model, store, api_key=api_key, cors_origins=cors_origins, model_name=run_folder.name or "itemlm",
                      max_waiting=max_waiting)
     print(f"itemlm serve: http://{host}:{port}/  (API docs at /docs, sessions in {store.path})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -5,8 +5,8 @@ another, never side by side: they would share the cores and slow each other). Ev
 validation probe against training seconds (warm start included, validation excluded); this script
 reads the curves back, draws them on one chart, and writes the points as JSON (numbers only).
 
-    .venv/bin/python benchmarks/time_to_quality.py --steps 200
-    .venv/bin/python benchmarks/time_to_quality.py --only warm-anchor cold --out results/ttq
+    .venv/bin/python benchmarks/time_to_quality.py
+    .venv/bin/python benchmarks/time_to_quality.py --only standard mixture-only --out results/ttq
     .venv/bin/python benchmarks/time_to_quality.py --plot-only   # redraw from finished runs
 """
 
@@ -23,18 +23,19 @@ from itemlm.eval.curves import plot_learning_curves, read_curve
 
 # name -> overrides of the preset; every run shares the preset's data, LLM, batch and evaluation probe
 CONFIGURATIONS = {
-    "warm-anchor": [],  # the standard recipe: warm start, then LM loss + title anchor at lr 1e-4
-    "warm-naming-first": ["curriculum=[{steps: 100, task_weights: {item_title: 1}}]"],  # read the names first, then the mixture
-    "warm-no-anchor": ["warm_start.anchor_weight=0"],
-    "cold-projector-lr": ["warm_start.enabled=false", "warm_start.anchor_weight=0", "adapter_lr_scale=10"],  # lr 1e-3, as LLaVA / CoLLM projectors
-    "cold-low-lr": ["warm_start.enabled=false", "warm_start.anchor_weight=0"],
+    "standard": [],  # closed-form warm start, naming phase, mixture, naming phase, lr 1e-5 constant
+    "gradient-warm-start": ["warm_start.solve=false", "warm_start.steps=1200"],  # the head fitted by AdamW instead (4 minutes)
+    "mixture-only": ["curriculum=[]"],  # no naming phases
+    "faster-lr": ["learning_rate=3e-5"],
+    "cold-projector-lr": ["warm_start.enabled=false", "curriculum=[]", "learning_rate=1e-3"],  # as LLaVA / CoLLM projectors
+    "cold-low-lr": ["warm_start.enabled=false", "curriculum=[]"],
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="standard")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
     parser.add_argument("--validate-every", type=int, default=50)
     parser.add_argument("--only", nargs="*", choices=sorted(CONFIGURATIONS), help="run these configurations only")
     parser.add_argument("--out", type=Path, default=Path("results/time_to_quality"))
@@ -50,7 +51,7 @@ def main() -> None:
             continue
         command = [
             sys.executable, "-m", "itemlm.cli", "stage2", "--config", args.preset, "--no-evaluate", "--resume",
-            f"name={name}", f"output_dir={folder}", f"steps={args.steps}", f"validate_every={args.validate_every}",
+            f"name={name}", f"output_dir={folder}", *([f"steps={args.steps}"] if args.steps else []), f"validate_every={args.validate_every}",
             *CONFIGURATIONS[name], *args.overrides,
         ]
         print("$", " ".join(command[1:]), flush=True)

@@ -22,7 +22,8 @@ def test_every_preset_loads(preset):
         assert config.steps > 0 and config.bridge == "ilm"
     elif preset == "standard":
         config = load_config(Stage2Config, preset)
-        assert config.warm_start.enabled and config.warm_start.anchor_weight > 0 and config.validate_every > 0
+        assert config.warm_start.enabled and config.warm_start.solve and config.validate_every > 0
+        assert any(p.get("task_weights") == {"item_title": 1.0} for p in config.curriculum)  # a naming phase
         assert config.mf.tuned and config.system_prompt == "" and config.dataset == "ml-100k-text"
         for budget in (DEMO_BUDGET, FAST_BUDGET):  # the demo's budgets are overrides of this preset
             assert load_config(Stage2Config, preset, budget).steps > 0

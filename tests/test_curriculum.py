@@ -1,6 +1,7 @@
 """The task curriculum: phases come first, in order, with their own task mixture; bad phases are clear errors."""
 
 import pytest
+import torch
 
 from itemlm.config import load_config
 from itemlm.errors import InputError
@@ -100,3 +101,42 @@ def test_a_run_follows_its_curriculum_batch_sizes(tmp_path):
     train_stage2(config, progress=False, evaluate=False)
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["train"]["samples"] == 2 * 6 + 1 * 4
+
+
+def test_phase_start_and_a_bad_anchor_target():
+    from itemlm.tasks.curriculum import phase_start
+
+    phases = [{"steps": 3, "task_weights": {"item_title": 1}}, {"steps": 2}]
+    assert [phase_start(phases, s) for s in range(6)] == [0, 0, 0, 3, 3, None]
+    with pytest.raises(InputError, match=r"curriculum\[1\].anchor_targets"):
+        check_curriculum([{"steps": 1}, {"steps": 1, "anchor_targets": "mine"}], 10)
+
+
+def test_a_phase_can_anchor_the_bridge_to_its_own_vectors_and_a_resumed_run_reads_them_back(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from tests.test_stage2 import tiny_config
+    from tests.test_llm import make_tiny_llm
+    from itemlm.train.stage2 import train_stage2
+
+    llm = tmp_path / "llm"
+    make_tiny_llm(llm)
+    phases = "[{steps: 2, task_weights: {item_title: 1}}, {steps: 3, anchor_weight: 5, anchor_targets: current}]"
+
+    def config(out):
+        return tiny_config(llm, tmp_path / "home", out, bridge="mlp", mlp_tokens=2, steps=5, curriculum=phases, checkpoint_every=1,
+                           **{"warm_start.enabled": "true", "warm_start.steps": 0})
+
+    train_stage2(config(tmp_path / "whole"), progress=False, evaluate=False)
+    held = load_file(str(tmp_path / "whole" / "anchor_targets.safetensors"))
+    assert held["step"].item() == 2 and held["vectors"].shape[1] == 2  # mlp_tokens of the tiny preset
+    # interrupted inside the anchored phase, then resumed: the same targets, the same weights
+    train_stage2(config(tmp_path / "parts"), progress=False, evaluate=False, stop_after=3)
+    train_stage2(config(tmp_path / "parts"), progress=False, evaluate=False, resume=True)
+    again = load_file(str(tmp_path / "parts" / "anchor_targets.safetensors"))
+    assert torch.equal(held["vectors"], again["vectors"])
+    whole, parts = (load_file(str(tmp_path / run / "model" / "bridge.safetensors")) for run in ("whole", "parts"))
+    assert all(torch.allclose(whole[k], parts[k], atol=1e-6) for k in whole)
+    assert json.loads((tmp_path / "parts" / "metrics.json").read_text())["train"]["steps"] == 5

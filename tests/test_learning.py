@@ -12,7 +12,7 @@ from itemlm.eval.naming import bare_title, names_title, names_title_rate
 from itemlm.models.bridges import MLPBridge
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.train.stage2 import load_everything, text_seen_items, train_stage2
-from itemlm.train.warm_start import WarmStartConfig, TitleRegression, title_targets, warm_start_bridge
+from itemlm.train.warm_start import WarmStartConfig, TitleRegression, ridge_regression, title_targets, warm_start_bridge
 from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F401 (fixtures)
 
 
@@ -77,13 +77,54 @@ def test_warm_start_fits_text_seen_titles_and_never_reads_held_out_ones(tiny_llm
     rows = torch.arange(64)
     with torch.no_grad():
         before = regression.token_accuracy(bridge(torch.as_tensor(cf.item_vectors[items]), torch.zeros(64, dtype=torch.long)), rows)
-    report = warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=150, batch_size=32, learning_rate=3e-3), progress=False)
-    assert report["items"] == 64 and report["token_accuracy"] > max(0.8, before + 0.3)
+    config = WarmStartConfig(enabled=True, solve=False, steps=150, batch_size=32, learning_rate=3e-3)
+    report = warm_start_bridge(bridge, cf.item_vectors, targets, config, progress=False)
+    assert report["items"] == 64 and report["token_accuracy"] > max(0.8, before + 0.3) and report["solved"] is None
 
 
-def test_warm_start_config_rejects_an_unknown_loss():
+def test_ridge_regression_solves_both_forms_alike_and_fits_exactly_when_it_can():
+    generator = torch.Generator().manual_seed(0)
+    wide, narrow = torch.randn(20, 50, generator=generator), torch.randn(200, 8, generator=generator)
+    for inputs in (wide, narrow):  # kernel form (f > n) and normal equations (f <= n)
+        targets = inputs[:, :3] @ torch.randn(3, 5, generator=generator) + 2.0
+        weight, bias = ridge_regression(inputs, targets, 1e-9)
+        assert weight.shape == (inputs.shape[1], 5) and bias.shape == (5,)
+        assert torch.allclose(inputs.double() @ weight + bias, targets.double(), atol=1e-5)
+    targets = torch.randn(20, 4, generator=generator)
+    weight, _ = ridge_regression(wide, targets, 1e-9)  # more features than rows: interpolates anything
+    assert torch.allclose(wide.double() @ weight + targets.double().mean(0) - wide.double().mean(0) @ weight, targets.double(), atol=1e-5)
+    heavy, _ = ridge_regression(wide, targets, 1e3)
+    assert heavy.norm() < weight.norm() / 10  # the penalty shrinks the weights
+
+
+@pytest.mark.parametrize("bridge_kind", ["mlp", "ilm-rand"])
+def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(bridge_kind, tiny_llm_folder, data_home, tmp_path):
+    from itemlm.train.stage2 import build_bridge
+
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", bridge=bridge_kind, mlp_tokens=4, num_queries=4)
+    dataset, _, cf, llm, catalogue = load_everything(config, "float32")
+    torch.manual_seed(0)
+    bridge = build_bridge(config, cf.dim, 1.0 / float(np.std(cf.item_vectors)), llm)
+    items = text_seen_items(dataset)[:48]
+    targets = title_targets(llm, items, catalogue.titles, num_tokens=bridge.num_tokens)
+    regression = TitleRegression(targets, "mse")
+    with torch.no_grad():
+        outputs = bridge(torch.as_tensor(cf.item_vectors[items]), torch.zeros(len(items), dtype=torch.long))
+    rows = torch.arange(len(items))
+    before, before_loss = regression.token_accuracy(outputs, rows), float(regression(outputs, rows))
+    report = warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=0), progress=False)
+    assert report["steps"] == 0 and report["solved"]["token_accuracy"] == report["token_accuracy"]
+    if bridge_kind == "mlp":  # one wide vector per item in the head: it interpolates
+        assert report["token_accuracy"] > 0.95 and report["loss"] < 0.05
+    else:  # one linear map shared by the query tokens: the best linear readout, no more
+        assert report["loss"] < 0.9 * before_loss and report["token_accuracy"] > before
+
+
+def test_warm_start_config_rejects_an_unknown_loss_and_a_ridge_that_is_not_positive():
     with pytest.raises(Exception, match="warm_start.loss"):
         WarmStartConfig(loss="l1")
+    with pytest.raises(Exception, match="warm_start.ridge"):
+        WarmStartConfig(ridge=0.0)
 
 
 def test_recipe_warm_starts_logs_learning_curves_and_reports_names_title(tiny_llm_folder, data_home, tmp_path):

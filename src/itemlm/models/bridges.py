@@ -6,6 +6,8 @@
     text-only  no vectors at all: the prompt names items by title (what a plain LLM gets)
 
 A bridge maps CF vectors [B, cf_dim] and kinds [B] (0 item, 1 user) to [B, num_tokens, llm_hidden].
+Every trainable bridge ends in one linear layer, `head`, applied to `head_inputs(cf, kind)`: the
+warm start can set it in closed form (itemlm.train.warm_start).
 Only bridges are trained in stage 2.
 """
 
@@ -50,7 +52,15 @@ class QFormerBridge(nn.Module):
         return self.qformer.config.num_queries
 
     def forward(self, cf: Tensor, kind: Tensor) -> Tensor:
-        return self.adapter(self.qformer.encode_items(cf, kind))
+        return self.adapter(self.head_inputs(cf, kind))
+
+    def head_inputs(self, cf: Tensor, kind: Tensor) -> Tensor:
+        """What the last linear layer (`head`) reads: [B, num_queries, hidden] query outputs."""
+        return self.qformer.encode_items(cf, kind)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.adapter.proj
 
 
 class MLPBridge(nn.Module):
@@ -65,8 +75,15 @@ class MLPBridge(nn.Module):
         nn.init.normal_(self.mlp[2].weight, std=output_scale / hidden**0.5)
 
     def forward(self, cf: Tensor, kind: Tensor) -> Tensor:
-        x = cf * self.cf_scale + self.kind_embedding(kind)
-        return self.mlp(x).view(cf.shape[0], self.num_tokens, self.llm_hidden)
+        return self.head(self.head_inputs(cf, kind)).view(cf.shape[0], self.num_tokens, self.llm_hidden)
+
+    def head_inputs(self, cf: Tensor, kind: Tensor) -> Tensor:
+        """What the last linear layer (`head`) reads: [B, hidden] activations."""
+        return self.mlp[1](self.mlp[0](cf * self.cf_scale + self.kind_embedding(kind)))
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.mlp[2]
 
 
 def freeze_unused(bridge: nn.Module, cf_dim: int) -> list[str]:

@@ -14,8 +14,14 @@ main mixture, so a schedule can also *end* with a naming phase:
 
 A phase of short rows (titles) can afford a larger batch than the mixture; `batch_size` and
 `anchor_weight` (the warm start's title regression during the phase, instead of
-`warm_start.anchor_weight`) are optional. Each phase is its own shuffled mixture (and length
-buckets), so a phase boundary is a clean cut in the sample stream.
+`warm_start.anchor_weight`) are optional, and so is `anchor_targets`: "titles" (the warm start's
+targets) or "current", the bridge's own vectors for the text-seen items as they are when the
+phase starts, so that a mixture after a naming phase keeps what that phase taught:
+
+    [{"steps": 150, "task_weights": {"item_title": 1.0}}, {"steps": 200, "anchor_weight": 10, "anchor_targets": "current"}]
+
+Each phase is its own shuffled mixture (and length buckets), so a phase boundary is a clean cut
+in the sample stream.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ class Phase:
     task_weights: dict | None = None  # None: the run's task_weights
     batch_size: int | None = None  # None: the run's
     anchor_weight: float | None = None  # None: warm_start.anchor_weight
+    anchor_targets: str | None = None  # None or "titles": the warm start's; "current": the bridge's vectors at the phase's start
+
+
+ANCHOR_TARGETS = ("titles", "current")
 
 
 def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
@@ -49,6 +59,8 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
         if not isinstance(phase, Mapping):
             raise InputError(f"'{where}' must be a mapping with keys steps and optionally task_weights, batch_size and anchor_weight, got {phase!r}")
         checked = from_dict(Phase, dict(phase), where)
+        if checked.anchor_targets not in (None, *ANCHOR_TARGETS):
+            raise InputError(f"'{where}.anchor_targets' must be one of {', '.join(ANCHOR_TARGETS)}, got {checked.anchor_targets!r}")
         steps, weights = checked.steps, checked.task_weights
         if weights is None:  # a stretch of the main mixture
             used += steps
@@ -85,6 +97,16 @@ def schedule_batches(
         rows = bucket_by_length(rows, size, length, seed=seed + index) if length else rows
         batches += [rows[start : start + size] for start in range(0, len(rows), size)]
     return batches
+
+
+def phase_start(phases: Sequence[Mapping], step: int) -> int | None:
+    """The first step of the phase holding `step` (None past the phases)."""
+    end = 0
+    for phase in phases:
+        if step < end + int(phase["steps"]):
+            return end
+        end += int(phase["steps"])
+    return None
 
 
 def phase_value(phases: Sequence[Mapping], step: int, key: str, default):

@@ -44,7 +44,7 @@ from itemlm.rank.ranker import Ranker, RankingConfig
 from itemlm.rank.retriever import load_or_train_retriever
 from itemlm.rank.samples import ranking_samples
 from itemlm.tasks.build import build_samples
-from itemlm.tasks.curriculum import check_curriculum, phase_value, schedule_batches
+from itemlm.tasks.curriculum import check_curriculum, phase_start, phase_value, schedule_batches
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
@@ -98,6 +98,7 @@ class Stage2Config:
     adapter_lr_scale: float = 10.0  # the adapter / MLP start from scratch
     weight_decay: float = 0.01
     warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # the cosine decay ends at this fraction of the peak rate (1.0: constant after warmup)
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
@@ -120,6 +121,8 @@ class Stage2Config:
         if unknown:
             raise FieldError("task_weights", f"names unknown tasks: {', '.join(sorted(unknown))} (tasks: {', '.join(TRAINING_TASKS)})")
         check_curriculum(self.curriculum, self.steps)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise FieldError("min_lr_ratio", f"must be between 0 and 1, got {self.min_lr_ratio}")
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
 
@@ -205,6 +208,7 @@ def speed_path(config: Stage2Config, model: ItemLanguageModel, device: torch.dev
 def training_step(
     model: ItemLanguageModel, rows: list, config: Stage2Config, accelerator, optimizer, scheduler,
     pad_to_multiple: int = 1, anchor: TitleAnchor | None = None, step: int = 0, anchor_weight: float | None = None,
+    anchor_targets: str = "titles",
 ):
     """One update on this process's rows of a global batch; returns the (detached) LM loss and the
     number of label tokens. Nothing in it waits for the device: the batch is laid out on the
@@ -224,7 +228,7 @@ def training_step(
         loss = loss_sum * (accelerator.num_processes / everyone)
     total = loss
     if anchor is not None and anchor_weight != 0:  # None: the configured weight; a phase may set its own
-        total = total + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast, anchor_weight)
+        total = total + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast, anchor_weight, anchor_targets)
     if ranked:
         scores = torch.tensor([s.candidate_scores for s in ranked])
         answers = torch.tensor([s.candidates.index(s.target_item) for s in ranked])
@@ -311,7 +315,7 @@ def train_stage2(
             anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)
         optimizer = make_optimizer(bridge, config, ranker)
         # the scheduler stays outside accelerate, which would step it once per process
-        scheduler = warmup_cosine(optimizer, config.warmup_steps, steps)
+        scheduler = warmup_cosine(optimizer, config.warmup_steps, steps, floor=config.min_lr_ratio)
         bridge, optimizer = accelerator.prepare(bridge, optimizer)
         model.bridge = bridge
         # what a checkpoint holds: the bridge, and the ranking head when ranking mode trains
@@ -353,8 +357,15 @@ def train_stage2(
     step_started = time.perf_counter()
     for step in bar:
         rows = local_rows(batches[step], accelerator)
-        anchor_weight = phase_value(config.curriculum, step, "anchor_weight", warm.anchor_weight) if anchor is not None else None
-        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step, anchor_weight)
+        anchor_weight, anchor_targets = None, "titles"
+        if anchor is not None:
+            anchor_weight = phase_value(config.curriculum, step, "anchor_weight", warm.anchor_weight)
+            anchor_targets = phase_value(config.curriculum, step, "anchor_targets", None) or "titles"
+            if anchor_targets == "current":  # the bridge as this phase found it (saved: a resumed run reads it back)
+                anchor.hold_current(accelerator.unwrap_model(bridge), phase_start(config.curriculum, step), model.bridge_autocast,
+                                    out / "anchor_targets.safetensors", write=main)
+        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step,
+                                     anchor_weight, anchor_targets)
         nonfinite |= ~torch.isfinite(loss)
         done = step + 1
         if done % 5 == 0:

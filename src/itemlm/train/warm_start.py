@@ -3,9 +3,15 @@
 The frozen LLM already reads its own token embeddings. So, for every item whose text training may
 read, the bridge's `num_tokens` output vectors are regressed onto the LLM's input embeddings of
 that item's title tokens ("Toy Story (1995)", padded with the embedding of a space). This needs
-no LLM forward at all (a few minutes on 2 CPU cores, where one stage-2 step costs a second), and
+no LLM forward at all (seconds on 2 CPU cores, where one stage-2 step costs a few), and
 afterwards the untrained LLM can already name many items from their vectors alone. Text-held-out
 items are never used.
+
+The fit has two parts. First the bridge's last linear layer (`head`) is solved in closed form:
+ridge regression of the title embeddings on what the head reads (`head_inputs`), which for the
+MLP interpolates every distinguishable text-seen item in about two seconds. Then `steps` AdamW
+steps refine the whole bridge by gradient (what a Q-Former, whose head is shared by its query
+tokens, needs most).
 
 Losses (`WarmStartConfig.loss`):
     mse       mean squared error, relative to the targets' mean square (the default)
@@ -22,7 +28,8 @@ refines the vectors rather than wiping out what the warm start gave.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +46,9 @@ LOSSES = ("mse", "cosine")
 @dataclass
 class WarmStartConfig:
     enabled: bool = False
-    steps: int = 600
+    solve: bool = True  # the head in closed form first (ridge regression)
+    ridge: float = 1e-5  # its penalty, relative to the mean square norm of the head's inputs
+    steps: int = 600  # then AdamW steps on the whole bridge
     batch_size: int = 256
     learning_rate: float = 1e-3
     warmup_steps: int = 30
@@ -52,6 +61,8 @@ class WarmStartConfig:
             raise InputError(f"unknown warm_start.loss '{self.loss}': expected one of {', '.join(LOSSES)}")
         if self.steps < 0 or self.batch_size < 1 or self.anchor_batch_size < 1:
             raise InputError("warm_start.steps must be >= 0 and the batch sizes >= 1")
+        if not self.ridge > 0:
+            raise InputError(f"warm_start.ridge must be > 0, got {self.ridge}")
 
 
 @dataclass
@@ -127,6 +138,39 @@ def bridge_outputs(bridge: nn.Module, item_vectors: Tensor, rows: Tensor, items:
         return bridge(cf, torch.zeros(len(chosen), dtype=torch.long, device=cf.device))
 
 
+def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    """(weight [f, out], bias [out]) minimizing |inputs @ weight + bias - targets|^2 + penalty |weight|^2,
+    penalty = `ridge` x the mean square norm of the centered inputs (float64 throughout). Solved in
+    the smaller of the two equivalent forms: the f x f normal equations, or the n x n kernel ones."""
+    x, y = inputs.double(), targets.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    x, y = x - x_mean, y - y_mean
+    n, f = x.shape
+    penalty = ridge * float(x.square().sum(1).mean().clamp(min=1e-12))
+    if f <= n:
+        weight = torch.linalg.solve(x.T @ x + penalty * torch.eye(f, dtype=x.dtype, device=x.device), x.T @ y)
+    else:
+        weight = x.T @ torch.linalg.solve(x @ x.T + penalty * torch.eye(n, dtype=x.dtype, device=x.device), y)
+    return weight, y_mean - x_mean @ weight
+
+
+@torch.no_grad()
+def solve_head(bridge: nn.Module, item_vectors: np.ndarray, targets: TitleTargets, ridge: float) -> None:
+    """Set the bridge's last linear layer to the ridge fit of the title embeddings on its inputs."""
+    head: nn.Linear = bridge.head
+    device = head.weight.device
+    items = targets.items.to(device)
+    cf = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)[items]
+    inputs = bridge.head_inputs(cf, torch.zeros(len(items), dtype=torch.long, device=device)).float()
+    inputs = inputs.reshape(-1, inputs.shape[-1])  # per item (MLP) or per query token (Q-Former)
+    wanted = targets.embeddings.to(device).reshape(len(inputs), -1)
+    if wanted.shape[1] != head.out_features:
+        raise InputError(f"the bridge's head writes {head.out_features} numbers per input, the title targets have {wanted.shape[1]}")
+    weight, bias = ridge_regression(inputs, wanted, ridge)
+    head.weight.copy_(weight.T.to(head.weight.dtype))
+    head.bias.copy_(bias.to(head.bias.dtype))
+
+
 def warm_start_bridge(
     bridge: nn.Module,
     item_vectors: np.ndarray,
@@ -137,10 +181,11 @@ def warm_start_bridge(
     autocast: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Fit `bridge` to the title targets with AdamW (minibatches, warmup then cosine decay).
+    """Fit `bridge` to the title targets: its head in closed form (`config.solve`), then AdamW
+    on the whole bridge (minibatches, warmup then cosine decay).
 
-    Returns what it reached: the loss and the nearest-token accuracy over all target items, and
-    the seconds it took.
+    Returns what it reached: the loss and the nearest-token accuracy over all target items (also
+    right after the closed-form head, under "solved"), and the seconds it took.
     """
     from itemlm.train.schedule import warmup_cosine
 
@@ -149,6 +194,13 @@ def warm_start_bridge(
     regression = TitleRegression(targets, config.loss).to(device)
     vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
     items = targets.items.to(device)
+    solved = None
+    if config.solve:
+        solve_head(bridge, item_vectors, targets, config.ridge)
+        solved = evaluate_fit(bridge, vectors, items, regression, autocast) | {"seconds": round(time.perf_counter() - started, 1)}
+    if config.steps == 0:
+        report = solved or evaluate_fit(bridge, vectors, items, regression, autocast)
+        return report | {"steps": 0, "loss_kind": config.loss, "solved": solved, "seconds": round(time.perf_counter() - started, 1)}
     parameters = [p for p in bridge.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
@@ -171,7 +223,7 @@ def warm_start_bridge(
         bar.set_postfix(loss=f"{loss.item():.4f}")
     bridge.train(was_training)
     report = evaluate_fit(bridge, vectors, items, regression, autocast)
-    return report | {"steps": config.steps, "loss_kind": config.loss, "seconds": round(time.perf_counter() - started, 1)}
+    return report | {"steps": config.steps, "loss_kind": config.loss, "solved": solved, "seconds": round(time.perf_counter() - started, 1)}
 
 
 @torch.no_grad()
@@ -194,18 +246,53 @@ def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: 
 
 
 class TitleAnchor:
-    """The warm-start loss kept on during stage 2, on a fresh random batch of items each step."""
+    """The warm-start loss kept on during stage 2, on a fresh random batch of items each step.
+
+    Its targets are the title embeddings, or (`hold_current`) the bridge's own vectors at some
+    step: a mixture after a naming phase then keeps what the naming phase taught."""
 
     def __init__(self, targets: TitleTargets, item_vectors: np.ndarray, config: WarmStartConfig, device: torch.device, seed: int):
-        self.regression = TitleRegression(targets, config.loss).to(device)
+        self.targets, self.loss_kind, self.device = targets, config.loss, device
+        self.titles = TitleRegression(targets, config.loss).to(device)
+        self.current: TitleRegression | None = None
+        self.current_since: int | None = None
         self.vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
         self.items = targets.items.to(device)
         self.weight, self.batch_size = config.anchor_weight, config.anchor_batch_size
         self.seed = seed
 
-    def loss(self, bridge: nn.Module, step: int, autocast: bool, weight: float | None = None) -> Tensor:
+    def hold_current(self, bridge: nn.Module, step: int, autocast: bool, file: Path | None = None, write: bool = True) -> None:
+        """Make the bridge's vectors at `step` the "current" targets. With `file`, they are read
+        from there when it holds that step's (a resumed run: the weights have moved on since),
+        else taken from the bridge and (`write`) saved there."""
+        from safetensors.torch import load_file, save_file
+
+        if self.current_since == step:
+            return
+        saved = load_file(str(file)) if file is not None and file.exists() else {}
+        if int(saved.get("step", torch.tensor(-1))) == step:
+            held = saved["vectors"]
+        else:
+            with torch.no_grad():
+                was_training = bridge.training
+                bridge.eval()
+                rows = torch.arange(len(self.items), device=self.items.device)
+                held = torch.cat([bridge_outputs(bridge, self.vectors, chunk, self.items, autocast).float() for chunk in rows.split(512)]).cpu()
+                bridge.train(was_training)
+            if file is not None and write:
+                temporary = file.with_suffix(".tmp")
+                save_file({"vectors": held.contiguous(), "step": torch.tensor(step)}, str(temporary))
+                temporary.replace(file)
+        self.current = TitleRegression(replace(self.targets, embeddings=held), self.loss_kind).to(self.device)
+        self.current_since = step
+
+    def loss(self, bridge: nn.Module, step: int, autocast: bool, weight: float | None = None, targets: str = "titles") -> Tensor:
         """The anchor term of `step` (its batch depends only on the seed and the step: resumable);
-        `weight` replaces the configured anchor weight (a curriculum phase's own)."""
+        `weight` replaces the configured anchor weight (a curriculum phase's own); `targets`:
+        "titles" or "current" (after `hold_current`)."""
+        regression = self.current if targets == "current" else self.titles
+        if regression is None:
+            raise RuntimeError("the anchor holds no current vectors yet: call hold_current first")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         rows = torch.randint(len(self.items), (self.batch_size,), generator=generator).to(self.items.device)
-        return (self.weight if weight is None else weight) * self.regression(bridge_outputs(bridge, self.vectors, rows, self.items, autocast), rows)
+        return (self.weight if weight is None else weight) * regression(bridge_outputs(bridge, self.vectors, rows, self.items, autocast), rows)

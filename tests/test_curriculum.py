@@ -140,3 +140,21 @@ def test_a_phase_can_anchor_the_bridge_to_its_own_vectors_and_a_resumed_run_read
     whole, parts = (load_file(str(tmp_path / run / "model" / "bridge.safetensors")) for run in ("whole", "parts"))
     assert all(torch.allclose(whole[k], parts[k], atol=1e-6) for k in whole)
     assert json.loads((tmp_path / "parts" / "metrics.json").read_text())["train"]["steps"] == 5
+
+
+def test_a_phase_scales_the_learning_rate_and_a_bad_scale_is_refused():
+    from itemlm.tasks.curriculum import phase_value
+    from itemlm.train.schedule import warmup_cosine
+
+    phases = [{"steps": 2, "task_weights": {"item_title": 1}}, {"steps": 3, "lr_scale": 10.0}]
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1e-5)
+    scheduler = warmup_cosine(optimizer, 0, 6, floor=1.0, scale=lambda step: phase_value(phases, step, "lr_scale", None) or 1.0)
+    rates = []
+    for _ in range(6):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-5, 1e-5, 1e-4, 1e-4, 1e-4, 1e-5])
+    with pytest.raises(InputError, match=r"curriculum\[0\].lr_scale"):
+        check_curriculum([{"steps": 1, "lr_scale": 0}], 10)

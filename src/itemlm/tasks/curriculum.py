@@ -16,9 +16,11 @@ A phase of short rows (titles) can afford a larger batch than the mixture; `batc
 `anchor_weight` (the warm start's title regression during the phase, instead of
 `warm_start.anchor_weight`) are optional, and so is `anchor_targets`: "titles" (the warm start's
 targets) or "current", the bridge's own vectors for the text-seen items as they are when the
-phase starts, so that a mixture after a naming phase keeps what that phase taught:
+phase starts, so that a mixture after a naming phase keeps what that phase taught; `lr_scale`
+multiplies the run's learning rate during the phase:
 
-    [{"steps": 150, "task_weights": {"item_title": 1.0}}, {"steps": 200, "anchor_weight": 10, "anchor_targets": "current"}]
+    [{"steps": 150, "task_weights": {"item_title": 1.0}},
+     {"steps": 200, "anchor_weight": 10, "anchor_targets": "current", "lr_scale": 10}]
 
 Each phase is its own shuffled mixture (and length buckets), so a phase boundary is a clean cut
 in the sample stream.
@@ -46,6 +48,7 @@ class Phase:
     batch_size: int | None = None  # None: the run's
     anchor_weight: float | None = None  # None: warm_start.anchor_weight
     anchor_targets: str | None = None  # None or "titles": the warm start's; "current": the bridge's vectors at the phase's start
+    lr_scale: float | None = None  # None: 1; multiplies the run's learning-rate schedule during the phase
 
 
 ANCHOR_TARGETS = ("titles", "current")
@@ -61,6 +64,8 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
         checked = from_dict(Phase, dict(phase), where)
         if checked.anchor_targets not in (None, *ANCHOR_TARGETS):
             raise InputError(f"'{where}.anchor_targets' must be one of {', '.join(ANCHOR_TARGETS)}, got {checked.anchor_targets!r}")
+        if checked.lr_scale is not None and not checked.lr_scale > 0:
+            raise InputError(f"'{where}.lr_scale' must be positive, got {checked.lr_scale!r}")
         steps, weights = checked.steps, checked.task_weights
         if weights is None:  # a stretch of the main mixture
             used += steps

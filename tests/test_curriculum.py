@@ -149,7 +149,7 @@ def test_a_phase_scales_the_learning_rate_and_a_bad_scale_is_refused():
     phases = [{"steps": 2, "task_weights": {"item_title": 1}}, {"steps": 3, "lr_scale": 10.0}]
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=1e-5)
-    scheduler = warmup_cosine(optimizer, 0, 6, floor=1.0, scale=lambda step: phase_value(phases, step, "lr_scale", None) or 1.0)
+    scheduler = warmup_cosine(optimizer, 0, 6, floor=1.0, scale=lambda step: phase_value(phases, step, "lr_scale", 1.0))
     rates = []
     for _ in range(6):
         rates.append(scheduler.get_last_lr()[0])

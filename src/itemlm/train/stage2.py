@@ -316,7 +316,7 @@ def train_stage2(
         optimizer = make_optimizer(bridge, config, ranker)
         # the scheduler stays outside accelerate, which would step it once per process
         scheduler = warmup_cosine(optimizer, config.warmup_steps, steps, floor=config.min_lr_ratio,
-                                  scale=lambda step: phase_value(config.curriculum, step, "lr_scale", None) or 1.0)
+                                  scale=lambda step: phase_value(config.curriculum, step, "lr_scale", 1.0))
         bridge, optimizer = accelerator.prepare(bridge, optimizer)
         model.bridge = bridge
         # what a checkpoint holds: the bridge, and the ranking head when ranking mode trains

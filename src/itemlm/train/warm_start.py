@@ -155,13 +155,12 @@ def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float) -> tuple[Ten
 
 
 @torch.no_grad()
-def solve_head(bridge: nn.Module, item_vectors: np.ndarray, targets: TitleTargets, ridge: float) -> None:
-    """Set the bridge's last linear layer to the ridge fit of the title embeddings on its inputs."""
+def solve_head(bridge: nn.Module, vectors: Tensor, items: Tensor, targets: TitleTargets, ridge: float) -> None:
+    """Set the bridge's last linear layer to the ridge fit of the title embeddings on its inputs
+    (`vectors`: every item's CF vector, `items`: the target items, both on the bridge's device)."""
     head: nn.Linear = bridge.head
     device = head.weight.device
-    items = targets.items.to(device)
-    cf = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)[items]
-    inputs = bridge.head_inputs(cf, torch.zeros(len(items), dtype=torch.long, device=device)).float()
+    inputs = bridge.head_inputs(vectors[items], torch.zeros(len(items), dtype=torch.long, device=device)).float()
     inputs = inputs.reshape(-1, inputs.shape[-1])  # per item (MLP) or per query token (Q-Former)
     wanted = targets.embeddings.to(device).reshape(len(inputs), -1)
     if wanted.shape[1] != head.out_features:
@@ -196,7 +195,7 @@ def warm_start_bridge(
     items = targets.items.to(device)
     solved = None
     if config.solve:
-        solve_head(bridge, item_vectors, targets, config.ridge)
+        solve_head(bridge, vectors, items, targets, config.ridge)
         solved = evaluate_fit(bridge, vectors, items, regression, autocast) | {"seconds": round(time.perf_counter() - started, 1)}
     if config.steps == 0:
         report = solved or evaluate_fit(bridge, vectors, items, regression, autocast)

@@ -12,7 +12,7 @@ from itemlm.eval.naming import bare_title, names_title, names_title_rate
 from itemlm.models.bridges import MLPBridge
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.train.stage2 import load_everything, text_seen_items, train_stage2
-from itemlm.train.warm_start import WarmStartConfig, TitleRegression, ridge_regression, title_targets, warm_start_bridge
+from itemlm.train.warm_start import WarmStartConfig, TitleRegression, profile_targets, ridge_regression, title_targets, warm_start_bridge
 from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F401 (fixtures)
 
 
@@ -95,6 +95,44 @@ def test_ridge_regression_solves_both_forms_alike_and_fits_exactly_when_it_can()
     assert torch.allclose(wide.double() @ weight + targets.double().mean(0) - wide.double().mean(0) @ weight, targets.double(), atol=1e-5)
     heavy, _ = ridge_regression(wide, targets, 1e3)
     assert heavy.norm() < weight.norm() / 10  # the penalty shrinks the weights
+
+
+def test_weighted_ridge_follows_the_heavier_rows():
+    generator = torch.Generator().manual_seed(0)
+    inputs, targets = torch.randn(40, 3, generator=generator), torch.randn(40, 2, generator=generator)  # no exact fit
+    heavy = torch.cat([torch.full((20,), 100.0), torch.ones(20)])
+    errors = {}
+    for name, weights in (("even", None), ("first half heavy", heavy)):
+        weight, bias = ridge_regression(inputs, targets, 1e-9, weights)
+        errors[name] = (inputs.double() @ weight + bias - targets.double()).square().sum(1)
+    assert errors["first half heavy"][:20].mean() < errors["even"][:20].mean()
+    assert errors["first half heavy"][20:].mean() > errors["even"][20:].mean()
+    weight, _ = ridge_regression(inputs, targets, 1e-9, torch.full((40,), 3.0))  # a common scale changes nothing
+    assert torch.allclose(weight, ridge_regression(inputs, targets, 1e-9)[0], atol=1e-8)
+
+
+def test_the_closed_form_also_gives_users_vectors_that_read_as_their_profiles(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", mlp_tokens=4)
+    dataset, _, cf, llm, catalogue = load_everything(config, "float32")
+    items = text_seen_items(dataset)[:40]
+    targets = title_targets(llm, items, catalogue.titles, num_tokens=4)
+    profiles = {0: "Mostly drama, comedy and action.", 3: "Mostly horror and thriller.", 5: "Mostly children's and animation."}
+    users = profile_targets(llm, profiles, num_tokens=4)
+    assert users.kind == 1 and users.items.tolist() == [0, 3, 5]
+    reports = {}
+    for fit_users in (False, True):
+        torch.manual_seed(0)
+        bridge = MLPBridge(cf.dim, llm.hidden_size, 4, hidden=256, cf_scale=1.0 / float(np.std(cf.item_vectors)), output_scale=0.02)
+        warm = WarmStartConfig(enabled=True, steps=0, users=fit_users)
+        reports[fit_users] = warm_start_bridge(bridge, cf.item_vectors, targets, warm, progress=False, users=(cf.user_vectors, users))
+        with torch.no_grad():
+            vectors = bridge(torch.as_tensor(cf.user_vectors[[0, 3, 5]]), torch.ones(3, dtype=torch.long))
+        reports[fit_users]["user_norm"] = float(vectors.norm(dim=-1).mean())
+    assert reports[False]["users"] is None
+    assert reports[True]["users"]["token_accuracy"] == 1.0 and reports[True]["users"]["items"] == 3
+    target_norm = float(users.embeddings.norm(dim=-1).mean())
+    assert abs(reports[True]["user_norm"] - target_norm) < 0.1 * target_norm
+    assert reports[True]["token_accuracy"] > 0.9  # the items keep their fit
 
 
 @pytest.mark.parametrize("bridge_kind", ["mlp", "ilm-rand"])

@@ -52,7 +52,7 @@ from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_d
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
-from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, title_targets, warm_start_bridge
+from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, profile_targets, title_targets, warm_start_bridge
 from itemlm.variants import BRIDGES
 
 DEFAULT_WEIGHTS = {
@@ -309,7 +309,11 @@ def train_stage2(
         if warm.enabled or anchor_wanted:
             targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens)
         if warm.enabled and not (resume and checkpoints.latest() is not None):
-            warm_report = warm_start_bridge(bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main)
+            profiles = {s.user: s.target for s in reversed(samples_by_task.get("user_profile", []))}  # one per user
+            users = (cf.user_vectors, profile_targets(llm, profiles, bridge.num_tokens)) if warm.users and profiles else None
+            warm_report = warm_start_bridge(
+                bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main, users=users,
+            )
             clock += warm_report["seconds"]
         if anchor_wanted:
             anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)

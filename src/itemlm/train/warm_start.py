@@ -7,6 +7,12 @@ no LLM forward at all (seconds on 2 CPU cores, where one stage-2 step costs a fe
 afterwards the untrained LLM can already name many items from their vectors alone. Text-held-out
 items are never used.
 
+Users are vectors too ("users as special items"), and an untouched user vector comes out of a
+head fitted to items alone as something the LLM has never seen (ten times the norm of a token
+embedding, measured). So when the stage-2 data has user profiles, each user's vectors are fitted
+as well, onto the embeddings of the opening tokens of that user's training profile ("Mostly drama,
+comedy and action;"), with a smaller weight (`user_weight`) so that items keep most of the fit.
+
 The fit has two parts. First the bridge's last linear layer (`head`) is solved in closed form:
 ridge regression of the title embeddings on what the head reads (`head_inputs`), which for the
 MLP interpolates every distinguishable text-seen item in about two seconds. Then `steps` AdamW
@@ -55,6 +61,8 @@ class WarmStartConfig:
     loss: str = "mse"
     anchor_weight: float = 0.0  # during stage 2: loss + anchor_weight * this regression on a batch of items
     anchor_batch_size: int = 64
+    users: bool = True  # also fit user vectors onto their profiles' opening tokens (closed form)
+    user_weight: float = 0.1  # a user row's weight in that fit, an item row's being 1
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -63,18 +71,22 @@ class WarmStartConfig:
             raise InputError("warm_start.steps must be >= 0 and the batch sizes >= 1")
         if not self.ridge > 0:
             raise InputError(f"warm_start.ridge must be > 0, got {self.ridge}")
+        if not self.user_weight > 0:
+            raise InputError(f"warm_start.user_weight must be > 0, got {self.user_weight}")
 
 
 @dataclass
 class TitleTargets:
-    """Per item: the LLM's embeddings of its first `num_tokens` title tokens, and the token ids."""
+    """Per item: the LLM's embeddings of its first `num_tokens` title tokens, and the token ids
+    (per user, with `kind` 1: those of its profile's opening)."""
 
-    items: Tensor  # (n,) item indices
+    items: Tensor  # (n,) item indices (user indices when kind is 1)
     token_ids: Tensor  # (n, num_tokens)
     embeddings: Tensor  # (n, num_tokens, hidden) float32
     vocabulary: Tensor  # (v,) the distinct token ids of all targets (for the nearest-token accuracy)
     vocabulary_embeddings: Tensor  # (v, hidden) float32
     classes: Tensor  # (n, num_tokens) each target token's position in `vocabulary`
+    kind: int = 0  # 0 items, 1 users
 
     def __len__(self) -> int:
         return len(self.items)
@@ -89,13 +101,21 @@ def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tenso
     return torch.tensor([(ids + [space] * num_tokens)[:num_tokens] for ids in encoded], dtype=torch.long)
 
 
-def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str], num_tokens: int) -> TitleTargets:
+def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str], num_tokens: int, kind: int = 0) -> TitleTargets:
+    """Targets of `items` (users with kind 1), each the opening tokens of `titles[i]`."""
     token_ids = title_token_ids(llm, [titles[i] for i in items], num_tokens)
     vocabulary, classes = token_ids.unique(return_inverse=True)
     with torch.no_grad():
         embeddings = llm.embed(token_ids).float().cpu()
         vocabulary_embeddings = llm.embed(vocabulary).float().cpu()
-    return TitleTargets(torch.as_tensor(items, dtype=torch.long), token_ids, embeddings, vocabulary, vocabulary_embeddings, classes)
+    return TitleTargets(torch.as_tensor(items, dtype=torch.long), token_ids, embeddings, vocabulary, vocabulary_embeddings, classes, kind)
+
+
+def profile_targets(llm: FrozenLLM, profiles: dict[int, str], num_tokens: int) -> TitleTargets:
+    """User targets: the opening tokens of each user's profile text (`profiles`: user -> text)."""
+    users = np.array(sorted(profiles), dtype=np.int64)
+    texts = {int(u): profiles[int(u)] for u in users}
+    return title_targets(llm, users, texts, num_tokens, kind=1)
 
 
 class TitleRegression(nn.Module):
@@ -130,21 +150,24 @@ class TitleRegression(nn.Module):
         return float((predicted == self.target_classes[rows]).float().mean())
 
 
-def bridge_outputs(bridge: nn.Module, item_vectors: Tensor, rows: Tensor, items: Tensor, autocast: bool) -> Tensor:
-    """The bridge's vectors for `items[rows]` (all of them items, kind 0)."""
+def bridge_outputs(bridge: nn.Module, vectors: Tensor, rows: Tensor, items: Tensor, autocast: bool, kind: int = 0) -> Tensor:
+    """The bridge's vectors for `items[rows]`, all of one kind (0 items, 1 users: `vectors` are then users')."""
     chosen = items[rows]
-    cf = item_vectors[chosen]
+    cf = vectors[chosen]
     with torch.autocast(cf.device.type, dtype=torch.bfloat16, enabled=autocast):
-        return bridge(cf, torch.zeros(len(chosen), dtype=torch.long, device=cf.device))
+        return bridge(cf, torch.full((len(chosen),), kind, dtype=torch.long, device=cf.device))
 
 
-def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
-    """(weight [f, out], bias [out]) minimizing |inputs @ weight + bias - targets|^2 + penalty |weight|^2,
-    penalty = `ridge` x the mean square norm of the centered inputs (float64 throughout). Solved in
-    the smaller of the two equivalent forms: the f x f normal equations, or the n x n kernel ones."""
+def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(weight [f, out], bias [out]) minimizing sum_i w_i |inputs_i @ weight + bias - targets_i|^2 +
+    penalty |weight|^2, penalty = `ridge` x the (weighted) mean square norm of the centered inputs,
+    float64 throughout; `weights` default to 1. Solved in the smaller of the two equivalent forms:
+    the f x f normal equations, or the n x n kernel ones."""
     x, y = inputs.double(), targets.double()
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    x, y = x - x_mean, y - y_mean
+    w = torch.ones(len(x), dtype=x.dtype, device=x.device) if weights is None else weights.to(x).clamp(min=0)
+    w = (w / w.mean())[:, None]
+    x_mean, y_mean = (w * x).mean(0), (w * y).mean(0)
+    x, y = (x - x_mean) * w.sqrt(), (y - y_mean) * w.sqrt()
     n, f = x.shape
     penalty = ridge * float(x.square().sum(1).mean().clamp(min=1e-12))
     if f <= n:
@@ -155,17 +178,24 @@ def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float) -> tuple[Ten
 
 
 @torch.no_grad()
-def solve_head(bridge: nn.Module, vectors: Tensor, items: Tensor, targets: TitleTargets, ridge: float) -> None:
-    """Set the bridge's last linear layer to the ridge fit of the title embeddings on its inputs
-    (`vectors`: every item's CF vector, `items`: the target items, both on the bridge's device)."""
+def solve_head(bridge: nn.Module, groups: list[tuple[Tensor, TitleTargets, float]], ridge: float) -> None:
+    """Set the bridge's last linear layer to the ridge fit of the target embeddings on its inputs.
+    `groups`: (CF vectors of every item -- or user --, their targets, the weight of each row), the
+    vectors on the bridge's device."""
     head: nn.Linear = bridge.head
     device = head.weight.device
-    inputs = bridge.head_inputs(vectors[items], torch.zeros(len(items), dtype=torch.long, device=device)).float()
-    inputs = inputs.reshape(-1, inputs.shape[-1])  # per item (MLP) or per query token (Q-Former)
-    wanted = targets.embeddings.to(device).reshape(len(inputs), -1)
+    inputs, wanted, weights = [], [], []
+    for vectors, targets, weight in groups:
+        rows = targets.items.to(device)
+        read = bridge.head_inputs(vectors[rows], torch.full((len(rows),), targets.kind, dtype=torch.long, device=device)).float()
+        read = read.reshape(-1, read.shape[-1])  # per item (MLP) or per query token (Q-Former)
+        inputs.append(read)
+        wanted.append(targets.embeddings.to(device).reshape(len(read), -1))
+        weights.append(torch.full((len(read),), float(weight), device=device))
+    inputs, wanted = torch.cat(inputs), torch.cat(wanted)
     if wanted.shape[1] != head.out_features:
         raise InputError(f"the bridge's head writes {head.out_features} numbers per input, the title targets have {wanted.shape[1]}")
-    weight, bias = ridge_regression(inputs, wanted, ridge)
+    weight, bias = ridge_regression(inputs, wanted, ridge, torch.cat(weights))
     head.weight.copy_(weight.T.to(head.weight.dtype))
     head.bias.copy_(bias.to(head.bias.dtype))
 
@@ -179,12 +209,14 @@ def warm_start_bridge(
     seed: int = 0,
     autocast: bool = False,
     progress: bool = True,
+    users: tuple[np.ndarray, TitleTargets] | None = None,
 ) -> dict:
     """Fit `bridge` to the title targets: its head in closed form (`config.solve`), then AdamW
-    on the whole bridge (minibatches, warmup then cosine decay).
+    on the whole bridge (minibatches, warmup then cosine decay). `users`: (every user's CF
+    vector, profile targets), fitted with the items in the closed form when `config.users`.
 
     Returns what it reached: the loss and the nearest-token accuracy over all target items (also
-    right after the closed-form head, under "solved"), and the seconds it took.
+    right after the closed-form head, under "solved"; the users' under "users"), and the seconds.
     """
     from itemlm.train.schedule import warmup_cosine
 
@@ -193,13 +225,20 @@ def warm_start_bridge(
     regression = TitleRegression(targets, config.loss).to(device)
     vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
     items = targets.items.to(device)
-    solved = None
+    solved, user_fit = None, None
     if config.solve:
-        solve_head(bridge, vectors, items, targets, config.ridge)
+        groups = [(vectors, targets, 1.0)]
+        if users is not None and config.users and len(users[1]):
+            user_vectors = torch.as_tensor(users[0], dtype=torch.float32, device=device)
+            groups.append((user_vectors, users[1], config.user_weight))
+        solve_head(bridge, groups, config.ridge)
         solved = evaluate_fit(bridge, vectors, items, regression, autocast) | {"seconds": round(time.perf_counter() - started, 1)}
+        if len(groups) > 1:
+            profiles = TitleRegression(users[1], config.loss).to(device)
+            user_fit = evaluate_fit(bridge, user_vectors, users[1].items.to(device), profiles, autocast, kind=1)
     if config.steps == 0:
         report = solved or evaluate_fit(bridge, vectors, items, regression, autocast)
-        return report | {"steps": 0, "loss_kind": config.loss, "solved": solved, "seconds": round(time.perf_counter() - started, 1)}
+        return report | {"steps": 0, "loss_kind": config.loss, "solved": solved, "users": user_fit, "seconds": round(time.perf_counter() - started, 1)}
     parameters = [p for p in bridge.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
@@ -222,17 +261,17 @@ def warm_start_bridge(
         bar.set_postfix(loss=f"{loss.item():.4f}")
     bridge.train(was_training)
     report = evaluate_fit(bridge, vectors, items, regression, autocast)
-    return report | {"steps": config.steps, "loss_kind": config.loss, "solved": solved, "seconds": round(time.perf_counter() - started, 1)}
+    return report | {"steps": config.steps, "loss_kind": config.loss, "solved": solved, "users": user_fit, "seconds": round(time.perf_counter() - started, 1)}
 
 
 @torch.no_grad()
-def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, autocast: bool, batch: int = 512) -> dict:
+def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, autocast: bool, batch: int = 512, kind: int = 0) -> dict:
     was_training = bridge.training
     bridge.eval()
     losses, accuracies, sizes = [], [], []
     for start in range(0, len(items), batch):
         rows = torch.arange(start, min(start + batch, len(items)), device=items.device)
-        outputs = bridge_outputs(bridge, vectors, rows, items, autocast)
+        outputs = bridge_outputs(bridge, vectors, rows, items, autocast, kind)
         losses.append(float(regression(outputs, rows)))
         accuracies.append(regression.token_accuracy(outputs, rows))
         sizes.append(len(rows))

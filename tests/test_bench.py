@@ -1,6 +1,8 @@
-"""`itemlm bench`: the grid plan, the statistics, the SC floors and a whole tiny bench run twice."""
+"""`itemlm bench`: the grid plan, the statistics, the SC floors, the committed cell summaries and a
+whole tiny bench run twice (the second time from its summaries alone)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -156,7 +158,7 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
         "stage1": ["steps=2", "checkpoint_every=1", "qformer.layers=1", "batch_size=8", "mf.factors=8"],
         "stage2": [f"llm={llm}", "llm_dtype=float32", "steps=2", "batch_size=2", "eval_text_samples=2",
                    "eval_rec_samples=2", "eval_beams=2", "max_target_tokens=6", "mf.factors=8"],
-        "output_dir": str(tmp_path / "out"),
+        "output_dir": str(tmp_path / "out"), "summaries_dir": str(tmp_path / "committed"),
     }))
     command = [sys.executable, "-m", "itemlm.cli", "bench", str(config), "--workers", "2"]
     first = subprocess.run(command, capture_output=True, text=True)
@@ -174,6 +176,49 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True)
     assert second.returncode == 0 and "5 already done, 0 to run" in second.stdout.replace("\n", " ")
     assert [json.loads(p.read_text())["attempts"] for p in sorted(out.glob("cells/ml-100k/*/cell.json"))] == [1] * 5
+
+    # what gets committed: one summary per cell, numbers and ids only, and a report without generated text
+    committed = tmp_path / "committed"
+    summaries = sorted(committed.glob("ml-100k/*.json"))
+    assert len(summaries) == 5
+    stage2 = next(json.loads(p.read_text()) for p in summaries if p.name.startswith("stage2-mlp"))
+    some_text = json.loads(next(out.glob("cells/ml-100k/stage2-mlp*/run/per_example.json")).read_text())["item_title"]["seen"]["generated"][0]
+    assert "generated" not in json.dumps(stage2) and "examples" not in json.dumps(stage2["metrics"])
+    assert stage2["per_example"]["item_title"]["seen"]["SC"] and stage2["record"]["seconds"] > 0
+    assert some_text.strip() and some_text not in (committed / "report.md").read_text()
+    assert "### SC per task" in (committed / "report.md").read_text()
+
+    # a fresh clone: no cell folders, only the summaries -> the same numbers, nothing runs again
+    shutil.rmtree(out)
+    third = subprocess.run(command, capture_output=True, text=True)
+    assert third.returncode == 0 and "5 already done, 0 to run" in third.stdout.replace("\n", " "), third.stdout[-2000:]
+    again = json.loads((committed / "results.json").read_text())["datasets"]["ml-100k"]
+    assert again["sc"]["models"] == sc["models"] and again["comparisons"] == results["datasets"]["ml-100k"]["comparisons"]
+
+
+def test_a_summarized_stage2_cell_needs_nothing_and_an_unsummarized_one_gets_its_stage1_model_back(tmp_path):
+    from itemlm.bench.runner import cells_to_run
+    from itemlm.bench.summaries import SummaryStore
+
+    config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}"])
+    cells = plan_cells(config)
+    store = SummaryStore(tmp_path / "summaries")
+    stage2 = [c for c in cells if c.kind == "stage2" and c.depends]
+    summarized = {c.id for c in cells} - {stage2[0].id}  # every cell summarized but one ILM stage-2 cell
+    for cell in cells:
+        if cell.id in summarized:
+            store.path(cell).parent.mkdir(parents=True, exist_ok=True)
+            store.path(cell).write_text("{}")
+    todo = cells_to_run(cells, store, config.out)
+    assert [c.id for c in todo] == [stage2[0].depends[0], stage2[0].id]  # its stage-1 model is not here: rerun first
+
+
+def test_numbers_only_keeps_no_text():
+    from itemlm.bench.summaries import numbers_only
+
+    value = {"bridge": "mlp", "SC": 0.5, "nan": float("nan"), "examples": [{"prompt": "Toy Story"}], "ids": [1, 2],
+             "titles": ["Heat (1995)"], "nested": {"reference": "text", "n": 3}, "empty": [], "flag": True}
+    assert numbers_only(value) == {"SC": 0.5, "nan": None, "ids": [1, 2], "nested": {"n": 3}, "empty": [], "flag": True}
 
 
 def test_a_chosen_sentence_encoder_reaches_every_stage2_cell():
@@ -210,3 +255,18 @@ def test_cells_are_keyed_by_the_prepared_datasets_content(tmp_path):
     assert plan_cells(config) and first == {c.id for c in plan_cells(config)} and not first & unprepared
     (folder / "interactions.parquet").write_bytes(b"other content, prepared again")
     assert not {c.id for c in plan_cells(config)} & first  # every cell reads the dataset: none is reused
+
+
+def test_a_variant_is_its_bridge_under_other_stage2_settings_and_shares_its_stage1_cell():
+    config = load_config(BenchConfig, "bench-standard")
+    cells = {c.label: c for c in plan_cells(config) if c.seed == 0}
+    warm, cold = cells["ilm-it-ii-q8-s0"], cells["ilm-it-ii-cold-q8-s0"]
+    assert warm.depends == cold.depends and len(warm.depends) == 1  # one stage-1 model for both
+    assert "warm_start.enabled=false" in cold.settings and "warm_start.enabled=false" not in warm.settings
+    assert set(cold.settings) - set(warm.settings) == {"warm_start.enabled=false"} and cold.key != warm.key
+    assert "bridge=mlp" in cells["mlp-cold-s0"].settings and not cells["mlp-cold-s0"].depends
+    assert config.summaries.as_posix() == "docs/results/bench-standard"
+    with pytest.raises(InputError, match="variants.mlp"):
+        BenchConfig(variants={"mlp": {"bridge": "mlp"}})  # a variant may not shadow a bridge
+    with pytest.raises(InputError, match="variants.cold"):
+        BenchConfig(variants={"cold": {"bridge": "nope"}})

@@ -43,17 +43,24 @@ class BenchConfig:
     stage2_preset: str = "stage2-quick"
     stage2: list = field(default_factory=list)  # key=value overrides of the stage-2 preset
     per_dataset: dict = field(default_factory=dict)  # {dataset: {stage1: [...], stage2: [...], sasrec: {...}}}
+    variants: dict = field(default_factory=dict)  # {label: {bridge: one of BENCH_BRIDGES, stage2: [...]}}: a bridge with other stage-2 settings
     encoder: str | None = None  # sentence encoder of SC and its floors; None: the packaged MiniLM
     primary: str = "ilm-it-ii"  # the ILM the significance tests compare with the others
     compare_with: list = field(default_factory=lambda: ["ilm-rand", "mlp", "text-only"])
     bootstrap_resamples: int = 2000
     data_home: str | None = None  # None: <output>/data, where built-in datasets are prepared
     output_dir: str | None = None  # None: results/<name>
+    summaries_dir: str | None = None  # one small JSON of numbers per finished cell, to commit; None: <output>/summaries
 
     def __post_init__(self):
-        unknown = [b for b in self.bridges if b not in BENCH_BRIDGES]
+        for label, variant in self.variants.items():
+            if not isinstance(variant, dict) or variant.get("bridge") not in BENCH_BRIDGES or label in BENCH_BRIDGES:
+                raise InputError(f"variants.{label} must be a new name with bridge: one of {', '.join(BENCH_BRIDGES)} (and stage2: [key=value, ...])")
+            if not isinstance(variant.get("stage2", []), list) or set(variant) - {"bridge", "stage2"}:
+                raise InputError(f"variants.{label} takes bridge and stage2 (a list of key=value overrides) only")
+        unknown = [b for b in self.bridges if b not in BENCH_BRIDGES and b not in self.variants]
         if unknown:
-            raise InputError(f"unknown bridge '{unknown[0]}' in bridges: expected some of {', '.join(BENCH_BRIDGES)}")
+            raise InputError(f"unknown bridge '{unknown[0]}' in bridges: expected some of {', '.join(BENCH_BRIDGES)} or a name under variants")
         if self.query_sweep and self.sweep_variant not in PRETRAINED_BRIDGES:
             raise InputError(f"sweep_variant must be a stage-1 variant ({', '.join(PRETRAINED_BRIDGES)}), got '{self.sweep_variant}'")
         unknown = [r for r in self.references if r not in REFERENCES]
@@ -73,8 +80,16 @@ class BenchConfig:
         return Path(self.output_dir or f"results/{self.name}")
 
     @property
+    def summaries(self) -> Path:
+        return Path(self.summaries_dir) if self.summaries_dir else self.out / "summaries"
+
+    @property
     def home(self) -> Path:
         return Path(self.data_home) if self.data_home else self.out / "data"
+
+    def base_bridge(self, label: str) -> str:
+        """The bench bridge a label runs (a variant's, or the label itself)."""
+        return self.variants[label]["bridge"] if label in self.variants else label
 
     def dataset_overrides(self, dataset: str, stage: str) -> list:
         return list(self.per_dataset.get(dataset, {}).get(stage, []))
@@ -154,14 +169,15 @@ def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, quer
 
 
 def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queries: int, stage1: Cell | None) -> Cell:
-    recipe_bridge = "ilm" if bridge in PRETRAINED_BRIDGES else bridge
+    base = config.base_bridge(bridge)
+    recipe_bridge = "ilm" if base in PRETRAINED_BRIDGES else base
     settings = [f"preset={config.stage2_preset}", f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
-    if bridge == "ilm-rand":
+    if base == "ilm-rand":
         settings.append(f"num_queries={queries}")
-    settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2")]
+    settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2"), *config.variants.get(bridge, {}).get("stage2", [])]
     if config.encoder is not None:  # SC of the models and of the floors under one encoder
         settings.append(f"sc_encoder={config.encoder}")
-    label = f"{bridge}-q{queries}-s{seed}" if bridge in PRETRAINED_BRIDGES or bridge == "ilm-rand" else f"{bridge}-s{seed}"
+    label = f"{bridge}-q{queries}-s{seed}" if base in PRETRAINED_BRIDGES or base == "ilm-rand" else f"{bridge}-s{seed}"
     return Cell("stage2", dataset, label, tuple(settings), (stage1.id,) if stage1 else (), bridge=bridge, seed=seed, queries=queries,
                 identity=cell_identity(config, dataset, config.stage2_preset))
 
@@ -188,6 +204,7 @@ def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[C
         for bridge, seed, queries in runs:
             if bridge == "text-only":
                 seed = config.seeds[0]  # nothing is trained: one run stands for every seed
-            stage1 = add(stage1_cell(config, dataset, bridge, seed, queries)) if bridge in PRETRAINED_BRIDGES else None
+            base = config.base_bridge(bridge)
+            stage1 = add(stage1_cell(config, dataset, base, seed, queries)) if base in PRETRAINED_BRIDGES else None
             add(stage2_cell(config, dataset, bridge, seed, queries, stage1))
     return list(cells.values())

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from itemlm.bench.grid import BenchConfig
-from itemlm.bench.records import read_jsonl
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 
 
@@ -48,12 +47,12 @@ def plot_curves(results: DatasetResults, config: BenchConfig, path: Path) -> boo
     drawn = False
     for (bridge, queries, seed), cell in sorted(results.stage1.items()):
         if seed == config.seeds[0] and queries == DEFAULT_QUERIES:
-            log = read_jsonl(cell.folder(results.out) / "run" / "metrics.jsonl")
+            log = [r for r in results.curve(cell) if "loss" in r]
             left.plot([r["step"] for r in log], [r["loss"] for r in log], label=bridge)
             drawn = True
     for (bridge, queries, seed), cell in sorted(results.stage2.items(), key=lambda kv: str(kv[0])):
         if seed == config.seeds[0] and queries in (DEFAULT_QUERIES, None):
-            log = read_jsonl(cell.folder(results.out) / "run" / "metrics.jsonl")
+            log = [r for r in results.curve(cell) if "loss" in r]
             if log:
                 right.plot([r["step"] for r in log], [r["loss"] for r in log], label=bridge)
                 drawn = True
@@ -66,6 +65,35 @@ def plot_curves(results: DatasetResults, config: BenchConfig, path: Path) -> boo
     figure.suptitle(f"{results.dataset}: training curves (seed {config.seeds[0]})")
     figure.tight_layout()
     if drawn:
+        figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return drawn
+
+
+def plot_time_to_quality(results: DatasetResults, config: BenchConfig, path: Path, measure: str = "names_title_text_seen") -> bool:
+    """Every bridge's validation `measure` against its training seconds (first seed) on one chart;
+    False (nothing written) when no cell logged validation points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    drawn = False
+    for (bridge, queries, seed), cell in sorted(results.stage2.items(), key=lambda kv: str(kv[0])):
+        if seed != config.seeds[0] or queries not in (DEFAULT_QUERIES, None):
+            continue
+        points = [(r["train_seconds"], r["validation"][measure]) for r in results.curve(cell)
+                  if measure in r.get("validation", {}) and "train_seconds" in r]
+        if points:
+            axis.plot(*zip(*points), marker="o", markersize=3, label=bridge)
+            drawn = True
+    axis.set_xlabel("training seconds")
+    axis.set_ylabel(measure.replace("_", " "))
+    axis.set_title(f"{results.dataset}: time to quality (validation, seed {config.seeds[0]})")
+    if drawn:
+        axis.legend(fontsize=8)
+        figure.tight_layout()
         figure.savefig(path, dpi=120)
     plt.close(figure)
     return drawn

@@ -1,7 +1,9 @@
 """From finished bench cells to `results.json`, `report.md` and PNG plots.
 
-Everything here reads cell folders only, so a report can be rebuilt at any time (`itemlm bench
---report-only`), including from a grid that is still running: missing cells show as "-". The pieces
+Everything here reads the cells' summaries (itemlm.bench.summaries), so a report can be rebuilt at
+any time (`itemlm bench --report-only`), from a grid that is still running (missing cells show as
+"-") or on a fresh clone from committed summaries alone; only the examples of generated text need
+the cell folders. The pieces
 live next door: results.py reads the cells, tables.py and significance.py write the sections,
 plots.py draws, environment.py describes the machine.
 """
@@ -9,6 +11,7 @@ plots.py draws, environment.py describes the machine.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,20 +21,24 @@ import yaml
 from itemlm.bench.environment import environment
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, plan_cells
 from itemlm.bench.markdown import table
-from itemlm.bench.plots import plot_curves, plot_sweep
+from itemlm.bench.plots import plot_curves, plot_sweep, plot_time_to_quality
 from itemlm.bench.records import read_jsonl
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 from itemlm.bench.significance import comparison_section, verdicts
+from itemlm.bench.summaries import SummaryStore
 from itemlm.bench.tables import ABLATION_HEADER, ablation_rows, cells_section, examples_section, ranking_section, sc_section
 from itemlm.io import atomic_write_text
 
 
 def write_report(config: BenchConfig, out: Path) -> Path:
-    """Write `results.json`, `report.md` and the plots into the bench folder; returns the report's path."""
+    """Write `results.json`, `report.md` and the plots into the bench folder (and, without the
+    generated text, beside the summaries when `summaries_dir` is set); returns the report's path."""
     cells = plan_cells(config)
     env = environment()
     sessions = read_jsonl(out / "sessions.jsonl")
-    cell_table, cell_data, compute = cells_section(cells, out)
+    store = SummaryStore(config.summaries)
+    store.collect(cells, out)
+    cell_table, cell_data, compute = cells_section(cells, out, store)
     done = sum(1 for c in cell_data if c["status"] == "done")
     lines = [
         f"# itemlm bench: {config.name}",
@@ -45,7 +52,7 @@ def write_report(config: BenchConfig, out: Path) -> Path:
     ]
     results_json: dict = {"config": asdict(config), "environment": env, "sessions": sessions, "datasets": {}, "cells": cell_data}
     for dataset in config.datasets:
-        results = DatasetResults(dataset, cells, out)
+        results = DatasetResults(dataset, cells, store, out)
         if not results.stage2 and not results.references:
             lines += [f"## {dataset}", "", "No finished cells for this dataset.", ""]
             continue
@@ -62,11 +69,27 @@ def write_report(config: BenchConfig, out: Path) -> Path:
             lines += [f"![SC vs query tokens](sweep-{dataset}.png)", ""]
         if plot_curves(results, config, out / f"curves-{dataset}.png"):
             lines += [f"![training curves](curves-{dataset}.png)", ""]
-        lines += ["### Examples", "", examples_section(results, config), ""]
+        if plot_time_to_quality(results, config, out / f"time-to-quality-{dataset}.png"):
+            lines += [f"![validation names_title against training time](time-to-quality-{dataset}.png)", ""]
+        lines += ["### Examples", "", Examples(examples_section(results, config)), ""]
         lines += ["### Significance", "", compare_text, "", "### The paper's claims here", "", *(claims or ["Not enough finished cells yet."]), ""]
         results_json["datasets"][dataset] = {"sc": sc_data, "recommendation": rank_data, "comparisons": compare_data, "claims": claims}
     lines += ["## Cells", "", cell_table, "", "## Config", "", "```yaml", yaml.safe_dump(asdict(config), sort_keys=False).strip(), "```", ""]
     atomic_write_text(out / "results.json", json.dumps(results_json, indent=2, default=float))
     report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(report, "\n".join(str(line) for line in lines))
+    if config.summaries_dir:  # the committed copy, beside the summaries: numbers and plots, no generated text
+        summaries = config.summaries
+        summaries.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(summaries / "results.json", json.dumps(results_json, indent=2, default=float))
+        for plot in out.glob("*.png"):
+            shutil.copyfile(plot, summaries / plot.name)
+        atomic_write_text(summaries / "report.md", "\n".join(line.committed() if isinstance(line, Examples) else line for line in lines))
     return report
+
+
+class Examples(str):
+    """The report's section of generated text: in the local report only (it quotes dataset text)."""
+
+    def committed(self) -> str:
+        return "Generated text is shown in the local report only (it quotes the dataset, which is not committed)."

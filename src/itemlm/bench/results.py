@@ -1,4 +1,4 @@
-"""The finished cells of one dataset, read into the numbers every report table draws on."""
+"""The summarized cells of one dataset, read into the numbers every report table draws on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from itemlm.bench.grid import Cell
-from itemlm.bench.records import is_done, read_json
+from itemlm.bench.records import read_json
+from itemlm.bench.summaries import SummaryStore
 from itemlm.bench.stats import mean_std
 from itemlm.eval.stage2_eval import RANKED_TASKS
 
@@ -71,22 +72,28 @@ def seed_average(score_sets: list[dict[str, float]]) -> dict[str, float]:
 
 
 class DatasetResults:
-    """The finished cells of one dataset, indexed by (bridge, queries, seed)."""
+    """The summarized cells of one dataset, indexed by (bridge, queries, seed)."""
 
-    def __init__(self, dataset: str, cells: list[Cell], out: Path):
+    def __init__(self, dataset: str, cells: list[Cell], store: SummaryStore, out: Path):
         self.dataset = dataset
-        self.out = out
-        done = [c for c in cells if c.dataset == dataset and is_done(c, out)]
+        self.out = out  # the bench folder: generated text is read from its cell folders when they are here
+        done = [c for c in cells if c.dataset == dataset and store.has(c)]
+        self.cell_summaries = {c.id: store.read(c) for c in done}
         self.stage1 = {(c.bridge, c.queries, c.seed): c for c in done if c.kind == "stage1"}
         self.stage2 = {(c.bridge, c.queries, c.seed): c for c in done if c.kind == "stage2"}
         by_kind = {c.kind: c for c in done if c.kind in ("references", "floors")}
-        self.references = read_json(by_kind["references"].folder(out) / "result.json") if "references" in by_kind else {}
-        self.floors = read_json(by_kind["floors"].folder(out) / "result.json") if "floors" in by_kind else {}
-        # each stage-2 cell's per-example records are read once: every table draws on them
-        self.per_example = {key: read_json(c.folder(out) / "run" / "per_example.json") for key, c in self.stage2.items()}
-        self.summaries = {
-            key: stage2_summary(read_json(c.folder(out) / "run" / "metrics.json"), self.per_example[key]) for key, c in self.stage2.items()
-        }
+        self.references = self.cell_summaries[by_kind["references"].id]["result"] if "references" in by_kind else {}
+        self.floors = self.cell_summaries[by_kind["floors"].id]["result"] if "floors" in by_kind else {}
+        self.per_example = {key: self.cell_summaries[c.id]["per_example"] for key, c in self.stage2.items()}
+        self.summaries = {key: stage2_summary(self.cell_summaries[c.id]["metrics"], self.per_example[key]) for key, c in self.stage2.items()}
+
+    def curve(self, cell: Cell) -> list[dict]:
+        """The cell's metrics.jsonl rows (training losses and validation points), numbers only."""
+        return self.cell_summaries[cell.id].get("curve", [])
+
+    def generated(self, cell: Cell) -> dict:
+        """The stage-2 cell's per-example records with the generated text, when its folder is here; else {}."""
+        return read_json(cell.folder(self.out) / "run" / "per_example.json")
 
     def runs(self, bridge: str, queries: int = DEFAULT_QUERIES) -> list[tuple]:
         """(bridge, queries, seed) keys of the finished stage-2 cells (MLP and text-only cells carry the default)."""
@@ -100,7 +107,7 @@ class DatasetResults:
 
     def stage1_metric(self, variant: str, queries: int, group: str) -> tuple[float, float, int]:
         """Stage-1 i2t recall@10 on a subject group: (mean, std over seeds, seeds)."""
-        values = [read_json(c.folder(self.out) / "run" / "metrics.json").get(group, {}).get("i2t_recall@10")
+        values = [self.cell_summaries[c.id]["metrics"].get(group, {}).get("i2t_recall@10")
                   for (b, q, _), c in self.stage1.items() if b == variant and q == queries]
         return (*mean_std(values), len(values))
 

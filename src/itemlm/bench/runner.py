@@ -4,7 +4,9 @@ Stage-1 and stage-2 cells run as `itemlm stage1|stage2 --resume` child processes
 time, each with its share of the CPU threads; a cell starts once the cells it reads are done. Each
 child's wall time and peak memory (its own `wait4` rusage) are recorded in the cell's `cell.json`.
 Interrupt the bench at any moment and run it again: finished cells are skipped, and the recipe of
-an interrupted cell resumes from its last checkpoint.
+an interrupted cell resumes from its last checkpoint. Each finished cell is summarized (numbers
+only, itemlm.bench.summaries) into `summaries_dir`; a summarized cell never runs again, so a grid
+longer than a working session is committed summary by summary and finished from a fresh clone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell, plan_cells
 from itemlm.bench.records import RESULT_FILE, is_done, write_record
 from itemlm.bench.report import write_report
+from itemlm.bench.summaries import SummaryStore
 from itemlm.config import load_config
 from itemlm.errors import InputError
 from itemlm.io import atomic_folder, atomic_write_text
@@ -33,7 +36,7 @@ from itemlm.paths import shared_data_folder
 # ------------------------------------------------------------------ datasets
 def prepare_bench_datasets(config: BenchConfig, console: Console) -> list[str]:
     """Prepare the built-in datasets under the bench's data home; returns those available."""
-    from itemlm.data.prepare import PrepareOptions, dataset_folder, prepare_dataset
+    from itemlm.data.prepare import ML100K_TEXT, PrepareOptions, dataset_folder, prepare_dataset
 
     available = []
     shared = shared_data_folder()
@@ -50,6 +53,11 @@ def prepare_bench_datasets(config: BenchConfig, console: Console) -> list[str]:
                 console.print(f"ml-100k: item descriptions joined from {movielens}")
             else:
                 console.print("ml-100k: ../shared/data/movielens is absent, so items have no descriptions (no item_description task)")
+        elif name == ML100K_TEXT:
+            if shared is None or not (shared / "movielens" / "ml1m_item_descriptions.json").exists():
+                console.print(f"[yellow]{name}: skipped, the reference descriptions ../shared/data/movielens are absent[/]")
+                continue
+            options = PrepareOptions()  # prepare_dataset joins the reference descriptions itself
         elif name == "beauty":
             if shared is None or not (shared / "beauty" / "user_sequence.txt").exists():
                 console.print("[yellow]beauty: skipped, the reference data ../shared/data/beauty is absent[/]")
@@ -92,6 +100,7 @@ def run_in_process(cell: Cell, config: BenchConfig, bench_out: Path) -> None:
     atomic_write_text(cell.folder(bench_out) / "result.json", json.dumps(result))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_record(cell, bench_out, "done", time.perf_counter() - started, round(peak, 2), peak_note="the bench process's peak so far")
+    SummaryStore(config.summaries).write(cell, bench_out)
 
 
 def stage2_settings(cell: Cell, config: BenchConfig):
@@ -105,7 +114,7 @@ def stage_command(cell: Cell, cells: dict[str, Cell], config: BenchConfig, bench
     preset, *overrides = cell.settings
     command = [sys.executable, "-m", "itemlm.cli", cell.kind, "--config", preset.split("=", 1)[1], "--resume", *overrides]
     command += [f"data_home={config.home.resolve()}", f"output_dir={(cell.folder(bench_out) / 'run').resolve()}"]
-    if cell.kind == "stage2" and cell.bridge in PRETRAINED_BRIDGES:
+    if cell.kind == "stage2" and cell.depends:  # a stage-1 variant's Q-Former (plain or under another label)
         stage1 = cells[cell.depends[0]]
         command.append(f"stage1_model={(stage1.folder(bench_out) / 'run' / 'model').resolve()}")
     return command
@@ -160,6 +169,7 @@ def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfi
             peak = round(usage.ru_maxrss / 2**20, 2)
             if job.process.returncode == 0 and (job.cell.folder(bench_out) / RESULT_FILE[job.cell.kind]).exists():
                 write_record(job.cell, bench_out, "done", seconds, peak)
+                SummaryStore(config.summaries).write(job.cell, bench_out)
                 tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s, peak {peak:.2f} GB")
             else:
                 write_record(job.cell, bench_out, "failed", seconds, peak, returncode=job.process.returncode)
@@ -195,6 +205,17 @@ def reuse_cells(cells: list[Cell], bench_out: Path, sources: list[Path], console
                 console.print(f"reused   {cell.id} from {source}")
 
 
+def cells_to_run(cells: list[Cell], store: SummaryStore, bench_out: Path) -> list[Cell]:
+    """The cells without a summary, in plan order, and the summarized stage-1 cells whose model
+    is not here (a fresh clone) but which an unsummarized stage-2 cell reads."""
+    by_id = {c.id: c for c in cells}
+    todo = {c.id for c in cells if not store.has(c)}
+    for cell in cells:
+        if cell.id in todo:
+            todo.update(dep for dep in cell.depends if not is_done(by_id[dep], bench_out))
+    return [c for c in cells if c.id in todo]
+
+
 def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None = None, run: bool = True, reuse: list[Path] = ()) -> Path:
     """Run (or, with run=False, only report on) the grid; returns the report's path."""
     console = console or Console()
@@ -213,8 +234,11 @@ def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None 
         cells = plan_cells(config, datasets)
         by_id = {c.id: c for c in cells}
         reuse_cells(cells, bench_out, list(reuse), console)
-        todo = [c for c in cells if not is_done(c, bench_out)]
-        console.print(f"bench {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {bench_out}")
+        store = SummaryStore(config.summaries)
+        store.collect(cells, bench_out)
+        todo = cells_to_run(cells, store, bench_out)
+        console.print(f"bench {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {bench_out}"
+                      f" (summaries: {config.summaries})")
         for cell in [c for c in todo if c.kind in ("references", "floors")]:
             console.print(f"running  {cell.id}")
             try:

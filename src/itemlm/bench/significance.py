@@ -14,6 +14,9 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
     for variant in ("ilm-it-ii", "ilm-it-ui", "ilm-it-ii-ui"):
         if variant in config.bridges and "ilm-it" in config.bridges:
             pairs.append((variant, "ilm-it", DEFAULT_QUERIES, DEFAULT_QUERIES))
+    for label in config.variants:  # a bridge against itself under other settings (the warm start off, ...)
+        if label in config.bridges and config.base_bridge(label) in config.bridges:
+            pairs.append((config.base_bridge(label), label, DEFAULT_QUERIES, DEFAULT_QUERIES))
     sweep = sorted({q for (b, q, _) in results.stage2 if b == config.sweep_variant})
     if 1 in sweep and len(sweep) > 1:
         best = DEFAULT_QUERIES if DEFAULT_QUERIES in sweep else sweep[-1]
@@ -51,6 +54,12 @@ def verdicts(comparisons: list[dict], config: BenchConfig) -> list[str]:
         ("The user-item loss helps (ILM-IT-UI > ILM-IT)", "ilm-it-ui", "ilm-it"),
         ("Several query tokens beat one", f"{config.sweep_variant} ({DEFAULT_QUERIES} queries)", f"{config.sweep_variant} (1 query)"),
     ]
+    for label, variant in config.variants.items():
+        changed = ", ".join(variant.get("stage2", []))
+        if "warm_start.enabled=false" in variant.get("stage2", []):
+            claims.append((f"The warm start helps ({variant['bridge']} > {label})", variant["bridge"], label))
+        else:
+            claims.append((f"{variant['bridge']} beats itself with {changed} ({label})", variant["bridge"], label))
     lines = []
     for claim, a, b in claims:
         found = [c for c in comparisons if c["a"] == a and c["b"] == b]

@@ -9,6 +9,7 @@ import numpy as np
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell
 from itemlm.bench.markdown import fmt, table
 from itemlm.bench.records import cell_record
+from itemlm.bench.summaries import SummaryStore
 from itemlm.bench.references import NAMES as REFERENCE_NAMES
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 from itemlm.eval.stage2_eval import RANKED_TASKS
@@ -118,8 +119,8 @@ def examples_section(results: DatasetResults, config: BenchConfig, task: str = "
         runs = results.runs(bridge)
         if not runs or chosen_task is None:
             continue
-        records = results.per_example[runs[0]].get(chosen_task, {}).get("seen")
-        if not records:
+        records = results.generated(results.stage2[runs[0]]).get(chosen_task, {}).get("seen")
+        if not records:  # a cell summarized elsewhere: its text stays out of the committed summary
             continue
         held = [k for k, h in enumerate(records["text_held_out"]) if h] or [0]
         k = held[0]
@@ -130,12 +131,13 @@ def examples_section(results: DatasetResults, config: BenchConfig, task: str = "
     return f"Generations for `{chosen_task}` on one text-held-out subject ({reference}):\n\n" + table(["model", "generated", "SC"], rows)
 
 
-def cells_section(cells: list[Cell], out: Path) -> tuple[str, list[dict], float]:
+def cells_section(cells: list[Cell], out: Path, store: SummaryStore) -> tuple[str, list[dict], float]:
     """The table of every planned cell's status, time and memory; the same as dicts; seconds summed over done cells."""
     rows, data, total = [], [], 0.0
     for cell in cells:
-        record = cell_record(cell.folder(out))
-        status = record.get("status", "not run")
+        summarized = store.has(cell)
+        record = store.read(cell)["record"] if summarized else cell_record(cell.folder(out))
+        status = "done" if summarized else record.get("status", "not run")
         if status == "done":
             total += record.get("seconds", 0.0)
         rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(record.get("peak_rss_gb"), 2)])

@@ -13,7 +13,8 @@ from itemlm.bench.stats import mean_std
 from itemlm.eval.stage2_eval import RANKED_TASKS
 
 DEFAULT_QUERIES = 8
-TEXT_METRICS = ("SC (text tasks)", "SC (text-held-out subjects)", "HR@10 (recommendation)")
+TEXT_METRICS = ("SC (text tasks)", "SC (text-held-out subjects)", "HR@10 (recommendation)", "HR@10 (ranking mode)")
+RANKING_MODE = "ranking_mode"  # per_example: one flat record, a row per user (not per prompt set)
 
 
 def stage2_summary(metrics: dict, per_example: dict) -> dict:
@@ -22,7 +23,7 @@ def stage2_summary(metrics: dict, per_example: dict) -> dict:
     sc_tasks, held_tasks, seen_tasks, nll_tasks = [], [], [], []
     for task, by_set in per_example.items():
         records = list(by_set.values())
-        if "SC" not in records[0]:
+        if task == RANKING_MODE or "SC" not in records[0]:
             continue
         scores = np.concatenate([r["SC"] for r in records])
         held = np.concatenate([r["text_held_out"] for r in records]).astype(bool)
@@ -30,6 +31,11 @@ def stage2_summary(metrics: dict, per_example: dict) -> dict:
         sc_tasks.append(summary[f"SC/{task}"])
         summary[f"NLL/{task}"] = float(np.mean(np.concatenate([r["reference_nll"] for r in records])))
         nll_tasks.append(summary[f"NLL/{task}"])
+        if "names_title" in records[0]:  # item_title: the title said in the answer
+            named = np.concatenate([r["names_title"] for r in records]).astype(float)
+            for group, rows in (("seen", ~held), ("held", held)):
+                if rows.any():
+                    summary[f"names_title_{group}"] = float(named[rows].mean())
         if held.any():
             summary[f"SC_held/{task}"] = float(scores[held].mean())
             held_tasks.append(summary[f"SC_held/{task}"])
@@ -43,6 +49,12 @@ def stage2_summary(metrics: dict, per_example: dict) -> dict:
         summary["SC_held/avg"] = float(np.mean(held_tasks))
     if seen_tasks:
         summary["SC_seen/avg"] = float(np.mean(seen_tasks))
+    for order, values in metrics.get("test", {}).get(RANKING_MODE, {}).items():  # "ranking_mode" and "retriever"
+        if not isinstance(values, dict):  # the settings beside them (candidates, ...)
+            continue
+        for name in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "users"):
+            if name in values:
+                summary[f"{RANKING_MODE}/{order}/{name}"] = values[name]
     for task in RANKED_TASKS:
         for prompt_set, values in metrics.get("test", {}).get(task, {}).items():
             for name in ("HR@5", "NDCG@5", "HR@10", "NDCG@10"):
@@ -53,7 +65,10 @@ def stage2_summary(metrics: dict, per_example: dict) -> dict:
 def per_example_scores(per_example: dict) -> dict[str, dict[str, float]]:
     """Metric name -> {example key: score}, the inputs of the paired comparisons."""
     scores: dict[str, dict[str, float]] = {name: {} for name in TEXT_METRICS}
-    for by_set in per_example.values():
+    for task, by_set in per_example.items():
+        if task == RANKING_MODE:
+            scores["HR@10 (ranking mode)"] = {f"user={u}": float(r < 10) for u, r in zip(by_set["user"], by_set["rank_ranking_mode"])}
+            continue
         for prompt_set, records in by_set.items():
             keys = [f"{prompt_set}|{k}" for k in records["key"]]
             if "SC" in records:

@@ -49,10 +49,23 @@ def numbers_only(value):
     return value if isinstance(value, (bool, int)) or value is None else None
 
 
+def without_examples(value):
+    """`value` without its "examples" entries (what the model wrote; per_example has their scores)."""
+    if isinstance(value, dict):
+        return {k: without_examples(v) for k, v in value.items() if k != "examples"}
+    return value
+
+
 def per_example_numbers(per_example: dict) -> dict:
-    """task -> prompt set -> the per-example fields the report uses; ids kept, text dropped."""
+    """task -> prompt set -> the per-example fields the report uses (ranking mode: task -> fields,
+    one row per user); ids kept, text dropped."""
+
+    def kept(record: dict) -> dict:
+        return {name: values for name, values in record.items() if name in PER_EXAMPLE_FIELDS or name.startswith("rank_")}
+
     return {
-        task: {prompt_set: {name: record[name] for name in PER_EXAMPLE_FIELDS if name in record} for prompt_set, record in by_set.items()}
+        task: {prompt_set: kept(record) for prompt_set, record in by_set.items()}
+        if all(isinstance(record, dict) for record in by_set.values()) else kept(by_set)
         for task, by_set in per_example.items()
     }
 
@@ -67,7 +80,7 @@ def summarize(cell: Cell, bench_out: Path) -> dict:
         "status": cell_record(folder).get("status"),
     }
     if cell.kind in ("stage1", "stage2"):
-        summary["metrics"] = numbers_only(read_json(folder / "run" / "metrics.json")) or {}
+        summary["metrics"] = numbers_only(without_examples(read_json(folder / "run" / "metrics.json"))) or {}
         summary["curve"] = [row for row in (numbers_only(r) for r in read_jsonl(folder / "run" / "metrics.jsonl")) if row]
     if cell.kind == "stage2":
         summary["per_example"] = per_example_numbers(read_json(folder / "run" / "per_example.json"))

@@ -51,6 +51,26 @@ def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]
     return text, {"models": data, "floors": results.floors}
 
 
+def subjects_section(results: DatasetResults, config: BenchConfig) -> str:
+    """names_title and SC per task split by subject: text-seen / text-held-out (the learning issue's bars)."""
+    tasks = results.text_tasks()
+    header = ["model", "names_title, text-seen", "names_title, text-held-out", *[f"{t} (seen / held-out)" for t in tasks]]
+    rows = []
+    for bridge in config.bridges:
+        agg = results.aggregate(bridge)
+        if agg:
+            rows.append([bridge, fmt(agg.get("names_title_seen")), fmt(agg.get("names_title_held")),
+                         *[f"{fmt(agg.get(f'SC_seen/{t}'))} / {fmt(agg.get(f'SC_held/{t}'))}" for t in tasks]])
+    neighbour = "CF neighbour's reference"
+    cells = [results.floors.get(t, {}).get(neighbour) for t in tasks]
+    if any(cells):
+        rows.append([f"*floor: {neighbour}*", "", "", *[
+            f"{fmt(c.get('SC_text_seen', c['SC']))} / {fmt(c.get('SC_text_held_out'))}" if c else "n/a" for c in cells]])
+    return ("names_title: share of item_title answers that contain the item's title. SC per task on text-seen "
+            "and on text-held-out subjects (items whose text no training step read), both prompt sets pooled, "
+            "mean over seeds.\n\n" + table(header, rows)) if rows else ""
+
+
 def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]:
     """One HR/NDCG table per ranked task (models, then references on the same users) and its numbers."""
     parts, data = [], {}
@@ -73,6 +93,18 @@ def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, 
                          *[fmt(ref["metrics"][m], 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(int(ref["metrics"]["users"]))])
             data.setdefault(task, {})[name] = {"same_users": same, "all_users": {k: ref["metrics"][k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")}}
         parts.append(f"**{task}** (test split, leave-one-out, full catalogue, constrained beam search for the LLMs)\n\n" + table(header, rows))
+    rows = []
+    for bridge in config.bridges:
+        agg = results.aggregate(bridge)
+        for order, name in (("ranking_mode", f"{bridge}: ranking mode"), ("retriever", f"{bridge}: its retriever alone")):
+            if f"ranking_mode/{order}/HR@10" in agg:
+                rows.append([name, *[fmt(agg.get(f"ranking_mode/{order}/{m}"), 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")],
+                             fmt(agg.get(f"ranking_mode/{order}/users"), 0)])
+                data.setdefault("ranking_mode", {}).setdefault(bridge, {})[order] = {
+                    k.rsplit("/", 1)[1]: v[:2] for k, v in agg.items() if k.startswith(f"ranking_mode/{order}/")}
+    if rows:
+        parts.append("**ranking mode** (the retriever's candidates ordered by the frozen LLM, the rest of the catalogue after "
+                     "them; every test user)\n\n" + table(["model", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "users"], rows))
     return "\n\n".join(parts), data
 
 

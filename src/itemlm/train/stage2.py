@@ -309,7 +309,7 @@ def train_stage2(
         if warm.enabled or anchor_wanted:
             targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens)
         if warm.enabled and not (resume and checkpoints.latest() is not None):
-            profiles = {s.user: s.target for s in reversed(samples_by_task.get("user_profile", []))}  # one per user
+            profiles = {s.user: s.target for s in samples_by_task.get("user_profile", [])}  # one text per user, whatever the phrasing
             users = (cf.user_vectors, profile_targets(llm, profiles, bridge.num_tokens)) if warm.users and profiles else None
             warm_report = warm_start_bridge(
                 bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main, users=users,

@@ -101,7 +101,7 @@ def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tenso
     return torch.tensor([(ids + [space] * num_tokens)[:num_tokens] for ids in encoded], dtype=torch.long)
 
 
-def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str], num_tokens: int, kind: int = 0) -> TitleTargets:
+def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str] | dict[int, str], num_tokens: int, kind: int = 0) -> TitleTargets:
     """Targets of `items` (users with kind 1), each the opening tokens of `titles[i]`."""
     token_ids = title_token_ids(llm, [titles[i] for i in items], num_tokens)
     vocabulary, classes = token_ids.unique(return_inverse=True)
@@ -113,9 +113,7 @@ def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str], num_toke
 
 def profile_targets(llm: FrozenLLM, profiles: dict[int, str], num_tokens: int) -> TitleTargets:
     """User targets: the opening tokens of each user's profile text (`profiles`: user -> text)."""
-    users = np.array(sorted(profiles), dtype=np.int64)
-    texts = {int(u): profiles[int(u)] for u in users}
-    return title_targets(llm, users, texts, num_tokens, kind=1)
+    return title_targets(llm, np.array(sorted(profiles), dtype=np.int64), profiles, num_tokens, kind=1)
 
 
 class TitleRegression(nn.Module):

@@ -18,17 +18,11 @@ import json
 import platform
 from pathlib import Path
 
+from itemlm.bench.summaries import without_examples
 from itemlm.eval.curves import read_curve
 
 TEXT_TASKS = ("item_title", "item_genres", "item_description", "item_pitch", "user_profile", "conversational")
 FLOOR_TASKS = ("item_title", "item_genres", "item_description", "item_pitch", "user_profile")
-
-
-def numbers_only(report):
-    """A stage-2 test report without its text examples (at any depth)."""
-    if isinstance(report, dict):
-        return {k: numbers_only(v) for k, v in report.items() if k != "examples"}
-    return report
 
 
 def floors_for(run: Path) -> dict:
@@ -91,13 +85,13 @@ def main() -> None:
         "command": "itemlm stage2 --config standard; benchmarks/standard_recipe.py" + (" --skip-floors" if args.skip_floors else ""),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "model": {"train": metrics["train"], "warm_start": metrics.get("warm_start"), "eval_seconds": metrics.get("eval_seconds"),
-                  "peak_rss_gb": metrics.get("peak_rss_gb"), "test": numbers_only(metrics.get("test", {}))},
+                  "peak_rss_gb": metrics.get("peak_rss_gb"), "test": without_examples(metrics.get("test", {}))},
         "curve": read_curve(args.run / "metrics.jsonl"),
         "floors": {} if args.skip_floors else floors_for(args.run),
     }
     if args.text_only is not None:
         baseline = json.loads((args.text_only / "metrics.json").read_text())
-        result["text_only"] = {"eval_seconds": baseline.get("eval_seconds"), "test": numbers_only(baseline.get("test", {}))}
+        result["text_only"] = {"eval_seconds": baseline.get("eval_seconds"), "test": without_examples(baseline.get("test", {}))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(markdown(result))

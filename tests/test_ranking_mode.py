@@ -111,3 +111,15 @@ def test_ranking_mode_trains_in_the_mixture_saves_and_recommends(tiny_llm_folder
     assert len(generated) == 3
     with pytest.raises(InputError, match="not free text"):
         model.recommend(text="anything", mode="rank")
+
+
+def test_the_text_only_baseline_ranks_too_with_titles_for_vectors(tiny_llm_folder, data_home, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_llm_folder, data_home, out, bridge="text-only", **{
+            "ranking.enabled": "true", "ranking.retriever": "mf", "ranking.candidates": 5, "ranking.history": 3, "eval_rank_users": 8,
+        },
+    )
+    train_stage2(config, progress=False)  # nothing trains: the head keeps its start
+    report = json.loads((out / "metrics.json").read_text())["test"]["ranking_mode"]
+    assert report["users"] == 8 and report["ranking_mode"]["HR@5"] == report["retriever"]["HR@5"]

@@ -15,7 +15,7 @@ from itemlm.models.ilm import ItemLanguageModel
 from itemlm.rank.ranker import LABELS, RankingConfig, RankingHead, ranking_prompt
 from itemlm.rank.retriever import Retriever, load_or_train_retriever, top_candidates
 from itemlm.rank.samples import ranking_samples, stage_histories
-from itemlm.train.stage2 import train_stage2
+from itemlm.train.stage2 import load_everything, train_stage2
 from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F401 (fixtures)
 
 
@@ -123,3 +123,27 @@ def test_the_text_only_baseline_ranks_too_with_titles_for_vectors(tiny_llm_folde
     train_stage2(config, progress=False)  # nothing trains: the head keeps its start
     report = json.loads((out / "metrics.json").read_text())["test"]["ranking_mode"]
     assert report["users"] == 8 and report["ranking_mode"]["HR@5"] == report["retriever"]["HR@5"]
+
+
+def test_position_rows_never_reach_past_training_and_calibration_fits_the_head_on_validation_rows(tiny_llm_folder, data_home, tmp_path):
+    from itemlm.rank.samples import position_histories
+
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_llm_folder, data_home, out, bridge="mlp", mlp_tokens=2, **{
+            "ranking.enabled": "true", "ranking.retriever": "mf", "ranking.candidates": 5, "ranking.history": 3,
+            "ranking.train_positions": 3, "ranking.calibrate": "true", "task_weights.ranking": 4, "eval_rank_users": 12, "steps": 3,
+        },
+    )
+    dataset, split, *_ = load_everything(config, "float32")
+    users, histories, targets = position_histories(split, 3)
+    sequences = split.train_sequences()
+    for user, history, target in zip(users.tolist(), histories, targets.tolist()):
+        items = sequences[user].tolist()
+        assert items[: len(history)] == history and items[len(history)] == target and len(items) - len(history) <= 3
+    train_stage2(config, progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    calibration = metrics["ranking_calibration"]
+    assert calibration["rows"] > 0 and np.isfinite(calibration["loss"])
+    head = ItemLanguageModel.from_pretrained(out / "model").ranker.head
+    assert float(head.llm_weight) == pytest.approx(calibration["llm_weight"], abs=1e-3)  # the calibrated head is what was saved

@@ -43,6 +43,9 @@ class RankingConfig:
     candidates: int = 20
     history: int = 10  # most recent items shown to the LLM
     head_learning_rate: float = 1e-2  # the head's three kinds of weights start far from their values
+    train_positions: int = 0  # rows for the bridge from each user's last N training positions too
+    calibrate: bool = False  # fit the head on the validation rows after training (the bridge then never trains on them)
+    calibration_penalty: float = 1.0  # L2 penalty of that fit on the position prior (per row)
 
     def __post_init__(self):
         if self.retriever not in RETRIEVERS:
@@ -53,6 +56,8 @@ class RankingConfig:
             raise InputError(f"ranking.head_learning_rate must be positive, got {self.head_learning_rate}")
         if self.history < 1:
             raise InputError(f"ranking.history must be at least 1, got {self.history}")
+        if self.train_positions < 0 or self.calibration_penalty < 0:
+            raise InputError("ranking.train_positions and ranking.calibration_penalty must be >= 0")
 
 
 def ranking_prompt(history: list[int], candidates: list[int], domain: str = "movies") -> str:
@@ -97,14 +102,50 @@ class Ranker(nn.Module):
             self._letters = [i[0] for i in ids]
         return self._letters[:n]
 
-    def candidate_scores(self, model, prompts: list[str], retriever_scores: Tensor) -> Tensor:
-        """[B, n] scores of the candidates listed in `prompts` (gradients reach the bridge and head)."""
+    def letter_logits(self, model, prompts: list[str], n: int) -> Tensor:
+        """[B, n] the LLM's next-token logits of the first `n` candidate letters after each prompt."""
         batch = model.collate(prompts, side="left", pooled=True)
         hidden = model.llm.forward_embeds(model.embed(batch), batch.attention_mask).hidden_states[:, -1]
-        n = retriever_scores.shape[1]
         letters = torch.tensor(self.letter_ids(model.llm.tokenizer, n), device=hidden.device)
-        logits = model.llm.logits(hidden, letters)  # the letters' rows of the LM head only, not the vocabulary
+        return model.llm.logits(hidden, letters)  # the letters' rows of the LM head only, not the vocabulary
+
+    def candidate_scores(self, model, prompts: list[str], retriever_scores: Tensor) -> Tensor:
+        """[B, n] scores of the candidates listed in `prompts` (gradients reach the bridge and head)."""
+        logits = self.letter_logits(model, prompts, retriever_scores.shape[1])
         return self.head(logits, retriever_scores.to(logits.device))
+
+    def calibrate(self, model, samples: list, batch_size: int = 16, steps: int = 100) -> dict:
+        """Fit the head alone (bridge and LLM fixed) on ranking rows the bridge never trained on:
+        full-batch L-BFGS on the cross-entropy over candidates plus `calibration_penalty` x the
+        squared position prior, from the retriever's order (LLM weight 0). Returns the fit's numbers."""
+        if not samples:
+            return {"rows": 0}
+        with torch.no_grad():
+            logits = torch.cat([
+                self.letter_logits(model, [s.prompt for s in samples[i : i + batch_size]], len(samples[0].candidates)).float().cpu()
+                for i in range(0, len(samples), batch_size)
+            ])
+        scores = torch.tensor([s.candidate_scores for s in samples], dtype=torch.float32)
+        targets = torch.tensor([LABELS.index(s.target) for s in samples])
+        device = self.head.position_bias.device
+        head = self.head.cpu()
+        with torch.no_grad():
+            head.llm_weight.zero_(), head.retriever_weight.fill_(1.0), head.position_bias.zero_()
+        optimizer = torch.optim.LBFGS(list(head.parameters()), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+        penalty = self.config.calibration_penalty / len(samples)
+
+        def objective():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(head(logits, scores), targets) + penalty * head.position_bias.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(objective)
+        with torch.no_grad():
+            loss = float(F.cross_entropy(head(logits, scores), targets))
+        head.to(device)
+        return {"rows": len(samples), "loss": round(loss, 4), "llm_weight": round(head.llm_weight.item(), 4),
+                "retriever_weight": round(head.retriever_weight.item(), 4)}
 
     def loss(self, model, prompts: list[str], retriever_scores: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over the candidates; `targets` are the true items' positions."""

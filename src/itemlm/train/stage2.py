@@ -42,7 +42,7 @@ from itemlm.models.qformer import ItemQFormer
 from itemlm.rank.evaluate import evaluation_users, ranking_report
 from itemlm.rank.ranker import Ranker, RankingConfig
 from itemlm.rank.retriever import load_or_train_retriever
-from itemlm.rank.samples import ranking_samples
+from itemlm.rank.samples import position_samples, ranking_samples
 from itemlm.tasks.build import build_samples
 from itemlm.tasks.curriculum import check_curriculum, phase_start, phase_value, schedule_batches
 from itemlm.tasks.sample import group_by_task
@@ -292,7 +292,12 @@ def train_stage2(
             seed=config.seed, progress=progress and main,
         )
         ranker = model.ranker = Ranker(retriever, config.ranking).to(accelerator.device)
-        samples_by_task["ranking"] = ranking_samples(split, retriever, "valid", config.ranking, catalogue.domain, only_hits=True)
+        validation_rows = ranking_samples(split, retriever, "valid", config.ranking, catalogue.domain, only_hits=True)
+        # with calibration the validation rows are kept from the bridge: they fit the head afterwards
+        samples_by_task["ranking"] = ([] if config.ranking.calibrate else validation_rows) + (
+            position_samples(split, retriever, config.ranking, catalogue.domain) if config.ranking.train_positions else [])
+        if not samples_by_task["ranking"]:
+            del samples_by_task["ranking"]
     batches = schedule_batches(
         samples_by_task, config.curriculum if steps else [], config.task_weights, steps, config.batch_size,
         seed=config.seed, length=row_length(model, config) if config.bucket_by_length else None,
@@ -411,6 +416,11 @@ def train_stage2(
 
     trained = accelerator.unwrap_model(bridge) if bridge is not None else None
     model.bridge = trained
+    calibration = None
+    if ranker is not None and config.ranking.calibrate:  # the head fitted on rows the bridge never read
+        if trained is not None:
+            trained.eval()
+        calibration = ranker.calibrate(model, validation_rows)
     meta = {
         "dataset": config.dataset,
         "cf_dim": cf.dim,
@@ -426,6 +436,8 @@ def train_stage2(
                         "train_seconds": round(clock, 1), **meta}}
     if warm_report is not None:
         report["warm_start"] = warm_report
+    if calibration is not None:
+        report["ranking_calibration"] = calibration
     if probe is not None:
         plot_learning_curves({config.name: read_curve(out / "metrics.jsonl")}, out / "curves.png")
     if evaluate:

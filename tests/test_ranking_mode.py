@@ -146,4 +146,4 @@ def test_position_rows_never_reach_past_training_and_calibration_fits_the_head_o
     calibration = metrics["ranking_calibration"]
     assert calibration["rows"] > 0 and np.isfinite(calibration["loss"])
     head = ItemLanguageModel.from_pretrained(out / "model").ranker.head
-    assert float(head.llm_weight) == pytest.approx(calibration["llm_weight"], abs=1e-3)  # the calibrated head is what was saved
+    assert head.llm_weight.item() == pytest.approx(calibration["llm_weight"], abs=1e-3)  # the calibrated head is what was saved

@@ -29,7 +29,7 @@ from itemlm.cf.evaluate import evaluate_ranking, metrics_from_ranks
 from itemlm.models.ilm import ItemLanguageModel
 from itemlm.rank.evaluate import evaluate_ranking_mode, evaluation_users, history_scorer, retriever_result
 from itemlm.rank.retriever import load_or_train_retriever
-from itemlm.rank.samples import stage_histories
+from itemlm.rank.samples import ranking_samples, stage_histories
 
 KEYS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--users", type=int, default=0, help="test users (0: all)")
     parser.add_argument("--trie-users", type=int, default=100, help="users for trie generation (a subset of --users)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="refit the head on the validation rows first (Ranker.calibrate); for a model trained "
+                             "without ranking.calibrate its bridge has read those rows, which favours the LLM's scores")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -69,6 +72,10 @@ def main() -> None:
     if model.ranker is None:
         raise SystemExit(f"{args.model} has no ranker: train it with ranking.enabled=true")
     split = make_split(load_dataset(args.dataset, args.data_home), "leave-one-out")
+    calibration = None
+    if args.calibrate:
+        rows = ranking_samples(split, model.ranker.retriever, "valid", model.ranker.config, model.catalogue.domain, only_hits=True)
+        calibration = model.ranker.calibrate(model, rows) | {"bridge_read_these_rows": not model.ranker.config.calibrate}
     users = evaluation_users(split, "test", args.users)
     began = time.perf_counter()
     ranked = evaluate_ranking_mode(model, split, "test", users=users)
@@ -102,6 +109,7 @@ def main() -> None:
         "candidates": n,
         "retriever": model.ranker.retriever.kind,
         "head": {k: v.detach().tolist() for k, v in model.ranker.head.state_dict().items()},
+        "calibration": calibration,
         "results": rows,
         "ranking_mode_vs_retriever": comparison,
         "retriever_recall": float(inside.mean()),

@@ -74,6 +74,7 @@ class Stage2Config:
     random_qformer_layers: int = 2  # size of the ilm-rand Q-Former (MiniLM config, random weights)
     num_queries: int = 8  # ilm-rand only; ilm takes it from the stage-1 model
     mlp_tokens: int = 1  # CoLLM uses one token per item
+    mlp_hidden: int = 0  # the MLP's hidden width; 0: four times the LLM's
     llm: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
     llm_dtype: str = "auto"  # auto: bfloat16 where it is native (GPU, AVX-512-BF16 CPU), else float32; evaluation reloads in eval_dtype
     eval_dtype: str = "float32"
@@ -152,7 +153,7 @@ def build_bridge(config: Stage2Config, cf_dim: int, cf_scale: float, llm: Frozen
             cf_dim=cf_dim, cf_scale=cf_scale,
         )
         return QFormerBridge(qformer, llm.hidden_size, scale)
-    return MLPBridge(cf_dim, llm.hidden_size, config.mlp_tokens, cf_scale=cf_scale, output_scale=scale)
+    return MLPBridge(cf_dim, llm.hidden_size, config.mlp_tokens, hidden=config.mlp_hidden or None, cf_scale=cf_scale, output_scale=scale)
 
 
 def parameter_groups(bridge, config: Stage2Config) -> list[dict]:

@@ -3,9 +3,8 @@
 Everything here reads the cells' summaries (itemlm.bench.summaries), so a report can be rebuilt at
 any time (`itemlm bench --report-only`), from a grid that is still running (missing cells show as
 "-") or on a fresh clone from committed summaries alone; only the examples of generated text need
-the cell folders. The pieces
-live next door: results.py reads the cells, tables.py and significance.py write the sections,
-plots.py draws, environment.py describes the machine.
+the cell folders. The pieces live next door: results.py reads the summaries, tables.py and
+significance.py write the sections, plots.py draws, environment.py describes the machine.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from rich.console import Console
 # The standard preset, shortened to fit the demo's 10 minutes: the closed-form warm start (seconds),
 # then most of the budget on the naming phase, which is what buys names on 2 cores
 # (docs/benchmarks.md, "Stage 2 learns"), and a short mixture. Ranking mode's retriever is MF here
-# (SASRec would take minutes to train).
+# (SASRec would take minutes to train). Validation at the start and the end only (each point costs ~25 s).
 DEMO_BUDGET = ["curriculum=[{steps: 30, task_weights: {item_title: 1}, batch_size: 32}]",
-               "steps=46", "validate_every=23", "validation_names=20", "validation_sc=8", "eval_text_samples=16",
+               "steps=46", "validate_every=46", "validation_names=20", "validation_sc=8", "eval_text_samples=16",
                "eval_rec_samples=10", "checkpoint_every=23", "ranking.retriever=mf", "eval_rank_users=100"]
 FAST_BUDGET = ["curriculum=[]", "steps=4", "validate_every=4", "validation_names=2", "validation_sc=2",
                "eval_text_samples=4", "eval_rec_samples=4", "eval_beams=4", "checkpoint_every=2", "ranking.retriever=mf",

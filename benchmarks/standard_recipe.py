@@ -3,7 +3,7 @@
 Reads a finished `itemlm stage2 --config standard` run (and, when given, the text-only baseline
 evaluated on the same examples), computes the SC floors on exactly those examples
 (itemlm.bench.floors), and writes one JSON of numbers (no MovieLens text: generated examples are
-dropped) plus a markdown table on stdout.
+dropped, and no strings at all) plus a markdown table on stdout.
 
     itemlm stage2 --config standard
     itemlm stage2 --config standard bridge=text-only name=standard-text-only
@@ -18,7 +18,7 @@ import json
 import platform
 from pathlib import Path
 
-from itemlm.bench.summaries import without_examples
+from itemlm.bench.summaries import numbers_only, without_examples
 from itemlm.eval.curves import read_curve
 
 TEXT_TASKS = ("item_title", "item_genres", "item_description", "item_pitch", "user_profile", "conversational")
@@ -82,8 +82,6 @@ def main() -> None:
 
     metrics = json.loads((args.run / "metrics.json").read_text())
     result = {
-        "command": "itemlm stage2 --config standard; benchmarks/standard_recipe.py" + (" --skip-floors" if args.skip_floors else ""),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "model": {"train": metrics["train"], "warm_start": metrics.get("warm_start"), "eval_seconds": metrics.get("eval_seconds"),
                   "peak_rss_gb": metrics.get("peak_rss_gb"), "test": without_examples(metrics.get("test", {}))},
         "curve": read_curve(args.run / "metrics.jsonl"),
@@ -93,8 +91,10 @@ def main() -> None:
         baseline = json.loads((args.text_only / "metrics.json").read_text())
         result["text_only"] = {"eval_seconds": baseline.get("eval_seconds"), "test": without_examples(baseline.get("test", {}))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    # numbers only (no run settings spelled out, no text): the command and the machine go in docs/benchmarks.md
+    args.out.write_text(json.dumps(numbers_only(result), indent=1))
     print(markdown(result))
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}")
     print(f"\nwritten: {args.out}")
 
 

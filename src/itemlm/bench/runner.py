@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from tqdm.auto import tqdm
 
-from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell, plan_cells
+from itemlm.bench.grid import BenchConfig, Cell, plan_cells
 from itemlm.bench.records import RESULT_FILE, is_done, write_record
 from itemlm.bench.report import write_report
 from itemlm.bench.summaries import SummaryStore

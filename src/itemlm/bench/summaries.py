@@ -73,11 +73,12 @@ def per_example_numbers(per_example: dict) -> dict:
 def summarize(cell: Cell, bench_out: Path) -> dict:
     """The summary of a finished cell, read from its folder."""
     folder = cell.folder(bench_out)
+    record = cell_record(folder)
     summary = {
         "version": SUMMARY_VERSION, "id": cell.id, "kind": cell.kind, "dataset": cell.dataset, "bridge": cell.bridge,
         "seed": cell.seed, "queries": cell.queries, "settings": list(cell.settings), "depends": list(cell.depends),
-        "record": numbers_only({k: v for k, v in cell_record(folder).items() if k not in ("id", "kind", "dataset", "settings", "depends")}) or {},
-        "status": cell_record(folder).get("status"),
+        "record": numbers_only({k: v for k, v in record.items() if k not in ("id", "kind", "dataset", "settings", "depends")}) or {},
+        "status": record.get("status"),
     }
     if cell.kind in ("stage1", "stage2"):
         summary["metrics"] = numbers_only(without_examples(read_json(folder / "run" / "metrics.json"))) or {}

@@ -129,8 +129,10 @@ class Ranker(nn.Module):
         targets = torch.tensor([LABELS.index(s.target) for s in samples])
         device = self.head.position_bias.device
         head = self.head.cpu()
-        with torch.no_grad():
-            head.llm_weight.zero_(), head.retriever_weight.fill_(1.0), head.position_bias.zero_()
+        with torch.no_grad():  # start from the retriever's order
+            head.llm_weight.zero_()
+            head.retriever_weight.fill_(1.0)
+            head.position_bias.zero_()
         optimizer = torch.optim.LBFGS(list(head.parameters()), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
         penalty = self.config.calibration_penalty / len(samples)
 

@@ -92,10 +92,13 @@ def test_ranking_mode_trains_in_the_mixture_saves_and_recommends(tiny_llm_folder
     config = tiny_config(
         tiny_llm_folder, data_home, out, bridge="mlp", mlp_tokens=2, **{
             "ranking.enabled": "true", "ranking.retriever": "mf", "ranking.candidates": 5, "ranking.history": 3,
-            "task_weights.ranking": 4, "eval_rank_users": 12, "steps": 3, "checkpoint_every": 2,
+            "task_weights.ranking": 4, "eval_rank_users": 12, "steps": 3, "checkpoint_every": 2, "log_every": 1,
         },
     )
     train_stage2(config, progress=False)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ranking_losses = [r["ranking_loss"] for r in logged if "ranking_loss" in r]
+    assert ranking_losses and all(0 < v < 10 for v in ranking_losses)  # the candidates' cross-entropy is logged
     metrics = json.loads((out / "metrics.json").read_text())
     report = metrics["test"]["ranking_mode"]
     assert report["users"] == 12 and 0 <= report["retriever_recall"] <= 1

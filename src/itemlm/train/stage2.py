@@ -211,8 +211,8 @@ def training_step(
     pad_to_multiple: int = 1, anchor: TitleAnchor | None = None, step: int = 0, anchor_weight: float | None = None,
     anchor_targets: str = "titles",
 ):
-    """One update on this process's rows of a global batch; returns the (detached) LM loss and the
-    number of label tokens. Nothing in it waits for the device: the batch is laid out on the
+    """One update on this process's rows of a global batch; returns the (detached) LM loss, the
+    number of label tokens and the (detached) ranking loss, NaN without ranking rows. Nothing in it waits for the device: the batch is laid out on the
     host while the device still works on the previous step. With an `anchor`, the warm start's
     title regression on a batch of items joins the loss (no LLM forward: it is cheap). Ranking
     rows (ranking mode) add their cross-entropy over candidates, weighted by their share of rows."""
@@ -227,16 +227,17 @@ def training_step(
         everyone = global_sum(tokens, accelerator)
         everyone = everyone.clamp(min=1) if isinstance(everyone, torch.Tensor) else max(1, everyone)
         loss = loss_sum * (accelerator.num_processes / everyone)
-    total = loss
+    total, ranking_loss = loss, torch.full((), float("nan"), device=model.llm.device)
     if anchor is not None and anchor_weight != 0:  # None: the configured weight; a phase may set its own
         total = total + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast, anchor_weight, anchor_targets)
     if ranked:
         scores = torch.tensor([s.candidate_scores for s in ranked])
         answers = torch.tensor([s.candidates.index(s.target_item) for s in ranked])
         share = len(ranked) / (len(ranked) + len(rows))
-        total = total + share * model.ranker.loss(model, [s.prompt for s in ranked], scores, answers)
+        ranking_loss = model.ranker.loss(model, [s.prompt for s in ranked], scores, answers)
+        total = total + share * ranking_loss
     update_parameters(accelerator, total, model.bridge.parameters(), optimizer, scheduler, config.grad_clip)
-    return loss.detach(), tokens
+    return loss.detach(), tokens, ranking_loss.detach()
 
 
 def row_length(model: ItemLanguageModel, config: Stage2Config):
@@ -375,8 +376,8 @@ def train_stage2(
             if anchor_targets == "current":  # the bridge as this phase found it (saved: a resumed run reads it back)
                 anchor.hold_current(accelerator.unwrap_model(bridge), phase_start(config.curriculum, step), model.bridge_autocast,
                                     out / "anchor_targets.safetensors", write=main)
-        loss, tokens = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple, anchor, step,
-                                     anchor_weight, anchor_targets)
+        loss, tokens, ranking_loss = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple,
+                                                   anchor, step, anchor_weight, anchor_targets)
         nonfinite |= ~torch.isfinite(loss)
         done = step + 1
         if done % 5 == 0:
@@ -396,10 +397,14 @@ def train_stage2(
             now = time.perf_counter()
             speed = sum(len(b) for b in batches[logged_step:done]) / (now - logged_at)
             logged_step, logged_at = done, now
+            # a ranking-only step has no label tokens: its LM loss is 0 and the ranking loss is the one to watch
+            shown = {"loss": round(value, 5)} if total_tokens else {}
+            if ranker is not None and math.isfinite(rank_value := float(ranking_loss)):
+                shown["ranking_loss"] = round(rank_value, 5)
             if main:
-                log.write({"step": done, "loss": round(value, 5), "tokens": total_tokens, "lr": scheduler.get_last_lr()[0],
+                log.write({"step": done, **shown, "tokens": total_tokens, "lr": scheduler.get_last_lr()[0],
                            "samples_per_s": round(speed, 2), "train_seconds": round(clock, 1)})
-            bar.set_postfix(loss=f"{value:.3f}")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()})
         if validating:
             validate(done)
             logged_at = step_started = time.perf_counter()  # validation time is not training time

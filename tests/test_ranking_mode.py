@@ -12,7 +12,7 @@ from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
 from itemlm.errors import InputError
 from itemlm.models.ilm import ItemLanguageModel
-from itemlm.rank.ranker import LABELS, RankingConfig, RankingHead, ranking_prompt
+from itemlm.rank.ranker import LABELS, Ranker, RankingConfig, RankingHead, ranking_prompt
 from itemlm.rank.retriever import Retriever, load_or_train_retriever, top_candidates
 from itemlm.rank.samples import ranking_samples, stage_histories
 from itemlm.train.stage2 import load_everything, train_stage2
@@ -39,6 +39,58 @@ def test_head_starts_from_the_retriever_and_the_llm_equally():
     scores = head(llm, retriever)
     assert scores.shape == (1, 3)
     assert scores[0, 2] > scores[0, 1]  # a confident LLM overrides a mild retriever preference
+
+
+def calibration_rows(llm_knows: bool, rows: int = 300, n: int = 10, seed: int = 0):
+    """Synthetic calibration rows: the retriever's scores point at the answer a little; the letter
+    logits point at it strongly (`llm_knows`) or are noise."""
+    from types import SimpleNamespace
+
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, n, (rows,), generator=generator)
+    retriever = torch.randn(rows, n, generator=generator)
+    retriever[torch.arange(rows), targets] += 1.0
+    letters = torch.randn(rows, n, generator=generator)
+    if llm_knows:
+        letters[torch.arange(rows), targets] += 4.0
+    samples = [SimpleNamespace(prompt=str(i), candidates=tuple(range(n)), candidate_scores=tuple(retriever[i].tolist()), target=LABELS[int(t)])
+               for i, t in enumerate(targets)]
+    return samples, letters
+
+
+@pytest.mark.parametrize("llm_knows", [True, False])
+def test_calibration_keeps_the_llm_only_when_it_beats_the_retriever_order_out_of_sample(llm_knows, monkeypatch):
+    samples, letters = calibration_rows(llm_knows)
+    ranker = Ranker(None, RankingConfig(candidates=10, calibration_penalty=1.0))
+    by_prompt = {s.prompt: row for s, row in zip(samples, letters)}
+    monkeypatch.setattr(ranker, "letter_logits", lambda model, prompts, n: torch.stack([by_prompt[p] for p in prompts]))
+    result = ranker.calibrate(None, samples)
+    assert result["llm_used"] is llm_knows
+    assert (result["cv_loss_full_head"] < result["cv_loss_retriever_order"]) is llm_knows
+    head = ranker.head
+    if llm_knows:
+        assert head.llm_weight.item() > 0.5
+    else:  # the retriever's order, untouched: no LLM, no position prior
+        assert head.llm_weight.item() == 0 and head.position_bias.abs().sum() == 0 and head.retriever_weight.item() > 0
+
+
+def test_ranking_mode_keeps_close_retriever_scores_apart(monkeypatch):
+    """Candidates sit 1e4 above the rest of the catalogue; two candidates whose scores differ by
+    far less than float32's step there must still come out in the retriever's order."""
+    from types import SimpleNamespace
+
+    from itemlm.cf.evaluate import target_ranks
+
+    scores = torch.zeros(1, 30)
+    scores[0, :20] = torch.linspace(0, 3, 20)
+    scores[0, 25], scores[0, 3] = 5.0, 5.0 - 1e-4  # nearly tied; the better one has the larger index
+    ranker = Ranker(SimpleNamespace(scores=lambda histories: scores.clone()), RankingConfig(candidates=20))
+    with torch.no_grad():
+        ranker.head.llm_weight.zero_()  # the retriever's order alone
+    monkeypatch.setattr(ranker, "letter_logits", lambda model, prompts, n: torch.zeros(len(prompts), n))
+    final = ranker.rank(SimpleNamespace(catalogue=SimpleNamespace(domain="movies")), [[29]])
+    assert torch.sort(final[0], descending=True, stable=True).indices[:2].tolist() == [25, 3]
+    assert target_ranks(final, torch.tensor([3]), None).tolist() == [1]  # the evaluator keeps them apart too
 
 
 @pytest.mark.parametrize("field, value", [("candidates", 1), ("candidates", 27), ("retriever", "knn"), ("history", 0)])
@@ -147,6 +199,6 @@ def test_position_rows_never_reach_past_training_and_calibration_fits_the_head_o
     train_stage2(config, progress=False)
     metrics = json.loads((out / "metrics.json").read_text())
     calibration = metrics["ranking_calibration"]
-    assert calibration["rows"] > 0 and np.isfinite(calibration["loss"])
+    assert calibration["rows"] > 0 and np.isfinite(calibration["loss"]) and isinstance(calibration["llm_used"], bool)
     head = ItemLanguageModel.from_pretrained(out / "model").ranker.head
     assert head.llm_weight.item() == pytest.approx(calibration["llm_weight"], abs=1e-3)  # the calibrated head is what was saved

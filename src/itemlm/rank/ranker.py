@@ -114,10 +114,15 @@ class Ranker(nn.Module):
         logits = self.letter_logits(model, prompts, retriever_scores.shape[1])
         return self.head(logits, retriever_scores.to(logits.device))
 
-    def calibrate(self, model, samples: list, batch_size: int = 16, steps: int = 100) -> dict:
+    def calibrate(self, model, samples: list, batch_size: int = 16, steps: int = 100, folds: int = 5) -> dict:
         """Fit the head alone (bridge and LLM fixed) on ranking rows the bridge never trained on:
         full-batch L-BFGS on the cross-entropy over candidates plus `calibration_penalty` x the
-        squared position prior, from the retriever's order (LLM weight 0). Returns the fit's numbers."""
+        squared position prior, from the retriever's order (LLM weight 0).
+
+        A few hundred rows can fit noise, so the full head has to earn its place: `folds`-fold
+        cross-validation compares its held-out cross-entropy with that of the retriever's order
+        alone (only the retriever's weight free, which keeps that order). The head that wins is
+        fitted on every row and kept; the returned numbers say which (`llm_used`) and why."""
         if not samples:
             return {"rows": 0}
         with torch.no_grad():
@@ -127,14 +132,37 @@ class Ranker(nn.Module):
             ])
         scores = torch.tensor([s.candidate_scores for s in samples], dtype=torch.float32)
         targets = torch.tensor([LABELS.index(s.target) for s in samples])
-        device = self.head.position_bias.device
-        head = self.head.cpu()
-        with torch.no_grad():  # start from the retriever's order
+        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))
+        held_out = {"full": 0.0, "retriever": 0.0}
+        for fold in order.chunk(min(folds, len(samples))):
+            train = torch.ones(len(samples), dtype=torch.bool)
+            train[fold] = False
+            if not train.any():
+                break
+            for kind in held_out:
+                head = self._fit_head(logits[train], scores[train], targets[train], full=kind == "full", steps=steps)
+                with torch.no_grad():
+                    held_out[kind] += float(F.cross_entropy(head(logits[fold], scores[fold]), targets[fold], reduction="sum"))
+        llm_used = held_out["full"] < held_out["retriever"]
+        head = self._fit_head(logits, scores, targets, full=llm_used, steps=steps)
+        with torch.no_grad():
+            loss = float(F.cross_entropy(head(logits, scores), targets))
+        self.head.load_state_dict(head.state_dict())
+        return {"rows": len(samples), "loss": round(loss, 4), "llm_weight": round(head.llm_weight.item(), 4),
+                "retriever_weight": round(head.retriever_weight.item(), 4), "llm_used": llm_used,
+                "cv_loss_full_head": round(held_out["full"] / len(samples), 4),
+                "cv_loss_retriever_order": round(held_out["retriever"] / len(samples), 4)}
+
+    def _fit_head(self, logits: Tensor, scores: Tensor, targets: Tensor, *, full: bool, steps: int) -> RankingHead:
+        """A head fitted from the retriever's order; `full=False` frees only the retriever's weight."""
+        head = RankingHead(logits.shape[1])
+        with torch.no_grad():
             head.llm_weight.zero_()
-            head.retriever_weight.fill_(1.0)
-            head.position_bias.zero_()
-        optimizer = torch.optim.LBFGS(list(head.parameters()), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-        penalty = self.config.calibration_penalty / len(samples)
+        free = list(head.parameters()) if full else [head.retriever_weight]
+        for parameter in head.parameters():
+            parameter.requires_grad_(any(parameter is f for f in free))
+        optimizer = torch.optim.LBFGS(free, lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+        penalty = self.config.calibration_penalty / len(targets)
 
         def objective():
             optimizer.zero_grad()
@@ -143,11 +171,7 @@ class Ranker(nn.Module):
             return loss
 
         optimizer.step(objective)
-        with torch.no_grad():
-            loss = float(F.cross_entropy(head(logits, scores), targets))
-        head.to(device)
-        return {"rows": len(samples), "loss": round(loss, 4), "llm_weight": round(head.llm_weight.item(), 4),
-                "retriever_weight": round(head.retriever_weight.item(), 4)}
+        return head.requires_grad_(True)
 
     def loss(self, model, prompts: list[str], retriever_scores: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over the candidates; `targets` are the true items' positions."""
@@ -159,7 +183,9 @@ class Ranker(nn.Module):
         other item, the others in retriever order, excluded items at -inf."""
         retrieved = without(self.retriever.scores(histories), exclude if exclude is not None else histories)
         items, scores = top_candidates(retrieved, self.config.candidates)
-        # every non-candidate below every candidate, in retriever order; excluded items stay -inf
+        # every non-candidate below every candidate, in retriever order; excluded items stay -inf.
+        # float64: near 1e4 a float32 step is ~1e-3, which would merge close candidate scores into ties
+        retrieved = retrieved.double()
         final = retrieved - retrieved.max(1, keepdim=True).values.nan_to_num(neginf=0.0) - 1e4
         for start in range(0, len(histories), batch_size):
             rows = slice(start, start + batch_size)
@@ -168,7 +194,7 @@ class Ranker(nn.Module):
                 for h, c in zip(histories[rows], items[rows])
             ]
             # nan_to_num: a catalogue smaller than n + excluded puts excluded items among the candidates
-            ranked = self.candidate_scores(model, prompts, torch.nan_to_num(scores[rows], neginf=-1e9)).float().cpu()
+            ranked = self.candidate_scores(model, prompts, torch.nan_to_num(scores[rows], neginf=-1e9)).double().cpu()
             final[rows].scatter_(1, items[rows], torch.where(torch.isfinite(scores[rows]), 1e4 + ranked, -torch.inf))
         return final
 

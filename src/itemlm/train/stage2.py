@@ -212,10 +212,11 @@ def training_step(
     anchor_targets: str = "titles",
 ):
     """One update on this process's rows of a global batch; returns the (detached) LM loss, the
-    number of label tokens and the (detached) ranking loss, NaN without ranking rows. Nothing in it waits for the device: the batch is laid out on the
-    host while the device still works on the previous step. With an `anchor`, the warm start's
-    title regression on a batch of items joins the loss (no LLM forward: it is cheap). Ranking
-    rows (ranking mode) add their cross-entropy over candidates, weighted by their share of rows."""
+    number of label tokens and the (detached) ranking loss, NaN without ranking rows. Nothing in
+    it waits for the device: the batch is laid out on the host while the device still works on
+    the previous step. With an `anchor`, the warm start's title regression on a batch of items
+    joins the loss (no LLM forward: it is cheap). Ranking rows (ranking mode) add their
+    cross-entropy over candidates, weighted by their share of rows."""
     ranked = [s for s in rows if s.task == "ranking"]
     rows = [s for s in rows if s.task != "ranking"]
     loss, tokens = torch.zeros((), device=model.llm.device), 0

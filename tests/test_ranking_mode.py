@@ -75,8 +75,8 @@ def test_calibration_keeps_the_llm_only_when_it_beats_the_retriever_order_out_of
 
 
 def test_ranking_mode_keeps_close_retriever_scores_apart(monkeypatch):
-    """Candidates sit 1e4 above the rest of the catalogue; two candidates whose scores differ by
-    far less than float32's step there must still come out in the retriever's order."""
+    """Candidates sit above the rest of the catalogue; two candidates whose scores differ by far
+    less than float32's step near 1e4 must still come out in the retriever's order."""
     from types import SimpleNamespace
 
     from itemlm.cf.evaluate import target_ranks

@@ -57,7 +57,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, seen_rows: list[np
 
     A target the user had consumed before (a repeat) keeps its own score and is still ranked.
     """
-    scores = (scores if scores.dtype == torch.float64 else scores.float()).clone()  # float64 stays: ranking mode's offsets need it
+    scores = scores.float().clone()
     rows = torch.arange(len(targets))
     target_score = scores[rows, targets].clone()
     if seen_rows is not None and any(len(s) for s in seen_rows):

@@ -158,9 +158,7 @@ class Ranker(nn.Module):
         head = RankingHead(logits.shape[1])
         with torch.no_grad():
             head.llm_weight.zero_()
-        free = list(head.parameters()) if full else [head.retriever_weight]
-        for parameter in head.parameters():
-            parameter.requires_grad_(any(parameter is f for f in free))
+        free = list(head.parameters()) if full else [head.retriever_weight]  # only these move
         optimizer = torch.optim.LBFGS(free, lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
         penalty = self.config.calibration_penalty / len(targets)
 
@@ -171,7 +169,7 @@ class Ranker(nn.Module):
             return loss
 
         optimizer.step(objective)
-        return head.requires_grad_(True)
+        return head
 
     def loss(self, model, prompts: list[str], retriever_scores: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over the candidates; `targets` are the true items' positions."""
@@ -183,10 +181,7 @@ class Ranker(nn.Module):
         other item, the others in retriever order, excluded items at -inf."""
         retrieved = without(self.retriever.scores(histories), exclude if exclude is not None else histories)
         items, scores = top_candidates(retrieved, self.config.candidates)
-        # every non-candidate below every candidate, in retriever order; excluded items stay -inf.
-        # float64: near 1e4 a float32 step is ~1e-3, which would merge close candidate scores into ties
-        retrieved = retrieved.double()
-        final = retrieved - retrieved.max(1, keepdim=True).values.nan_to_num(neginf=0.0) - 1e4
+        ranked = torch.full_like(retrieved, -torch.inf)
         for start in range(0, len(histories), batch_size):
             rows = slice(start, start + batch_size)
             prompts = [
@@ -194,9 +189,16 @@ class Ranker(nn.Module):
                 for h, c in zip(histories[rows], items[rows])
             ]
             # nan_to_num: a catalogue smaller than n + excluded puts excluded items among the candidates
-            ranked = self.candidate_scores(model, prompts, torch.nan_to_num(scores[rows], neginf=-1e9)).double().cpu()
-            final[rows].scatter_(1, items[rows], torch.where(torch.isfinite(scores[rows]), 1e4 + ranked, -torch.inf))
-        return final
+            head = self.candidate_scores(model, prompts, torch.nan_to_num(scores[rows], neginf=-1e9)).float().cpu()
+            ranked[rows].scatter_(1, items[rows], torch.where(torch.isfinite(scores[rows]), head, -torch.inf))
+        # every non-candidate just below the lowest candidate, in retriever order (a shift per row,
+        # not a large offset: that would merge close candidate scores into float ties)
+        is_candidate = torch.zeros_like(retrieved, dtype=torch.bool).scatter_(1, items, True)
+        lowest = torch.where(is_candidate & torch.isfinite(ranked), ranked, torch.inf).min(1, keepdim=True).values
+        others = torch.where(is_candidate, -torch.inf, retrieved)  # excluded items stay -inf
+        highest = others.max(1, keepdim=True).values
+        shift = (lowest.nan_to_num(posinf=0.0) - 1.0) - highest.nan_to_num(neginf=0.0)
+        return torch.where(is_candidate, ranked, others + shift)
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""A stage-2 run killed with SIGKILL at random moments (and once inside a checkpoint write), then
+"""A stage-2 run killed with SIGKILL at two random moments and once inside a checkpoint write, then
 resumed until it finishes, ends with the same bridge weights as an uninterrupted run."""
 
 import random
@@ -41,7 +41,7 @@ def weights(out):
     return load_file(str(out / "model" / "bridge.safetensors"))
 
 
-def test_sigkill_at_five_moments_then_resume_gives_identical_weights(tmp_path):
+def test_sigkill_at_three_moments_then_resume_gives_identical_weights(tmp_path):
     llm, home = tmp_path / "llm", tmp_path / "home"
     make_tiny_llm(llm)
     straight = tmp_path / "straight"
@@ -50,7 +50,7 @@ def test_sigkill_at_five_moments_then_resume_gives_identical_weights(tmp_path):
     full = time.perf_counter() - started
     reference = weights(straight)
     rng = random.Random(0)
-    for trial in range(5):
+    for trial in range(3):
         out = tmp_path / f"killed-{trial}"
         if trial == 0:  # inside a checkpoint write, deterministically
             subprocess.run(command(llm, home, out, script=KILL_IN_CHECKPOINT), capture_output=True)

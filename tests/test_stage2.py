@@ -211,3 +211,46 @@ def test_reference_nll_is_the_per_example_loss(tiny_llm_folder, data_home, tmp_p
     with torch.no_grad():
         alone = [float(model.loss([p], [t])[0]) for p, t in zip(prompts, targets)]
     assert per_example == pytest.approx(alone, rel=1e-4)
+
+
+def test_an_interrupted_evaluation_resumes_and_redoes_no_finished_part(tiny_llm_folder, data_home, tmp_path, monkeypatch):
+    import itemlm.eval.stage2_eval as stage2_eval
+
+    real = stage2_eval.evaluate_text_task
+    calls = []
+
+    def text_task(*args, dies_at=None, **kwargs):
+        calls.append(args[1][0].task)
+        if len(calls) == dies_at:
+            raise KeyboardInterrupt  # a kill in the middle of the third text task
+        return real(*args, **kwargs)
+
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", bridge="mlp", steps=2)
+    monkeypatch.setattr(stage2_eval, "evaluate_text_task", lambda *a, **k: text_task(*a, dies_at=3, **k))
+    with pytest.raises(KeyboardInterrupt):
+        train_stage2(config, progress=False, evaluate=True)
+    parts = tmp_path / "run" / "evaluation-parts"
+    assert len([p for p in parts.glob("*.json") if p.stem.split("-")[0] not in ("sequential", "straightforward")]) == 2
+
+    calls.clear()
+    monkeypatch.setattr(stage2_eval, "evaluate_text_task", text_task)
+    train_stage2(config, resume=True, progress=False, evaluate=True)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    text_parts = sum(len(sets) for task, sets in report.items() if task not in ("sequential", "straightforward", "ranking_mode"))
+    assert len(calls) == text_parts - 2  # the two finished parts were read back
+    assert not parts.exists()
+
+    straight = tiny_config(tiny_llm_folder, data_home, tmp_path / "straight", bridge="mlp", steps=2)
+    train_stage2(straight, progress=False, evaluate=True)
+    assert json.loads((tmp_path / "straight" / "metrics.json").read_text())["test"] == report
+
+
+def test_a_partial_result_is_read_back_only_under_its_own_settings(tmp_path):
+    from itemlm.eval.stage2_eval import PartialResult
+
+    PartialResult(tmp_path, "item_title-seen", {"model": "a"}).write({"SC": 0.5}, {"SC": [0.5]})
+    assert PartialResult(tmp_path, "item_title-seen", {"model": "a"}).read() == ({"SC": 0.5}, {"SC": [0.5]})
+    assert PartialResult(tmp_path, "item_title-seen", {"model": "b"}).read() is None  # other weights
+    (tmp_path / "item_title-seen.json").write_text("{half a fi")
+    assert PartialResult(tmp_path, "item_title-seen", {"model": "a"}).read() is None  # computed again
+    assert PartialResult(None, "item_title-seen", {"model": "a"}).read() is None

@@ -4,6 +4,7 @@ safe reads (a broken file is one InputError naming it)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -173,3 +174,15 @@ def read_parquet(path: str | Path, what: str = "Parquet table"):
         return pd.read_parquet(path)
     except Exception as error:  # pyarrow's ArrowInvalid, OSError, ...
         raise _unreadable(path, what, error) from None
+
+
+def folder_digest(folder: str | Path) -> str:
+    """SHA-256 over a folder's file names and contents (sorted): equal digests, equal folders."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

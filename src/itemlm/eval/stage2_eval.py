@@ -6,6 +6,11 @@ model is reported beside it. Recommendation tasks decode with beam search constr
 catalogue titles, the user's earlier items excluded; the rank of the held-back item in the
 returned top-K gives HR@K / NDCG@K (an item not returned counts as a miss).
 
+An evaluation can be interrupted and resumed: given a `resume_dir`, each finished (task, prompt set)
+is written there with a fingerprint of the model and the settings, and a later call with the same
+fingerprint reads it back instead of scoring it again (trie generation on every ML-100K test user
+is about an hour on 2 cores, so a killed run loses one task's part at most).
+
 Which examples are scored is a pure function of the evaluation seed (`evaluation_plan`), never of
 the training seed, so every model evaluated on a dataset answers the very same examples and two
 models can be compared example by example (paired bootstrap intervals and permutation tests, `itemlm.bench.stats`).
@@ -13,10 +18,15 @@ models can be compared example by example (paired bootstrap intervals and permut
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from tqdm.auto import tqdm
 
+from itemlm.errors import InputError
 from itemlm.eval.naming import names_title
+from itemlm.io import atomic_write_text, read_json
 from itemlm.cf.evaluate import metrics_from_ranks
 from itemlm.eval.semantic_similarity import semantic_similarity
 from itemlm.models.ilm import ItemLanguageModel
@@ -141,19 +151,55 @@ def evaluate_stage2(
     seed: int = 0,
     encoder: str | None = None,
     progress: bool = True,
+    resume_dir: Path | None = None,
+    model_fingerprint: str = "",
 ) -> tuple[dict, dict]:
     """(metrics, per-example records), both keyed task -> prompt set ("seen" / "unseen").
 
     encoder: the sentence encoder of SC (None: the packaged all-MiniLM-L6-v2).
+    resume_dir: where finished parts are kept and read back (see the module's docstring);
+    model_fingerprint names the model's weights (a hash), so parts of another model are never reused.
     """
     model.eval()
+    settings = {"model": model_fingerprint, "max_text_samples": max_text_samples, "max_rec_samples": max_rec_samples,
+                "k": k, "num_beams": num_beams, "max_new_tokens": max_new_tokens, "seed": seed, "encoder": encoder}
     report: dict = {}
     per_example: dict = {}
     for (task, prompt_set), chosen in evaluation_plan(samples, max_text_samples, max_rec_samples, seed).items():
-        if task in RANKED_TASKS:
+        part = PartialResult(resume_dir, f"{task}-{prompt_set}", settings | {"examples": [example_key(s) for s in chosen]})
+        finished = part.read()
+        if finished is not None:
+            result, records = finished
+        elif task in RANKED_TASKS:
             result, records = evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress)
         else:
             result, records = evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress, encoder)
+        if finished is None:
+            part.write(result, records)
         report.setdefault(task, {})[prompt_set] = result
         per_example.setdefault(task, {})[prompt_set] = records
     return report, per_example
+
+
+class PartialResult:
+    """One finished part of an evaluation (metrics and per-example records) in `folder`/`name`.json,
+    valid only for the exact settings it was computed under; no folder, no keeping."""
+
+    def __init__(self, folder: Path | None, name: str, settings: dict):
+        self.path = None if folder is None else Path(folder) / f"{name}.json"
+        self.settings = settings
+
+    def read(self) -> tuple[dict, dict] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            kept = read_json(self.path, "partial evaluation")
+        except InputError:
+            return None  # unreadable: computed again and overwritten
+        if not isinstance(kept, dict) or kept.get("settings") != self.settings:
+            return None
+        return kept["result"], kept["records"]
+
+    def write(self, result: dict, records: dict) -> None:
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps({"settings": self.settings, "result": result, "records": records}))

@@ -17,6 +17,7 @@ import gc
 import json
 import math
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from itemlm.data.splits import make_split
 from itemlm.eval.curves import plot_learning_curves, read_curve
 from itemlm.eval.validation import ValidationProbe
 from itemlm.errors import FieldError, InputError
-from itemlm.io import atomic_write_text
+from itemlm.io import atomic_write_text, folder_digest
 from itemlm.models.bridges import MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.ilm import ItemLanguageModel
@@ -266,7 +267,7 @@ def train_stage2(
     itemlm.train.distributed): each process takes its share of every global batch, process 0
     writes everything. `stop_after` ends the run after that many steps as if interrupted.
     """
-    from itemlm.eval.stage2_eval import evaluate_stage2
+    from itemlm.eval.stage2_eval import PartialResult, evaluate_stage2
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -453,16 +454,22 @@ def train_stage2(
         gc.collect()
         return_freed_memory()
         eval_model = ItemLanguageModel.from_pretrained(final, dtype=config.eval_dtype)
+        # finished parts of an interrupted evaluation of these very weights are read back, not redone
+        parts, fingerprint = out / "evaluation-parts", folder_digest(final)
         test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length, prompts="all")
         report["test"], per_example = evaluate_stage2(
             eval_model, test_samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
             num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed,
-            encoder=config.sc_encoder, progress=progress,
+            encoder=config.sc_encoder, progress=progress, resume_dir=parts, model_fingerprint=fingerprint,
         )
         if eval_model.ranker is not None:
             users = evaluation_users(split, "test", config.eval_rank_users, config.eval_seed)
-            report["test"]["ranking_mode"], per_example["ranking_mode"] = ranking_report(eval_model, split, "test", users=users, progress=progress)
+            part = PartialResult(parts, "ranking_mode", {"model": fingerprint, "users": None if users is None else users.tolist()})
+            finished = part.read() or ranking_report(eval_model, split, "test", users=users, progress=progress)
+            part.write(*finished)
+            report["test"]["ranking_mode"], per_example["ranking_mode"] = finished
         atomic_write_text(out / "per_example.json", json.dumps(per_example))
+        shutil.rmtree(parts, ignore_errors=True)
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))

@@ -469,8 +469,9 @@ def train_stage2(
             part.write(*finished)
             report["test"]["ranking_mode"], per_example["ranking_mode"] = finished
         atomic_write_text(out / "per_example.json", json.dumps(per_example))
-        shutil.rmtree(parts, ignore_errors=True)
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
+    if evaluate:
+        shutil.rmtree(out / "evaluation-parts", ignore_errors=True)  # the report now holds them all
     return final

@@ -19,6 +19,7 @@ models can be compared example by example (paired bootstrap intervals and permut
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -167,15 +168,10 @@ def evaluate_stage2(
     per_example: dict = {}
     for (task, prompt_set), chosen in evaluation_plan(samples, max_text_samples, max_rec_samples, seed).items():
         part = PartialResult(resume_dir, f"{task}-{prompt_set}", settings | {"examples": [example_key(s) for s in chosen]})
-        finished = part.read()
-        if finished is not None:
-            result, records = finished
-        elif task in RANKED_TASKS:
-            result, records = evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress)
+        if task in RANKED_TASKS:
+            result, records = part.read_or(lambda: evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress))
         else:
-            result, records = evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress, encoder)
-        if finished is None:
-            part.write(result, records)
+            result, records = part.read_or(lambda: evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress, encoder))
         report.setdefault(task, {})[prompt_set] = result
         per_example.setdefault(task, {})[prompt_set] = records
     return report, per_example
@@ -203,3 +199,12 @@ class PartialResult:
     def write(self, result: dict, records: dict) -> None:
         if self.path is not None:
             atomic_write_text(self.path, json.dumps({"settings": self.settings, "result": result, "records": records}))
+
+    def read_or(self, compute: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
+        """The kept part, or `compute()`'s, written down before it is returned."""
+        kept = self.read()
+        if kept is not None:
+            return kept
+        result, records = compute()
+        self.write(result, records)
+        return result, records

@@ -194,7 +194,7 @@ class Ranker(nn.Module):
         # every non-candidate just below the lowest candidate, in retriever order (a shift per row,
         # not a large offset: that would merge close candidate scores into float ties)
         is_candidate = torch.zeros_like(retrieved, dtype=torch.bool).scatter_(1, items, True)
-        lowest = torch.where(is_candidate & torch.isfinite(ranked), ranked, torch.inf).min(1, keepdim=True).values
+        lowest = torch.where(torch.isfinite(ranked), ranked, torch.inf).min(1, keepdim=True).values
         others = torch.where(is_candidate, -torch.inf, retrieved)  # excluded items stay -inf
         highest = others.max(1, keepdim=True).values
         shift = (lowest.nan_to_num(posinf=0.0) - 1.0) - highest.nan_to_num(neginf=0.0)

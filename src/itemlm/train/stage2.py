@@ -465,13 +465,12 @@ def train_stage2(
         if eval_model.ranker is not None:
             users = evaluation_users(split, "test", config.eval_rank_users, config.eval_seed)
             part = PartialResult(parts, "ranking_mode", {"model": fingerprint, "users": None if users is None else users.tolist()})
-            finished = part.read() or ranking_report(eval_model, split, "test", users=users, progress=progress)
-            part.write(*finished)
-            report["test"]["ranking_mode"], per_example["ranking_mode"] = finished
+            report["test"]["ranking_mode"], per_example["ranking_mode"] = part.read_or(
+                lambda: ranking_report(eval_model, split, "test", users=users, progress=progress))
         atomic_write_text(out / "per_example.json", json.dumps(per_example))
         report["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
     if evaluate:
-        shutil.rmtree(out / "evaluation-parts", ignore_errors=True)  # the report now holds them all
+        shutil.rmtree(parts, ignore_errors=True)  # the report now holds them all
     return final

@@ -128,6 +128,10 @@ def test_evaluation_plan_depends_on_the_eval_seed_only(ml100k):
     titles = plan["item_title", "seen"]
     assert len(titles) == 8 and sum(s.text_held_out_subject for s in titles) == 4
     assert len(plan["sequential", "unseen"]) == 10
+    subjects = lambda task, prompts: [(s.item, s.user, s.target_item) for s in plan[task, prompts]]
+    for task in ("item_title", "user_profile", "sequential"):  # paired: the same subjects under both prompt sets
+        assert subjects(task, "seen") == subjects(task, "unseen")
+    assert [s.prompt for s in plan["item_title", "seen"]] != [s.prompt for s in plan["item_title", "unseen"]]
     assert ("conversational", "seen") in plan and ("user_profile", "seen") in plan
 
 

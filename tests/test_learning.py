@@ -12,7 +12,10 @@ from itemlm.eval.naming import bare_title, names_title, names_title_rate
 from itemlm.models.bridges import MLPBridge
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.train.stage2 import load_everything, text_seen_items, train_stage2
-from itemlm.train.warm_start import WarmStartConfig, TitleRegression, profile_targets, ridge_regression, title_targets, warm_start_bridge
+from itemlm.tasks.facts import ItemFacts
+from itemlm.train.warm_start import (
+    WarmStartConfig, TitleRegression, profile_targets, ridge_regression, tag_accuracy, title_targets, warm_start_bridge,
+)
 from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F401 (fixtures)
 
 
@@ -158,11 +161,37 @@ def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(brid
         assert report["loss"] < 0.9 * before_loss and report["token_accuracy"] > before
 
 
+def test_tag_slots_hold_the_genres_and_carry_over_to_held_out_items(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", mlp_tokens=4)
+    dataset, _, cf, llm, catalogue = load_everything(config, "float32")
+    facts = ItemFacts.from_dataset(dataset, "movies")
+    seen, held = text_seen_items(dataset)[:200], np.flatnonzero(facts.held_out)  # 200 items: the 256-wide head interpolates them
+    targets = title_targets(llm, seen, catalogue.titles, num_tokens=4, tags=facts.tags, tag_tokens=2)
+    first = int(seen[0])
+    title_ids = llm.tokenizer(catalogue.titles[first], add_special_tokens=False).input_ids
+    genre_ids = [llm.tokenizer(" " + t, add_special_tokens=False).input_ids[0] for t in facts.tags[first]]
+    assert targets.token_ids[0, :2].tolist() == title_ids[:2] and targets.token_ids[0, 2:].tolist()[: len(genre_ids)] == genre_ids[:2]
+    with pytest.raises(Exception, match="tag_tokens"):
+        title_targets(llm, seen, catalogue.titles, num_tokens=4, tags=facts.tags, tag_tokens=4)
+    torch.manual_seed(0)
+    bridge = MLPBridge(cf.dim, llm.hidden_size, 4, hidden=256, cf_scale=1.0 / float(np.std(cf.item_vectors)), output_scale=0.02)
+    untrained = tag_accuracy(llm, bridge, cf.item_vectors, held, facts.tags, 2, autocast=False)
+    warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=0), progress=False)
+    assert tag_accuracy(llm, bridge, cf.item_vectors, seen, facts.tags, 2, autocast=False) > 0.95  # fitted
+    assert tag_accuracy(llm, bridge, cf.item_vectors, held, facts.tags, 2, autocast=False) > untrained  # read from interactions
+    names = bridge.head.weight[:-2 * llm.hidden_size].clone()
+    warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=0, tag_tokens=2, tag_ridge=10.0), progress=False)
+    assert torch.allclose(bridge.head.weight[:-2 * llm.hidden_size], names)  # the title vectors' fit is untouched ...
+    assert tag_accuracy(llm, bridge, cf.item_vectors, seen, facts.tags, 2, autocast=False) < 0.95  # ... the tags' is smoother
+
+
 def test_warm_start_config_rejects_an_unknown_loss_and_a_ridge_that_is_not_positive():
     with pytest.raises(Exception, match="warm_start.loss"):
         WarmStartConfig(loss="l1")
     with pytest.raises(Exception, match="warm_start.ridge"):
         WarmStartConfig(ridge=0.0)
+    with pytest.raises(Exception, match="warm_start.tag_ridge"):
+        WarmStartConfig(tag_ridge=-1.0)
 
 
 def test_recipe_warm_starts_logs_learning_curves_and_reports_names_title(tiny_llm_folder, data_home, tmp_path):

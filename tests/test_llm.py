@@ -22,7 +22,7 @@ from itemlm.errors import InputError
 from itemlm.models import llm as llm_module
 from itemlm.models.chunked_loss import chunked_linear_cross_entropy, label_positions
 from itemlm.models.gguf import gguf_cache_folder
-from itemlm.models.decode import pad_embeds
+from itemlm.models.decode import forbid_repeated_ngrams, pad_embeds
 from itemlm.models.llm import FrozenLLM, right_padded
 
 torch.set_num_threads(1)
@@ -183,6 +183,27 @@ def test_greedy_generation_with_left_padding_matches_hugging_face(tiny_llm):
     assert sampled.token_ids == ours.token_ids  # top-1 sampling is greedy
     nucleus = tiny_llm.generate(prompts, max_new_tokens=6, do_sample=True, top_p=1e-6, temperature=0.7)
     assert nucleus.token_ids == ours.token_ids  # so is a nucleus holding only the top token
+
+
+def test_forbidding_repeated_ngrams_bans_exactly_the_completing_tokens():
+    generated = torch.tensor([[5, 6, 7, 5, 6], [1, 2, 3, 4, 5]])
+    logits = forbid_repeated_ngrams(torch.zeros(2, 10), generated, n=3)
+    assert torch.isinf(logits[0]).nonzero().flatten().tolist() == [7]  # "5 6" was followed by 7
+    assert not torch.isinf(logits[1]).any()
+    assert torch.isinf(forbid_repeated_ngrams(torch.zeros(1, 10), torch.tensor([[4, 4]]), n=1)[0]).nonzero().flatten().tolist() == [4]
+
+
+def test_greedy_generation_can_forbid_repeated_ngrams(tiny_llm):
+    prompts = [tiny_llm.format_chat([{"role": "user", "content": c}]) for c in ("Hi", "Recommend a movie please")]
+    plain = tiny_llm.generate(prompts, max_new_tokens=40)
+    free = tiny_llm.generate(prompts, max_new_tokens=40, no_repeat_ngram=2)
+
+    def repeats(tokens):
+        pairs = list(zip(tokens, tokens[1:]))
+        return len(pairs) - len(set(pairs))
+
+    assert sum(repeats(t) for t in plain.token_ids) > 0  # the tiny random LLM loops when greedy
+    assert all(repeats(t) == 0 for t in free.token_ids)
 
 
 def test_chat_format_uses_the_template_or_a_plain_fallback(tiny_llm):

@@ -156,7 +156,9 @@ def _tables_hash(tables: tuple) -> str:
 
 
 def cell_identity(config: BenchConfig, dataset: str, preset: str) -> str:
-    return f"{preset_identity(preset)},{dataset_identity(config, dataset)}"
+    from itemlm.eval.stage2_eval import EVALUATION_PROTOCOL
+
+    return f"{preset_identity(preset)},{dataset_identity(config, dataset)},eval-protocol={EVALUATION_PROTOCOL}"
 
 
 def stage1_cell(config: BenchConfig, dataset: str, variant: str, seed: int, queries: int) -> Cell:

@@ -34,6 +34,10 @@ from itemlm.models.ilm import ItemLanguageModel
 from itemlm.tasks.sample import Sample, group_by_task
 from itemlm.tasks.templates import REC_TASKS
 
+EVALUATION_PROTOCOL = 2
+"""Raised whenever which examples are scored, or how they are decoded, changes: 2 = the seen and
+unseen prompts on the same subjects, greedy answers without repeated 3-grams. Part of every bench
+cell's key, so no cell scored under an older protocol is reused or compared with newer ones."""
 RANKED_TASKS = ("sequential", "straightforward")
 PROMPT_SETS = ("seen", "unseen")
 
@@ -53,6 +57,8 @@ def evaluation_plan(samples: list[Sample], max_text_samples: int, max_rec_sample
     """(task, prompt set) -> the test samples to score, for test samples built with prompts="all".
 
     Text tasks give half of their budget to subjects whose text training never read, when there are any.
+    Both prompt sets hold every subject in the same order, and the same seeded positions are kept
+    from each: the seen and unseen prompts are scored on the same subjects (a paired comparison).
     """
     plan: dict[tuple[str, str], list[Sample]] = {}
     for task, task_samples in group_by_task(samples).items():
@@ -162,7 +168,7 @@ def evaluate_stage2(
     model_fingerprint names the model's weights (a hash), so parts of another model are never reused.
     """
     model.eval()
-    settings = {"model": model_fingerprint, "max_text_samples": max_text_samples, "max_rec_samples": max_rec_samples,
+    settings = {"model": model_fingerprint, "no_repeat_ngram": getattr(model, "no_repeat_ngram", 0), "max_text_samples": max_text_samples, "max_rec_samples": max_rec_samples,
                 "k": k, "num_beams": num_beams, "max_new_tokens": max_new_tokens, "seed": seed, "encoder": encoder}
     report: dict = {}
     per_example: dict = {}

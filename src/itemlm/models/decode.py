@@ -63,14 +63,21 @@ class Decoding:
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
         stop_token_ids: list[int] | None = None,
+        no_repeat_ngram: int = 0,
     ) -> Generation:
-        """Greedy (default) or sampled continuation of left-padded prompt embeddings."""
+        """Greedy (default) or sampled continuation of left-padded prompt embeddings.
+
+        no_repeat_ngram: n > 0 forbids any token that would repeat an n-gram already generated in
+            its row (greedy decoding of a small LLM otherwise loops: "recently, recently, ...").
+        """
         stops = torch.tensor(stop_token_ids or self.stop_token_ids, device=self.device)
         logits, state = self.prefill(inputs_embeds, attention_mask)
         rows = logits.shape[0]
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         steps = []
         for step in range(max_new_tokens):
+            if no_repeat_ngram > 0 and steps:
+                logits = forbid_repeated_ngrams(logits, torch.stack(steps, 1), no_repeat_ngram)
             token = _pick(logits, do_sample, temperature, top_k, top_p, generator)
             token = token.masked_fill(done, stops[0])
             steps.append(token)
@@ -89,6 +96,20 @@ class Decoding:
         """Plain-text prompts (already chat-formatted when wanted) -> continuations."""
         embeds, mask = pad_embeds([self.embed_text(p) for p in prompts], side="left")
         return self.generate_embeds(embeds, mask, max_new_tokens, **kwargs)
+
+
+def forbid_repeated_ngrams(logits: Tensor, generated: Tensor, n: int) -> Tensor:
+    """`logits` (rows, vocab) with -inf on every token that would complete an n-gram that row's
+    `generated` tokens (rows, steps) already hold."""
+    if generated.shape[1] < n or n < 1:
+        return logits
+    logits = logits.clone()
+    for row, tokens in enumerate(generated.tolist()):
+        tail = tokens[len(tokens) - n + 1:] if n > 1 else []
+        banned = {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i:i + n - 1] == tail}
+        if banned:
+            logits[row, list(banned)] = float("-inf")
+    return logits
 
 
 def _new_cache(model: nn.Module) -> Any:

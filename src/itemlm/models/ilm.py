@@ -34,6 +34,7 @@ from itemlm.models.constrained import TitleTrie
 from itemlm.tasks.templates import find_placeholders
 
 IGNORE = -100
+NO_REPEAT_NGRAM = 3
 
 
 @dataclass
@@ -70,6 +71,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self._piece_ids: dict[tuple[str, bool], list[int]] = {}
         self._trie: TitleTrie | None = None
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
+        self.no_repeat_ngram = NO_REPEAT_NGRAM  # greedy answers never repeat a 3-gram (decode.forbid_repeated_ngrams)
 
     # ---------------------------------------------------------------- prompts -> embeddings
     def render_text_only(self, prompt: str) -> str:
@@ -247,7 +249,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
     def generate(self, prompts: list[str], max_new_tokens: int = 48, answer_prefixes: list[str] | None = None) -> list[str]:
         """Greedy answers; with `answer_prefixes`, each answer continues its prefix (returned without it)."""
         embeds, mask = self.encode_prompts(prompts, answer_prefixes)
-        texts = self.llm.generate_embeds(embeds, mask, max_new_tokens).texts
+        texts = self.llm.generate_embeds(embeds, mask, max_new_tokens, no_repeat_ngram=self.no_repeat_ngram).texts
         return [t.strip() for t in texts] if answer_prefixes is None else [t.rstrip() for t in texts]
 
     # ---------------------------------------------------------------- saving

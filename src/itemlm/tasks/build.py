@@ -37,8 +37,9 @@ def build_samples(
 ) -> list[Sample]:
     """Samples of `tasks` (default all) for one stage, grouped by task in `TASKS` order.
 
-    prompts: "seen" (training phrasings), "unseen" (the held-out phrasing) or "all"; training
-        accepts only "seen".
+    prompts: "seen" (training phrasings), "unseen" (the held-out phrasing) or "all": every subject
+        twice, once in a seen phrasing and once in the held-out one, so that the two prompt sets
+        are compared on the same subjects; training accepts only "seen".
     max_per_task: a seeded subset of at most this many samples per task (kept in subject order).
     history_length: the most recent items a sequential prompt shows.
     domain: "movies" or "products" for the flavoured phrasings and target wording; inferred from
@@ -72,13 +73,14 @@ def build_samples(
         if max_per_task is not None and len(drafts) > max_per_task:
             keep = named_rng(seed, stage, task, "subset").choice(len(drafts), size=max_per_task, replace=False)
             drafts = [drafts[k] for k in np.sort(keep)]
-        templates = templates_for(task, domain, prompts)
-        choice = named_rng(seed, stage, task, "templates").integers(len(templates), size=len(drafts))
-        for draft, k in zip(drafts, choice):
-            template = templates[k]
-            samples.append(Sample(
-                task=task, template=template.name, prompt=template.fill(**draft.fields), target=draft.target,
-                item=draft.item, user=draft.user, target_item=draft.target_item,
-                held_out_prompt=template.held_out, text_held_out_subject=draft.text_held_out_subject,
-            ))
+        for prompt_set in ("seen", "unseen") if prompts == "all" else (prompts,):
+            templates = templates_for(task, domain, prompt_set)
+            choice = named_rng(seed, stage, task, "templates").integers(len(templates), size=len(drafts))
+            for draft, k in zip(drafts, choice):
+                template = templates[k]
+                samples.append(Sample(
+                    task=task, template=template.name, prompt=template.fill(**draft.fields), target=draft.target,
+                    item=draft.item, user=draft.user, target_item=draft.target_item,
+                    held_out_prompt=template.held_out, text_held_out_subject=draft.text_held_out_subject,
+                ))
     return samples

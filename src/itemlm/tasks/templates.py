@@ -7,7 +7,9 @@ embedding. A template's text has format fields that the sample builder fills wit
 
 Every task has exactly one `held_out` phrasing per domain. Training never reads it; evaluating
 with it measures whether the model follows an instruction it has not seen ("unseen prompt").
-Neutral phrasings say "item"; a few are movie- or product-flavoured (`domain`).
+Neutral phrasings say "item"; a few are movie- or product-flavoured (`domain`). Seven seen
+phrasings per task and domain: with three, the model learned the phrasings rather than the tasks
+(the held-out "profile of the person" was answered as a film biography).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "What is the title of {item}?",
         "{item} -- what is this item called?",
         "Name the item {item}.",
+        "What is {item} called?",
+        "Identify {item}: what is it?",
+        "Give me the title of {item}.",
     ],
         movies="Which movie is {item}? Give its title.",
         products="Which product is {item}? Give its name.",
@@ -89,6 +94,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "What genres or categories does {item} belong to?",
         "List the categories of {item}.",
         "How would you categorize {item}?",
+        "Which genres fit {item}?",
+        "Classify {item} by category.",
+        "What kind of item is {item}, by genre?",
     ],
         movies="What genre of film is {item}?",
         products="Which product categories is {item} listed under?",
@@ -98,6 +106,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "Describe {item}.",
         "Give a description of {item}.",
         "What is {item} about?",
+        "Tell me about {item}.",
+        "Write a short description of {item}.",
+        "Explain what {item} is.",
     ],
         movies="What is the movie {item} about? Describe it.",
         products="What does the product description of {item} say?",
@@ -107,6 +118,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "Pitch {item} in one sentence.",
         "Introduce {item} briefly.",
         "In one sentence, what kind of item is {item}?",
+        "Why would someone pick {item}? One line.",
+        "Sum up {item} in a sentence.",
+        "Give me a one-line introduction to {item}.",
     ],
         movies="Sell me on the movie {item} in a sentence.",
         products="Give a one-line sales pitch for {item}.",
@@ -116,6 +130,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "Describe the taste of user {user}.",
         "What does {user} like?",
         "Summarize the preferences of {user}.",
+        "Tell me about the person {user}.",
+        "Profile {user} in a sentence.",
+        "Who is {user}, judging by what they chose?",
     ],
         movies="What kind of movies does {user} watch?",
         products="What kind of products does {user} buy?",
@@ -125,6 +142,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "A user interacted with these items in order: {history}. What comes next?",
         "History: {history}. Predict the next item.",
         "Given the sequence {history}, which item will the user choose next?",
+        "Someone chose {history}, one after another. What do they pick next?",
+        "Next after {history}?",
+        "The last choices were {history}. Which item follows?",
     ],
         movies="I watched {history}, in that order. What will I watch next?",
         products="I bought {history}, in that order. What will I buy next?",
@@ -134,6 +154,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "Recommend an item for {user}.",
         "What should {user} try next?",
         "Which item would {user} like?",
+        "Suggest something for {user}.",
+        "What would you recommend to the person {user}?",
+        "Give {user} one recommendation.",
     ],
         movies="Pick a movie for {user}.",
         products="Pick a product for {user}.",
@@ -143,6 +166,9 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "I really liked {liked}. What else would I like?",
         "Can you recommend something similar to {liked}?",
         "Based on {liked}, what do you recommend?",
+        "Fans of {liked} also like what?",
+        "I enjoyed {liked}. Any recommendation?",
+        "What goes well with {liked}?",
     ],
         movies="I loved {liked}; what should I watch next?",
         products="I loved {liked}; what should I buy next?",

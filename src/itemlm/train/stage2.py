@@ -45,6 +45,7 @@ from itemlm.rank.ranker import Ranker, RankingConfig
 from itemlm.rank.retriever import load_or_train_retriever
 from itemlm.rank.samples import position_samples, ranking_samples
 from itemlm.tasks.build import build_samples
+from itemlm.tasks.facts import ItemFacts
 from itemlm.tasks.curriculum import check_curriculum, phase_start, phase_value, schedule_batches
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
@@ -53,7 +54,7 @@ from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_d
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
-from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, profile_targets, title_targets, warm_start_bridge
+from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, profile_targets, tag_accuracy, title_targets, warm_start_bridge
 from itemlm.variants import BRIDGES
 
 DEFAULT_WEIGHTS = {
@@ -316,7 +317,8 @@ def train_stage2(
         warm = config.warm_start
         anchor_wanted = bool(warm.anchor_weight or any(p.get("anchor_weight") for p in config.curriculum))
         if warm.enabled or anchor_wanted:
-            targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens)
+            facts = ItemFacts.from_dataset(dataset, catalogue.domain)
+            targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens, tags=facts.tags, tag_tokens=warm.tag_tokens)
         if warm.enabled and not (resume and checkpoints.latest() is not None):
             profiles = {s.user: s.target for s in samples_by_task.get("user_profile", [])}  # one text per user, whatever the phrasing
             users = (cf.user_vectors, profile_targets(llm, profiles, bridge.num_tokens)) if warm.users and profiles else None
@@ -324,6 +326,9 @@ def train_stage2(
                 bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main, users=users,
             )
             clock += warm_report["seconds"]
+            if warm.tag_tokens and facts.held_out.any():
+                warm_report["held_out_tag_accuracy"] = round(tag_accuracy(
+                    llm, bridge, cf.item_vectors, np.flatnonzero(facts.held_out), facts.tags, warm.tag_tokens, model.bridge_autocast), 4)
         if anchor_wanted:
             anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)
         optimizer = make_optimizer(bridge, config, ranker)

@@ -63,6 +63,8 @@ class WarmStartConfig:
     anchor_batch_size: int = 64
     users: bool = True  # also fit user vectors onto their profiles' opening tokens (closed form)
     user_weight: float = 0.1  # a user row's weight in that fit, an item row's being 1
+    tag_tokens: int = 0  # the last this many vectors of an item are fitted to its tags (genres) instead of its title
+    tag_ridge: float | None = None  # their own ridge penalty (MLP bridge); None: `ridge`
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -71,6 +73,10 @@ class WarmStartConfig:
             raise InputError("warm_start.steps must be >= 0 and the batch sizes >= 1")
         if not self.ridge > 0:
             raise InputError(f"warm_start.ridge must be > 0, got {self.ridge}")
+        if self.tag_tokens < 0:
+            raise InputError(f"warm_start.tag_tokens must be >= 0, got {self.tag_tokens}")
+        if self.tag_ridge is not None and not self.tag_ridge > 0:
+            raise InputError(f"warm_start.tag_ridge must be > 0, got {self.tag_ridge}")
         if not self.user_weight > 0:
             raise InputError(f"warm_start.user_weight must be > 0, got {self.user_weight}")
 
@@ -101,9 +107,29 @@ def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tenso
     return torch.tensor([(ids + [space] * num_tokens)[:num_tokens] for ids in encoded], dtype=torch.long)
 
 
-def title_targets(llm: FrozenLLM, items: np.ndarray, titles: list[str] | dict[int, str], num_tokens: int, kind: int = 0) -> TitleTargets:
-    """Targets of `items` (users with kind 1), each the opening tokens of `titles[i]`."""
-    token_ids = title_token_ids(llm, [titles[i] for i in items], num_tokens)
+def tag_token_ids(llm: FrozenLLM, tags: list[list[str]], num_tokens: int) -> Tensor:
+    """(n, num_tokens): the first token of each of an item's first `num_tokens` tags (" Drama",
+    " Thriller"), padded with a space token."""
+    space = llm.tokenizer(" ", add_special_tokens=False).input_ids[-1]
+    firsts = {tag: llm.tokenizer(" " + tag, add_special_tokens=False).input_ids[0] for row in tags for tag in row}
+    return torch.tensor([([firsts[t] for t in row] + [space] * num_tokens)[:num_tokens] for row in tags], dtype=torch.long)
+
+
+def title_targets(
+    llm: FrozenLLM, items: np.ndarray, titles: list[str] | dict[int, str], num_tokens: int, kind: int = 0,
+    tags: list[list[str]] | None = None, tag_tokens: int = 0,
+) -> TitleTargets:
+    """Targets of `items` (users with kind 1), each the opening tokens of `titles[i]`; with
+    `tag_tokens`, the last that many vectors are the item's tags instead (`tag_token_ids` of `tags[i]`)."""
+    if not 0 <= tag_tokens < num_tokens:
+        raise InputError(f"warm_start.tag_tokens must be between 0 and the bridge's {num_tokens} vectors per item minus one, got {tag_tokens}")
+    token_ids = title_token_ids(llm, [titles[i] for i in items], num_tokens - tag_tokens)
+    if tag_tokens:
+        token_ids = torch.cat([token_ids, tag_token_ids(llm, [tags[i] for i in items], tag_tokens)], dim=1)
+    return targets_from_ids(llm, items, token_ids, kind)
+
+
+def targets_from_ids(llm: FrozenLLM, items: np.ndarray, token_ids: Tensor, kind: int = 0) -> TitleTargets:
     vocabulary, classes = token_ids.unique(return_inverse=True)
     with torch.no_grad():
         embeddings = llm.embed(token_ids).float().cpu()
@@ -176,10 +202,14 @@ def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float, weights: Ten
 
 
 @torch.no_grad()
-def solve_head(bridge: nn.Module, groups: list[tuple[Tensor, TitleTargets, float]], ridge: float) -> None:
+def solve_head(
+    bridge: nn.Module, groups: list[tuple[Tensor, TitleTargets, float]], ridge: float, tag_tokens: int = 0, tag_ridge: float | None = None,
+) -> None:
     """Set the bridge's last linear layer to the ridge fit of the target embeddings on its inputs.
     `groups`: (CF vectors of every item -- or user --, their targets, the weight of each row), the
-    vectors on the bridge's device."""
+    vectors on the bridge's device. A ridge fit is one independent fit per output column, so a head
+    that writes all of an item's vectors at once (the MLP's) can give its last `tag_tokens` vectors
+    their own, larger penalty `tag_ridge`: smoother tag vectors carry over to unseen items better."""
     head: nn.Linear = bridge.head
     device = head.weight.device
     inputs, wanted, weights = [], [], []
@@ -193,7 +223,14 @@ def solve_head(bridge: nn.Module, groups: list[tuple[Tensor, TitleTargets, float
     inputs, wanted = torch.cat(inputs), torch.cat(wanted)
     if wanted.shape[1] != head.out_features:
         raise InputError(f"the bridge's head writes {head.out_features} numbers per input, the title targets have {wanted.shape[1]}")
-    weight, bias = ridge_regression(inputs, wanted, ridge, torch.cat(weights))
+    weights = torch.cat(weights)
+    weight, bias = ridge_regression(inputs, wanted, ridge, weights)
+    if tag_ridge is not None and tag_tokens:
+        width = groups[0][1].embeddings.shape[-1]  # one vector's numbers
+        if head.out_features != bridge.num_tokens * width:
+            raise InputError("warm_start.tag_ridge needs a bridge whose head writes all of an item's vectors at once (bridge=mlp)")
+        tail = slice(head.out_features - tag_tokens * width, None)
+        weight[:, tail], bias[tail] = ridge_regression(inputs, wanted[:, tail], tag_ridge, weights)
     head.weight.copy_(weight.T.to(head.weight.dtype))
     head.bias.copy_(bias.to(head.bias.dtype))
 
@@ -229,7 +266,7 @@ def warm_start_bridge(
         if users is not None and config.users and len(users[1]):
             user_vectors = torch.as_tensor(users[0], dtype=torch.float32, device=device)
             groups.append((user_vectors, users[1], config.user_weight))
-        solve_head(bridge, groups, config.ridge)
+        solve_head(bridge, groups, config.ridge, config.tag_tokens, config.tag_ridge)
         solved = evaluate_fit(bridge, vectors, items, regression, autocast) | {"seconds": round(time.perf_counter() - started, 1)}
         if len(groups) > 1:
             profiles = TitleRegression(users[1], config.loss).to(device)
@@ -279,6 +316,23 @@ def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: 
         "token_accuracy": round(float(np.average(accuracies, weights=sizes)), 4),
         "items": int(len(items)),
     }
+
+
+@torch.no_grad()
+def tag_accuracy(llm: FrozenLLM, bridge: nn.Module, item_vectors: np.ndarray, items: np.ndarray, tags: list[list[str]], tag_tokens: int, autocast: bool) -> float:
+    """How often each of the bridge's last `tag_tokens` vectors of `items` has the item's tag token
+    as its nearest tag embedding: asked of text-held-out items, whose tags the fit never read, it
+    says whether the tag vectors carry over to items known by their interactions alone."""
+    targets = targets_from_ids(llm, items, tag_token_ids(llm, [tags[i] for i in items], tag_tokens))
+    device = next(bridge.parameters()).device
+    vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
+    regression, items, width = TitleRegression(targets, "mse").to(device), targets.items.to(device), tag_tokens
+    was_training = bridge.training
+    bridge.eval()
+    rows = torch.arange(len(items), device=device)
+    outputs = bridge_outputs(bridge, vectors, rows, items, autocast)[:, -width:]
+    bridge.train(was_training)
+    return regression.token_accuracy(outputs, rows)
 
 
 class TitleAnchor:

@@ -13,6 +13,11 @@ embedding, measured). So when the stage-2 data has user profiles, each user's ve
 as well, onto the embeddings of the opening tokens of that user's training profile ("Mostly drama,
 comedy and action;"), with a smaller weight (`user_weight`) so that items keep most of the fit.
 
+An item's last `tag_tokens` vectors can hold its tags instead (" Drama", " Thriller": the first
+token of each of its first tags), with their own, larger ridge penalty (`tag_ridge`): titles do not
+carry over to items whose text was held out, but genres are in the CF vectors, and smoother tag
+vectors let the LLM read them for those items too (`tag_accuracy` measures it).
+
 The fit has two parts. First the bridge's last linear layer (`head`) is solved in closed form:
 ridge regression of the title embeddings on what the head reads (`head_inputs`), which for the
 MLP interpolates every distinguishable text-seen item in about two seconds. Then `steps` AdamW

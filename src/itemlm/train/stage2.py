@@ -317,8 +317,9 @@ def train_stage2(
         warm = config.warm_start
         anchor_wanted = bool(warm.anchor_weight or any(p.get("anchor_weight") for p in config.curriculum))
         if warm.enabled or anchor_wanted:
-            facts = ItemFacts.from_dataset(dataset, catalogue.domain)
-            targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens, tags=facts.tags, tag_tokens=warm.tag_tokens)
+            facts = ItemFacts.from_dataset(dataset, catalogue.domain) if warm.tag_tokens else None  # tags only when asked for
+            targets = title_targets(llm, text_seen_items(dataset), catalogue.titles, bridge.num_tokens,
+                                    tags=facts and facts.tags, tag_tokens=warm.tag_tokens)
         if warm.enabled and not (resume and checkpoints.latest() is not None):
             profiles = {s.user: s.target for s in samples_by_task.get("user_profile", [])}  # one text per user, whatever the phrasing
             users = (cf.user_vectors, profile_targets(llm, profiles, bridge.num_tokens)) if warm.users and profiles else None
@@ -326,7 +327,7 @@ def train_stage2(
                 bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main, users=users,
             )
             clock += warm_report["seconds"]
-            if warm.tag_tokens and facts.held_out.any():
+            if facts is not None and facts.held_out.any():
                 warm_report["held_out_tag_accuracy"] = round(tag_accuracy(
                     llm, bridge, cf.item_vectors, np.flatnonzero(facts.held_out), facts.tags, warm.tag_tokens, model.bridge_autocast), 4)
         if anchor_wanted:

@@ -103,11 +103,16 @@ class TitleTargets:
         return len(self.items)
 
 
+def space_token_id(llm: FrozenLLM) -> int:
+    """The token that pads a target shorter than the bridge's vectors."""
+    return llm.tokenizer(" ", add_special_tokens=False).input_ids[-1]
+
+
 def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tensor:
     """(n, num_tokens) token ids of each title, cut or padded with a space token."""
     if num_tokens < 1:
         raise InputError("the warm start needs a bridge with at least one output vector per item")
-    space = llm.tokenizer(" ", add_special_tokens=False).input_ids[-1]
+    space = space_token_id(llm)
     encoded = llm.tokenizer(list(titles), add_special_tokens=False).input_ids
     return torch.tensor([(ids + [space] * num_tokens)[:num_tokens] for ids in encoded], dtype=torch.long)
 
@@ -115,7 +120,7 @@ def title_token_ids(llm: FrozenLLM, titles: list[str], num_tokens: int) -> Tenso
 def tag_token_ids(llm: FrozenLLM, tags: list[list[str]], num_tokens: int) -> Tensor:
     """(n, num_tokens): the first token of each of an item's first `num_tokens` tags (" Drama",
     " Thriller"), padded with a space token."""
-    space = llm.tokenizer(" ", add_special_tokens=False).input_ids[-1]
+    space = space_token_id(llm)
     firsts = {tag: llm.tokenizer(" " + tag, add_special_tokens=False).input_ids[0] for row in tags for tag in row}
     return torch.tensor([([firsts[t] for t in row] + [space] * num_tokens)[:num_tokens] for row in tags], dtype=torch.long)
 

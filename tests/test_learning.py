@@ -159,6 +159,12 @@ def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(brid
         assert report["token_accuracy"] > 0.95 and report["loss"] < 0.05
     else:  # one linear map shared by the query tokens: the best linear readout, no more
         assert report["loss"] < 0.9 * before_loss and report["token_accuracy"] > before
+    # tag slots with their own ridge: applied where the head writes each vector apart (the MLP's);
+    # a head shared by query tokens cannot separate them, so the preset's setting leaves it on the common ridge
+    facts = ItemFacts.from_dataset(dataset, "movies")
+    tagged = title_targets(llm, items, catalogue.titles, num_tokens=bridge.num_tokens, tags=facts.tags, tag_tokens=2)
+    report = warm_start_bridge(bridge, cf.item_vectors, tagged, WarmStartConfig(enabled=True, steps=0, tag_tokens=2, tag_ridge=10.0), progress=False)
+    assert report["solved"]["tag_ridge_applied"] is (bridge_kind == "mlp")
 
 
 def test_tag_slots_hold_the_genres_and_carry_over_to_held_out_items(tiny_llm_folder, data_home, tmp_path):

@@ -69,7 +69,7 @@ class WarmStartConfig:
     users: bool = True  # also fit user vectors onto their profiles' opening tokens (closed form)
     user_weight: float = 0.1  # a user row's weight in that fit, an item row's being 1
     tag_tokens: int = 0  # the last this many vectors of an item are fitted to its tags (genres) instead of its title
-    tag_ridge: float | None = None  # their own ridge penalty (MLP bridge); None: `ridge`
+    tag_ridge: float | None = None  # their own ridge penalty where the head writes each vector apart (MLP); None: `ridge`
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -214,12 +214,14 @@ def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float, weights: Ten
 @torch.no_grad()
 def solve_head(
     bridge: nn.Module, groups: list[tuple[Tensor, TitleTargets, float]], ridge: float, tag_tokens: int = 0, tag_ridge: float | None = None,
-) -> None:
+) -> bool:
     """Set the bridge's last linear layer to the ridge fit of the target embeddings on its inputs.
     `groups`: (CF vectors of every item -- or user --, their targets, the weight of each row), the
     vectors on the bridge's device. A ridge fit is one independent fit per output column, so a head
     that writes all of an item's vectors at once (the MLP's) can give its last `tag_tokens` vectors
-    their own, larger penalty `tag_ridge`: smoother tag vectors carry over to unseen items better."""
+    their own, larger penalty `tag_ridge`: smoother tag vectors carry over to unseen items better.
+    A head shared by query tokens (the Q-Former's) writes tag and title vectors with the same
+    columns, so there every vector gets `ridge`. Returns whether `tag_ridge` was applied."""
     head: nn.Linear = bridge.head
     device = head.weight.device
     inputs, wanted, weights = [], [], []
@@ -235,14 +237,14 @@ def solve_head(
         raise InputError(f"the bridge's head writes {head.out_features} numbers per input, the title targets have {wanted.shape[1]}")
     weights = torch.cat(weights)
     weight, bias = ridge_regression(inputs, wanted, ridge, weights)
-    if tag_ridge is not None and tag_tokens:
-        width = groups[0][1].embeddings.shape[-1]  # one vector's numbers
-        if head.out_features != bridge.num_tokens * width:
-            raise InputError("warm_start.tag_ridge needs a bridge whose head writes all of an item's vectors at once (bridge=mlp)")
+    width = groups[0][1].embeddings.shape[-1]  # one vector's numbers
+    own_tag_fit = tag_ridge is not None and tag_tokens > 0 and head.out_features == bridge.num_tokens * width
+    if own_tag_fit:
         tail = slice(head.out_features - tag_tokens * width, None)
         weight[:, tail], bias[tail] = ridge_regression(inputs, wanted[:, tail], tag_ridge, weights)
     head.weight.copy_(weight.T.to(head.weight.dtype))
     head.bias.copy_(bias.to(head.bias.dtype))
+    return own_tag_fit
 
 
 def warm_start_bridge(
@@ -276,8 +278,10 @@ def warm_start_bridge(
         if users is not None and config.users and len(users[1]):
             user_vectors = torch.as_tensor(users[0], dtype=torch.float32, device=device)
             groups.append((user_vectors, users[1], config.user_weight))
-        solve_head(bridge, groups, config.ridge, config.tag_tokens, config.tag_ridge)
+        own_tag_fit = solve_head(bridge, groups, config.ridge, config.tag_tokens, config.tag_ridge)
         solved = evaluate_fit(bridge, vectors, items, regression, autocast) | {"seconds": round(time.perf_counter() - started, 1)}
+        if config.tag_tokens and config.tag_ridge is not None:
+            solved["tag_ridge_applied"] = own_tag_fit  # False for a head shared by query tokens
         if len(groups) > 1:
             profiles = TitleRegression(users[1], config.loss).to(device)
             user_fit = evaluate_fit(bridge, user_vectors, users[1].items.to(device), profiles, autocast, kind=1)

@@ -73,7 +73,8 @@ def test_stage2_overrides_of_the_wrong_shape_are_named():
     from itemlm.train.stage2 import Stage2Config
 
     for override, message in [("task_weights=[1,2]", "'task_weights' must be a mapping"), ("bridge=foo", "override 'bridge=foo'"),
-                              ("ranking.candidates=40", "ranking.candidates must be between")]:
+                              ("ranking.candidates=40", "ranking.candidates must be between"),
+                              ("eval_prompts=both", "'eval_prompts' must be one of seen, unseen, all")]:
         with pytest.raises(InputError, match=message):
             load_config(Stage2Config, "standard", [override])
 

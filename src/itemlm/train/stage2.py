@@ -48,7 +48,7 @@ from itemlm.tasks.build import build_samples
 from itemlm.tasks.facts import ItemFacts
 from itemlm.tasks.curriculum import check_curriculum, phase_start, phase_value, schedule_batches
 from itemlm.tasks.sample import group_by_task
-from itemlm.tasks.templates import TRAINING_TASKS, infer_domain
+from itemlm.tasks.templates import PROMPT_SETS, TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
@@ -114,6 +114,7 @@ class Stage2Config:
     eval_beams: int = 10
     eval_rank_users: int = 0  # ranking mode: test users scored (0: all of them)
     eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
+    eval_prompts: str = "all"  # every subject in a training phrasing and in the held-out one; "seen": the former only (half the time)
     sc_encoder: str | None = None  # sentence-transformers name or folder for SC; None: the packaged MiniLM
     output_dir: str | None = None  # default runs/stage2/<name>
 
@@ -126,6 +127,8 @@ class Stage2Config:
         check_curriculum(self.curriculum, self.steps)
         if not 0 <= self.min_lr_ratio <= 1:
             raise FieldError("min_lr_ratio", f"must be between 0 and 1, got {self.min_lr_ratio}")
+        if self.eval_prompts not in PROMPT_SETS:
+            raise FieldError("eval_prompts", f"must be one of {', '.join(PROMPT_SETS)}, got '{self.eval_prompts}'")
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
 
@@ -462,7 +465,8 @@ def train_stage2(
         eval_model = ItemLanguageModel.from_pretrained(final, dtype=config.eval_dtype)
         # finished parts of an interrupted evaluation of these very weights are read back, not redone
         parts, fingerprint = out / "evaluation-parts", folder_digest(final)
-        test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length, prompts="all")
+        test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length,
+                                     prompts=config.eval_prompts)
         report["test"], per_example = evaluate_stage2(
             eval_model, test_samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
             num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed,

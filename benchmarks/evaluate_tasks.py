@@ -76,18 +76,35 @@ def prompt_gaps(per_example: dict) -> dict:
     return gaps
 
 
+def text_seen_only(records: dict) -> dict:
+    """The records of subjects whose text the model trained on (all of them when the task has no such mark)."""
+    keep = [not held for held in records.get("text_held_out", [False] * len(records["key"]))]
+    return {name: [v for v, k in zip(values, keep) if k] for name, values in records.items() if isinstance(values, list)}
+
+
 def comparisons(ours: dict, theirs: dict) -> dict:
-    """Per task and prompt set: our SC minus theirs on the examples both answered."""
+    """Per task and prompt set: our SC minus theirs on the examples both answered, and on the text-seen ones."""
     out = {}
     for task, by_set in ours.items():
         for prompt_set, records in by_set.items():
             other = theirs.get(task, {}).get(prompt_set)
             if other is None or "SC" not in records:
                 continue
-            a, b = align(scores(records), scores(other))
-            if len(a) >= 2:
-                out[f"{task}/{prompt_set}"] = paired_comparison(a, b, resamples=2000).to_dict()
+            for label, mine in ((f"{task}/{prompt_set}", records), (f"{task}/{prompt_set}/text-seen", text_seen_only(records))):
+                a, b = align(scores(mine), scores(other))
+                if len(a) >= 2:
+                    out[label] = paired_comparison(a, b, resamples=2000).to_dict()
     return out
+
+
+def scored_examples(run: Path) -> dict:
+    """A run's per-example records: its full evaluation's, then any task scored on its own by this script."""
+    path = run / "per_example.json"
+    records = json.loads(path.read_text()) if path.exists() else {}
+    for part in sorted((run / "task-evaluation-parts").glob("*.json")):
+        task, prompt_set = part.stem.rsplit("-", 1)
+        records.setdefault(task, {})[prompt_set] = json.loads(part.read_text())["records"]
+    return records
 
 
 def main() -> None:
@@ -97,7 +114,7 @@ def main() -> None:
     parser.add_argument("--prompts", choices=("seen", "unseen", "both"), default="both")
     parser.add_argument("--text-samples", type=int, default=None, help="subjects per text task (default: the run's eval_text_samples)")
     parser.add_argument("--no-score", action="store_true", help="read the run's per_example.json instead of scoring")
-    parser.add_argument("--against", type=Path, nargs="*", default=[], help="runs to compare with (their per_example.json)")
+    parser.add_argument("--against", type=Path, nargs="*", default=[], help="runs to compare with (their per_example.json and task-evaluation-parts)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON (numbers only)")
     args = parser.parse_args()
 
@@ -110,7 +127,7 @@ def main() -> None:
         result |= {"metrics": numbers_only(without_examples(report)), "seconds": round(seconds, 1)}
     result["unseen_minus_seen"] = prompt_gaps(per_example)
     for other in args.against:
-        result.setdefault("minus", {})[str(other)] = comparisons(per_example, json.loads((other / "per_example.json").read_text()))
+        result.setdefault("minus", {})[str(other)] = comparisons(per_example, scored_examples(other))
     result["per_example_sc"] = {t: {p: scores(r) for p, r in by.items() if "SC" in r} for t, by in per_example.items()}
     text = json.dumps(result, indent=1)
     if args.out:

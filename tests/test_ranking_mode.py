@@ -74,6 +74,18 @@ def test_calibration_keeps_the_llm_only_when_it_beats_the_retriever_order_out_of
         assert head.llm_weight.item() == 0 and head.position_bias.abs().sum() == 0 and head.retriever_weight.item() > 0
 
 
+def test_the_full_head_needs_more_than_one_standard_error_to_win():
+    from itemlm.rank.ranker import full_head_wins
+
+    generator = torch.Generator().manual_seed(0)
+    retriever = 2.9 + torch.randn(245, generator=generator)
+    noise = 0.5 * torch.randn(245, generator=generator)
+    noise -= noise.mean()  # a paired difference of exactly the edge below, with a standard error of ~0.03
+    assert not full_head_wins(retriever - 0.0024 + noise, retriever)  # the edge measured on the standard run: noise
+    assert full_head_wins(retriever - 0.3 + noise, retriever)  # ten standard errors
+    assert not full_head_wins(retriever + 0.3 + noise, retriever)
+
+
 def test_ranking_mode_keeps_close_retriever_scores_apart(monkeypatch):
     """Candidates sit above the rest of the catalogue; two candidates whose scores differ by far
     less than float32's step near 1e4 must still come out in the retriever's order."""

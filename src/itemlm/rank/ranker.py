@@ -85,6 +85,19 @@ class RankingHead(nn.Module):
         return self.llm_weight * F.log_softmax(letter_logits.float(), dim=1) + self.retriever_weight * z + self.position_bias[:n]
 
 
+def paired_standard_error(a: Tensor, b: Tensor) -> Tensor:
+    """The standard error of the mean of the per-row differences a - b."""
+    difference = a - b
+    return difference.std() / len(difference) ** 0.5 if len(difference) > 1 else torch.tensor(float("inf"))
+
+
+def full_head_wins(full: Tensor, retriever: Tensor) -> bool:
+    """Whether per-row held-out losses say the full head beats the retriever's order by more than
+    one standard error of their paired difference (the one-standard-error rule): on a few hundred
+    rows, a smaller edge is as likely noise, and the simpler ranking is kept."""
+    return bool(retriever.mean() - full.mean() > paired_standard_error(full, retriever))
+
+
 class Ranker(nn.Module):
     """Retriever + head: what ranking mode adds to an ItemLanguageModel (saved in its folder)."""
 
@@ -121,8 +134,10 @@ class Ranker(nn.Module):
 
         A few hundred rows can fit noise, so the full head has to earn its place: `folds`-fold
         cross-validation compares its held-out cross-entropy with that of the retriever's order
-        alone (only the retriever's weight free, which keeps that order). The head that wins is
-        fitted on every row and kept; the returned numbers say which (`llm_used`) and why."""
+        alone (only the retriever's weight free, which keeps that order). The full head wins only
+        when it is better by more than one standard error of the paired per-row difference
+        (`full_head_wins`); the winner is fitted on every row and kept, and the returned numbers
+        say which (`llm_used`) and why."""
         if not samples:
             return {"rows": 0}
         with torch.no_grad():
@@ -133,7 +148,7 @@ class Ranker(nn.Module):
         scores = torch.tensor([s.candidate_scores for s in samples], dtype=torch.float32)
         targets = torch.tensor([LABELS.index(s.target) for s in samples])
         order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))
-        held_out = {"full": 0.0, "retriever": 0.0}
+        held_out = {"full": torch.zeros(len(samples)), "retriever": torch.zeros(len(samples))}  # per-row held-out loss
         for fold in order.chunk(min(folds, len(samples))):
             train = torch.ones(len(samples), dtype=torch.bool)
             train[fold] = False
@@ -142,16 +157,17 @@ class Ranker(nn.Module):
             for kind in held_out:
                 head = self._fit_head(logits[train], scores[train], targets[train], full=kind == "full", steps=steps)
                 with torch.no_grad():
-                    held_out[kind] += float(F.cross_entropy(head(logits[fold], scores[fold]), targets[fold], reduction="sum"))
-        llm_used = held_out["full"] < held_out["retriever"]
+                    held_out[kind][fold] = F.cross_entropy(head(logits[fold], scores[fold]), targets[fold], reduction="none")
+        llm_used = full_head_wins(held_out["full"], held_out["retriever"])
         head = self._fit_head(logits, scores, targets, full=llm_used, steps=steps)
         with torch.no_grad():
             loss = float(F.cross_entropy(head(logits, scores), targets))
         self.head.load_state_dict(head.state_dict())
         return {"rows": len(samples), "loss": round(loss, 4), "llm_weight": round(head.llm_weight.item(), 4),
                 "retriever_weight": round(head.retriever_weight.item(), 4), "llm_used": llm_used,
-                "cv_loss_full_head": round(held_out["full"] / len(samples), 4),
-                "cv_loss_retriever_order": round(held_out["retriever"] / len(samples), 4)}
+                "cv_loss_full_head": round(float(held_out["full"].mean()), 4),
+                "cv_loss_retriever_order": round(float(held_out["retriever"].mean()), 4),
+                "cv_difference_standard_error": round(float(paired_standard_error(held_out["full"], held_out["retriever"])), 4)}
 
     def _fit_head(self, logits: Tensor, scores: Tensor, targets: Tensor, *, full: bool, steps: int) -> RankingHead:
         """A head fitted from the retriever's order; `full=False` frees only the retriever's weight."""

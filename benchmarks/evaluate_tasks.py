@@ -25,6 +25,7 @@ from pathlib import Path
 
 from itemlm.bench.stats import align, paired_comparison
 from itemlm.bench.summaries import numbers_only, without_examples
+from itemlm.io import atomic_write_text
 
 
 def subject(key: str) -> str:
@@ -131,10 +132,7 @@ def main() -> None:
     result["per_example_sc"] = {t: {p: scores(r) for p, r in by.items() if "SC" in r} for t, by in per_example.items()}
     text = json.dumps(result, indent=1)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.out.with_suffix(".tmp")
-        temporary.write_text(text)
-        temporary.replace(args.out)
+        atomic_write_text(args.out, text)
     print(json.dumps({k: v for k, v in result.items() if k != "per_example_sc"}, indent=1))
 
 

@@ -26,22 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from evaluate_tasks import scored_examples  # this folder's script: a run's per-example records
+
+from itemlm.io import atomic_write_text
 
 
-def exact_fit(run: Path, seen: np.ndarray, config) -> np.ndarray:
+def exact_fit(model, facts, seen: np.ndarray, config) -> np.ndarray:
     """Per text-seen item: whether the warm start's closed form writes every title token exactly
     (a fresh bridge of the run's shape, seeded like the run, solved as the run's warm start is)."""
-    from itemlm.data.prepare import load_dataset
     from itemlm.models.bridges import MLPBridge
-    from itemlm.models.ilm import ItemLanguageModel
-    from itemlm.tasks.facts import ItemFacts
     from itemlm.train.warm_start import TitleRegression, solve_head, title_targets
 
-    model = ItemLanguageModel.from_pretrained(run / "model", dtype="float32")
-    if not isinstance(model.bridge, MLPBridge):
-        raise SystemExit(f"{run}: the exact-fit measure is for the MLP bridge (its head writes each item apart)")
     warm = config.warm_start
-    facts = ItemFacts.from_dataset(load_dataset(config.dataset, config.data_home), model.catalogue.domain)
     targets = title_targets(model.llm, seen, model.catalogue.titles, model.bridge.num_tokens, tags=facts.tags, tag_tokens=warm.tag_tokens)
     torch.manual_seed(config.seed)
     bridge = MLPBridge(model.bridge.kind_embedding.embedding_dim, model.bridge.llm_hidden, model.bridge.num_tokens,
@@ -51,21 +47,15 @@ def exact_fit(run: Path, seen: np.ndarray, config) -> np.ndarray:
     title = model.bridge.num_tokens - warm.tag_tokens
     with torch.no_grad():
         out = bridge(vectors[targets.items], torch.zeros(len(targets), dtype=torch.long))[:, :title]
-    regression = TitleRegression(targets, "mse")
-    nearest = regression.nearest_logits(out.float()).argmax(-1)
+    nearest = TitleRegression(targets, "mse").nearest_logits(out.float()).argmax(-1)
     return (nearest == targets.classes[:, :title]).all(1).numpy()
 
 
-def test_names(run: Path) -> dict[int, bool]:
+def named_subjects(run: Path) -> dict[int, bool]:
     """item -> named, for the text-seen subjects of the run's item_title evaluation (seen prompts)."""
-    part = run / "task-evaluation-parts" / "item_title-seen.json"
-    if part.exists():
-        records = json.loads(part.read_text())["records"]
-    else:
-        path = run / "per_example.json"
-        if not path.exists():
-            raise SystemExit(f"{run}: no item_title evaluation (run benchmarks/evaluate_tasks.py --tasks item_title)")
-        records = json.loads(path.read_text())["item_title"]["seen"]
+    records = scored_examples(run).get("item_title", {}).get("seen")
+    if records is None:
+        raise SystemExit(f"{run}: no item_title evaluation (run benchmarks/evaluate_tasks.py --tasks item_title)")
     return {int(key.split("item=")[1].split("|")[0]): bool(named)
             for key, named, held in zip(records["key"], records["names_title"], records["text_held_out"]) if not held}
 
@@ -84,12 +74,19 @@ def main() -> None:
 
     from itemlm.config import from_dict
     from itemlm.data.prepare import load_dataset
-    from itemlm.models.catalogue import Catalogue
+    from itemlm.models.bridges import MLPBridge
+    from itemlm.models.ilm import ItemLanguageModel
+    from itemlm.tasks.facts import ItemFacts
     from itemlm.train.stage2 import Stage2Config, text_seen_items
 
     config = from_dict(Stage2Config, json.loads((args.run / "config.json").read_text()))
-    seen = text_seen_items(load_dataset(config.dataset, config.data_home))
-    catalogue = Catalogue.load(args.run / "model")
+    named = named_subjects(args.run)
+    model = ItemLanguageModel.from_pretrained(args.run / "model", dtype="float32")
+    if not isinstance(model.bridge, MLPBridge):
+        raise SystemExit(f"{args.run}: the exact-fit measure is for the MLP bridge (its head writes each item apart)")
+    dataset = load_dataset(config.dataset, config.data_home)
+    seen = text_seen_items(dataset)
+    catalogue = model.catalogue
     interactions = Counter(item for history in catalogue.histories for item in history)
     cold = np.array([interactions[i] <= args.cold for i in seen])
     vectors = torch.as_tensor(catalogue.item_vectors[seen], dtype=torch.float64)
@@ -97,8 +94,7 @@ def main() -> None:
     cosine = unit @ unit.T
     cosine.fill_diagonal_(-1.0)
     twin = (cosine.max(1).values > 0.999).numpy()
-    exact = exact_fit(args.run, seen, config)
-    named = test_names(args.run)
+    exact = exact_fit(model, ItemFacts.from_dataset(dataset, catalogue.domain), seen, config)
     position = {item: row for row, item in enumerate(seen)}
     rows = np.array([position[i] for i in named])
     hits = np.array(list(named.values()))
@@ -112,10 +108,7 @@ def main() -> None:
     }
     text = json.dumps(result, indent=1)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.out.with_suffix(".tmp")
-        temporary.write_text(text)
-        temporary.replace(args.out)
+        atomic_write_text(args.out, text)
     print(text)
 
 

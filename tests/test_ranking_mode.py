@@ -105,6 +105,31 @@ def test_ranking_mode_keeps_close_retriever_scores_apart(monkeypatch):
     assert target_ranks(final, torch.tensor([3]), None).tolist() == [1]  # the evaluator keeps them apart too
 
 
+def test_a_head_without_llm_weight_skips_the_llm_and_scores_the_same(monkeypatch):
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 40)
+    ranker = Ranker(SimpleNamespace(scores=lambda histories: scores.clone()), RankingConfig(candidates=10))
+    with torch.no_grad():
+        ranker.head.llm_weight.zero_()
+        ranker.head.position_bias.copy_(torch.linspace(0.5, -0.5, 10))
+    model = SimpleNamespace(catalogue=SimpleNamespace(domain="movies"))
+    histories = [[0, 1], [2], [3, 4, 5]]
+    monkeypatch.setattr(ranker, "letter_logits", lambda model, prompts, n: torch.randn(len(prompts), n) * 5)
+    read = ranker.rank(model, histories)  # the LLM's (random) letters, weighted by zero
+
+    def must_not_run(*args):
+        raise AssertionError("the LLM was read although its weight is zero")
+
+    monkeypatch.setattr(ranker, "letter_logits", must_not_run)
+    assert torch.equal(ranker.rank(model, histories), read)
+    with torch.no_grad():
+        ranker.head.llm_weight.fill_(0.5)
+    with pytest.raises(AssertionError, match="weight is zero"):
+        ranker.rank(model, histories)  # a weighted LLM is read
+
+
 @pytest.mark.parametrize("field, value", [("candidates", 1), ("candidates", 27), ("retriever", "knn"), ("history", 0)])
 def test_bad_ranking_config_is_an_input_error(field, value):
     with pytest.raises(InputError, match=field):

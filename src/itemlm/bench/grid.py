@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,11 +137,31 @@ def preset_identity(name: str) -> str:
 def dataset_identity(config: BenchConfig, dataset: str) -> str:
     """What the prepared dataset *is*: a hash of its tables' content, so a dataset prepared again
     with other content (new source files, another text hold-out) never reuses a cell fitted on the
-    old one. Datasets are prepared before the grid is planned; an unprepared one says so."""
+    old one. Datasets are prepared before the grid is run. A dataset not prepared here (a report
+    rebuilt on a fresh clone) is the one the committed summaries were computed on, when they
+    agree on one; otherwise it says it is unprepared."""
     from itemlm.data.prepare import dataset_folder
 
     stats = [(str(t), t.stat()) for t in sorted(dataset_folder(dataset, config.home).glob("*.parquet"))]
+    if not stats:
+        return recorded_dataset_identity(config, dataset) or "data=unprepared"
     return _tables_hash(tuple((path, stat.st_size, stat.st_mtime_ns) for path, stat in stats))
+
+
+DATA_IDENTITY = re.compile(r"data-sha256=[0-9a-f]+")
+
+
+def recorded_dataset_identity(config: BenchConfig, dataset: str) -> str | None:
+    """The dataset identity the committed summaries of `dataset` share (`data_identity`), if one."""
+    recorded = set()
+    for path in sorted((config.summaries / dataset).glob("*.json")):
+        try:
+            identity = json.loads(path.read_text()).get("data_identity")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(identity, str) and DATA_IDENTITY.fullmatch(identity):
+            recorded.add(identity)
+    return recorded.pop() if len(recorded) == 1 else None
 
 
 @functools.lru_cache(maxsize=None)  # by path, size and mtime: hashed once per run, again when a table changes

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from itemlm.bench.grid import Cell
+from itemlm.bench.grid import DATA_IDENTITY, Cell
 from itemlm.bench.records import RESULT_FILE, cell_record, is_done, read_json, read_jsonl
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
@@ -80,6 +80,9 @@ def summarize(cell: Cell, bench_out: Path) -> dict:
         "record": numbers_only({k: v for k, v in record.items() if k not in ("id", "kind", "dataset", "settings", "depends")}) or {},
         "status": record.get("status"),
     }
+    data = DATA_IDENTITY.search(cell.identity)
+    if data:  # what a report rebuilt where the dataset is not prepared keys the cells with
+        summary["data_identity"] = data.group()
     if cell.kind in ("stage1", "stage2"):
         summary["metrics"] = numbers_only(without_examples(read_json(folder / "run" / "metrics.json"))) or {}
         summary["curve"] = [row for row in (numbers_only(r) for r in read_jsonl(folder / "run" / "metrics.jsonl")) if row]

@@ -11,7 +11,9 @@ them), the beam's own part per beam.
 
 It plugs into a Hugging Face decoder as an attention implementation selected for the decode steps
 only (`attention_over_shared_prompt`), for the model families whose attention is plain causal
-softmax attention (`supports_shared_prompt`); other models decode with the usual cache.
+softmax attention (`supports_shared_prompt`); other models decode with the usual cache. The
+switch is the model config's, so one model decodes in one thread at a time (`itemlm serve` runs
+every request on one model thread).
 """
 
 from __future__ import annotations

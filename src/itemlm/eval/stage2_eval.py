@@ -8,8 +8,8 @@ returned top-K gives HR@K / NDCG@K (an item not returned counts as a miss).
 
 An evaluation can be interrupted and resumed: given a `resume_dir`, each finished (task, prompt set)
 is written there with a fingerprint of the model and the settings, and a later call with the same
-fingerprint reads it back instead of scoring it again (trie generation on every ML-100K test user
-is about an hour on 2 cores, so a killed run loses one task's part at most).
+fingerprint reads it back instead of scoring it again (trie generation on every ML-100K test user,
+two tasks in two phrasings, is about 43 minutes on 2 cores, so a killed run loses one part at most).
 
 Which examples are scored is a pure function of the evaluation seed (`evaluation_plan`), never of
 the training seed, so every model evaluated on a dataset answers the very same examples and two

@@ -166,7 +166,7 @@ def evaluate_stage2(
 
     batch_size: prompts per beam search (each has `num_beams` beams); text_batch_size: prompts per
     greedy generation, larger because one new token per row reads all the LLM's weights (on 2 CPU
-    cores, 32 rows generate 1.9x faster than 8; the batch changes nothing but float rounding).
+    cores, 32 rows generate about 2x faster than 8; the batch changes nothing but float rounding).
     encoder: the sentence encoder of SC (None: the packaged all-MiniLM-L6-v2).
     resume_dir: where finished parts are kept and read back (see the module's docstring);
     model_fingerprint names the model's weights (a hash), so parts of another model are never reused.

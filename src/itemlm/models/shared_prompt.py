@@ -31,6 +31,8 @@ PLAIN_ATTENTION_FAMILIES = ("llama", "qwen2", "qwen3")  # causal softmax attenti
 
 
 def supports_shared_prompt(model: nn.Module) -> bool:
+    """Whether `model` (a Hugging Face causal LM) runs its attention through the attention
+    interface and attends with plain causal softmax attention over every earlier token."""
     config = model.config
     if config.model_type not in PLAIN_ATTENTION_FAMILIES or not getattr(model, "_supports_attention_backend", False):
         return False

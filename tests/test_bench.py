@@ -282,3 +282,21 @@ def test_a_variant_is_its_bridge_under_other_stage2_settings_and_shares_its_stag
         BenchConfig(variants={"mlp": {"bridge": "mlp"}})  # a variant may not shadow a bridge
     with pytest.raises(InputError, match="variants.cold"):
         BenchConfig(variants={"cold": {"bridge": "nope"}})
+
+
+def test_only_runs_the_matching_unfinished_cells_and_the_stage1_cells_they_read(tmp_path):
+    from itemlm.bench.runner import cells_to_run, only_matching
+    from itemlm.bench.summaries import SummaryStore
+
+    config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}"])
+    cells = plan_cells(config)
+    todo = cells_to_run(cells, SummaryStore(tmp_path / "summaries"), config.out)  # nothing finished
+    ilm = next(c for c in cells if c.kind == "stage2" and c.depends)
+    mlp = next(c for c in cells if c.kind == "stage2" and c.bridge == "mlp")
+    chosen = only_matching(todo, cells, ["*/" + ilm.id.split("/")[1][:-11] + "-*"])  # "*/stage2-<bridge>-q8-s0-*"
+    assert [c.id for c in chosen] == [ilm.depends[0], ilm.id]  # its stage-1 model first
+    both = only_matching(todo, cells, [ilm.id, f"*/{mlp.id.split('/')[1]}"])
+    assert [c.id for c in both] == [c.id for c in cells if c.id in {ilm.depends[0], ilm.id, mlp.id}]
+    assert only_matching([c for c in todo if c.id != mlp.id], cells, [mlp.id]) == []  # finished: nothing to run
+    with pytest.raises(InputError, match="names no cell of this grid"):
+        only_matching(todo, cells, ["*stage2-nonexistent-*"])

@@ -363,6 +363,7 @@ def bench(
     workers: int = typer.Option(1, min=1, help="Cells run at once (each gets cores / workers threads)."),
     reuse: Optional[list[Path]] = typer.Option(None, help="Another bench folder whose finished identical cells are copied in."),
     report_only: bool = typer.Option(False, help="Rebuild report.md and results.json from finished cells; run nothing."),
+    only: Optional[list[str]] = typer.Option(None, help="Run only the cells whose id matches this pattern (repeatable), e.g. '*stage2-mlp-s0-*', and what they need."),
 ):
     """Run the paper's experiments as a resumable grid and write results/<name>/report.md."""
     from itemlm.bench.grid import BenchConfig
@@ -370,7 +371,7 @@ def bench(
     from itemlm.config import load_config
 
     settings = load_config(BenchConfig, "bench-quick" if quick else config, overrides or [])
-    report = run_bench(settings, workers=workers, console=console, run=not report_only, reuse=reuse or [])
+    report = run_bench(settings, workers=workers, console=console, run=not report_only, reuse=reuse or [], only=only or [])
     console.print(f"report: {report}")
 
 

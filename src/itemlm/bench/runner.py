@@ -12,6 +12,7 @@ longer than a working session is committed summary by summary and finished from 
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
@@ -216,8 +217,28 @@ def cells_to_run(cells: list[Cell], store: SummaryStore, bench_out: Path) -> lis
     return [c for c in cells if c.id in todo]
 
 
-def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None = None, run: bool = True, reuse: list[Path] = ()) -> Path:
-    """Run (or, with run=False, only report on) the grid; returns the report's path."""
+def only_matching(todo: list[Cell], cells: list[Cell], patterns: list[str]) -> list[Cell]:
+    """The cells of `todo` whose id matches one of the shell-style `patterns` (e.g.
+    '*stage2-mlp-s0-*'), with the unfinished cells they read: the part of a grid one working
+    session can finish. A pattern that names no cell of the grid is an input error."""
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(c.id, pattern) for c in cells):
+            raise InputError(f"--only '{pattern}' names no cell of this grid (cell ids look like '{cells[-1].id}')")
+    chosen = {c.id for c in todo if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)}
+    waiting = {c.id for c in todo}
+    for cell in todo:
+        if cell.id in chosen:
+            chosen.update(dep for dep in cell.depends if dep in waiting)
+    return [c for c in todo if c.id in chosen]
+
+
+def run_bench(
+    config: BenchConfig, *, workers: int = 1, console: Console | None = None, run: bool = True, reuse: list[Path] = (),
+    only: list[str] = (),
+) -> Path:
+    """Run (or, with run=False, only report on) the grid; returns the report's path. `only`:
+    run just the unfinished cells matching these patterns (`only_matching`); the report covers
+    the whole grid either way."""
     console = console or Console()
     bench_out = config.out
     bench_out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +258,8 @@ def run_bench(config: BenchConfig, *, workers: int = 1, console: Console | None 
         store = SummaryStore(config.summaries)
         store.collect(cells, bench_out)
         todo = cells_to_run(cells, store, bench_out)
+        if only:
+            todo = only_matching(todo, cells, list(only))
         console.print(f"bench {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {bench_out}"
                       f" (summaries: {config.summaries})")
         for cell in [c for c in todo if c.kind in ("references", "floors")]:

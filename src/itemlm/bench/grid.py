@@ -153,10 +153,16 @@ DATA_IDENTITY = re.compile(r"data-sha256=[0-9a-f]+")
 
 def recorded_dataset_identity(config: BenchConfig, dataset: str) -> str | None:
     """The dataset identity the committed summaries of `dataset` share (`data_identity`), if one."""
+    summaries = sorted((config.summaries / dataset).glob("*.json"))
+    return _summaries_identity(tuple((str(path), path.stat().st_mtime_ns) for path in summaries))
+
+
+@functools.lru_cache(maxsize=None)  # by path and mtime: the summaries are read once per plan, not once per cell
+def _summaries_identity(summaries: tuple) -> str | None:
     recorded = set()
-    for path in sorted((config.summaries / dataset).glob("*.json")):
+    for path, _ in summaries:
         try:
-            identity = json.loads(path.read_text()).get("data_identity")
+            identity = json.loads(Path(path).read_text()).get("data_identity")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(identity, str) and DATA_IDENTITY.fullmatch(identity):

@@ -18,6 +18,7 @@ Alongside: `gguf.py` (the GGUF conversion cache), `precision.py` (float types), 
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -328,10 +329,10 @@ class FrozenLLM(Decoding, nn.Module):
         else:
             kwargs.update(attention_mask=to_device(mask, self.device), position_ids=to_device(positions, self.device))
         body = self._compiled_body if compiled and self._compiled_body is not None else self.model.base_model
-        if state is not None and isinstance(state.cache, SharedPromptCache):
-            with attention_over_shared_prompt(self.model):
-                out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), shared_prompt=state.cache, **kwargs)
-        else:
+        shared = state is not None and isinstance(state.cache, SharedPromptCache)
+        if shared:
+            kwargs["shared_prompt"] = state.cache  # reaches `shared_prompt_attention` in every layer
+        with attention_over_shared_prompt(self.model) if shared else nullcontext():
             out = body(inputs_embeds=inputs_embeds.to(device=self.device, dtype=self.dtype), **kwargs)
         return out.last_hidden_state
 

@@ -8,6 +8,9 @@ on the text-seen items the warm start fits:
 - the share that has a CF *twin* (another text-seen item at cosine > 0.999);
 - how many of them the closed-form warm start writes exactly (all title tokens nearest to the
   right token embedding), for cold items (<= `--cold` training interactions) and the others;
+- the share whose title fits the bridge's title vectors: a vector holds one token, so a title
+  longer than the title slots is cut, and the LLM has to finish it from what it knows (MovieLens
+  titles with an alternative title in brackets, "Seven (Se7en)", are the longest);
 - the run's test names_title on text-seen items split the same way (from its item_title
   evaluation parts or per_example.json; run `benchmarks/evaluate_tasks.py --tasks item_title` first).
 
@@ -49,6 +52,16 @@ def exact_fit(model, facts, seen: np.ndarray, config) -> np.ndarray:
         out = bridge(vectors[targets.items], torch.zeros(len(targets), dtype=torch.long))[:, :title]
     nearest = TitleRegression(targets, "mse").nearest_logits(out.float()).argmax(-1)
     return (nearest == targets.classes[:, :title]).all(1).numpy()
+
+
+def title_fits(model, titles: list[str], slots: int) -> np.ndarray:
+    """Per title: whether its first `slots` tokens, the part the warm start writes into the
+    vectors, already name the item (names_title of those tokens decoded)."""
+    from itemlm.eval.naming import names_title
+
+    tokenizer = model.llm.tokenizer
+    cut = [tokenizer.decode(ids[:slots]) for ids in tokenizer(titles, add_special_tokens=False).input_ids]
+    return np.array([names_title(text, title) for text, title in zip(cut, titles)])
 
 
 def named_subjects(run: Path) -> dict[int, bool]:
@@ -95,6 +108,8 @@ def main() -> None:
     cosine.fill_diagonal_(-1.0)
     twin = (cosine.max(1).values > 0.999).numpy()
     exact = exact_fit(model, ItemFacts.from_dataset(dataset, catalogue.domain), seen, config)
+    slots = model.bridge.num_tokens - config.warm_start.tag_tokens
+    fits = title_fits(model, [catalogue.titles[i] for i in seen], slots)
     position = {item: row for row, item in enumerate(seen)}
     rows = np.array([position[i] for i in named])
     hits = np.array(list(named.values()))
@@ -105,6 +120,9 @@ def main() -> None:
         "test_subjects": int(len(hits)), "test_cold_subjects": int(cold[rows].sum()),
         "names_title": share(hits), "names_title_cold": share(hits[cold[rows]]), "names_title_warm": share(hits[~cold[rows]]),
         "names_title_twin": share(hits[twin[rows]]), "names_title_exact_fit": share(hits[exact[rows]]),
+        "title_slots": int(slots), "title_fits": share(fits), "test_subjects_title_fits": share(fits[rows]),
+        "names_title_title_fits": share(hits[fits[rows]]), "names_title_title_cut": share(hits[~fits[rows]]),
+        "names_title_fits_exact_not_twin": share(hits[(fits & exact & ~twin)[rows]]),
     }
     text = json.dumps(result, indent=1)
     if args.out:

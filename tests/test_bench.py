@@ -300,3 +300,10 @@ def test_only_runs_the_matching_unfinished_cells_and_the_stage1_cells_they_read(
     assert only_matching([c for c in todo if c.id != mlp.id], cells, [mlp.id]) == []  # finished: nothing to run
     with pytest.raises(InputError, match="names no cell of this grid"):
         only_matching(todo, cells, ["*stage2-nonexistent-*"])
+
+
+def test_the_start_line_counts_cells_left_out_by_only_apart_from_finished_ones():
+    from itemlm.bench.runner import cell_counts
+
+    assert cell_counts(23, 19, 2, only=True) == "23 cells, 4 already done, 2 to run, 17 left for later (--only)"
+    assert cell_counts(23, 19, 19, only=False) == "23 cells, 4 already done, 19 to run"

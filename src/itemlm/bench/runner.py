@@ -232,6 +232,12 @@ def only_matching(todo: list[Cell], cells: list[Cell], patterns: list[str]) -> l
     return [c for c in todo if c.id in chosen]
 
 
+def cell_counts(cells: int, unfinished: int, to_run: int, only: bool) -> str:
+    """'23 cells, 4 already done, 2 to run, 17 left for later (--only)': what this run will do."""
+    left_out = f", {unfinished - to_run} left for later (--only)" if only else ""
+    return f"{cells} cells, {cells - unfinished} already done, {to_run} to run{left_out}"
+
+
 def run_bench(
     config: BenchConfig, *, workers: int = 1, console: Console | None = None, run: bool = True, reuse: list[Path] = (),
     only: list[str] = (),
@@ -258,10 +264,11 @@ def run_bench(
         store = SummaryStore(config.summaries)
         store.collect(cells, bench_out)
         todo = cells_to_run(cells, store, bench_out)
+        unfinished = len(todo)
         if only:
             todo = only_matching(todo, cells, list(only))
-        console.print(f"bench {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {bench_out}"
-                      f" (summaries: {config.summaries})")
+        console.print(f"bench {config.name}: {cell_counts(len(cells), unfinished, len(todo), bool(only))}"
+                      f" -> {bench_out} (summaries: {config.summaries})")
         for cell in [c for c in todo if c.kind in ("references", "floors")]:
             console.print(f"running  {cell.id}")
             try:

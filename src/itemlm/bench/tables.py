@@ -88,9 +88,11 @@ def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, 
         users = evaluated_users(results, task)
         for name, ref in results.references.items():
             same = same_user_metrics(ref, users)
-            rows.append([f"{REFERENCE_NAMES[name]} (same users)", *[fmt(same.get(m), 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(len(users))])
-            rows.append([f"{REFERENCE_NAMES[name]} (all {int(ref['metrics']['users'])} test users)",
-                         *[fmt(ref["metrics"][m], 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(int(ref["metrics"]["users"]))])
+            everyone = int(ref["metrics"]["users"])
+            if len(users) != everyone:  # the LLMs were scored on a subset: the reference on that subset first
+                rows.append([f"{REFERENCE_NAMES[name]} (same users)", *[fmt(same.get(m), 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(len(users))])
+            rows.append([f"{REFERENCE_NAMES[name]} (all {everyone} test users)",
+                         *[fmt(ref["metrics"][m], 4) for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")], "", "", str(everyone)])
             data.setdefault(task, {})[name] = {"same_users": same, "all_users": {k: ref["metrics"][k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10")}}
         parts.append(f"**{task}** (test split, leave-one-out, full catalogue, constrained beam search for the LLMs)\n\n" + table(header, rows))
     rows = []

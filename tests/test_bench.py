@@ -94,6 +94,20 @@ def test_cell_ids_follow_their_settings_and_quick_cells_are_full_cells():
     assert changed and all("stage2" in i or "floors" in i for i in changed)
 
 
+def test_a_dataset_can_run_a_subset_of_the_bridges_and_seeds_without_changing_the_others_cells():
+    grid = load_config(BenchConfig, "bench-quick", ["datasets=[ml-100k, beauty]"])
+    narrowed = BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"bridges": ["ilm-it-ii", "mlp"], "seeds": [1], "query_sweep": [], "stage2": ["steps=7"]}}})
+    cells, before = plan_cells(narrowed), plan_cells(grid)
+    beauty = [c for c in cells if c.dataset == "beauty" and c.kind in ("stage1", "stage2")]
+    assert {(c.kind, c.bridge, c.seed) for c in beauty} == {("stage1", "ilm-it-ii", 1), ("stage2", "ilm-it-ii", 1), ("stage2", "mlp", 1)}
+    assert all("steps=7" in c.settings for c in beauty if c.kind == "stage2")
+    assert {c.id for c in cells if c.dataset == "ml-100k"} == {c.id for c in before if c.dataset == "ml-100k"}
+    with pytest.raises(InputError, match="per_dataset.beauty.bridges: 'qformer'"):
+        BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"bridges": ["qformer"]}}})
+    with pytest.raises(InputError, match="per_dataset.beauty takes"):
+        BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"steps": 3}}})
+
+
 def test_bench_config_errors_name_the_field():
     with pytest.raises(InputError, match="unknown bridge 'qformer'"):
         load_config(BenchConfig, "bench-quick", ["bridges=[qformer]"])

@@ -24,6 +24,7 @@ PRETRAINED_BRIDGES = tuple(VARIANTS)
 """Bench bridges that are a stage-1 variant's Q-Former plugged in with bridge=ilm."""
 BENCH_BRIDGES = PRETRAINED_BRIDGES + tuple(b for b in BRIDGES if b != "ilm")
 REFERENCES = ("mostpop", "mf", "sasrec")
+PER_DATASET_KEYS = ("stage1", "stage2", "sasrec", "bridges", "seeds", "query_sweep")
 
 
 @dataclass
@@ -43,7 +44,7 @@ class BenchConfig:
     stage1: list = field(default_factory=list)  # key=value overrides of the stage-1 preset
     stage2_preset: str = "stage2-quick"
     stage2: list = field(default_factory=list)  # key=value overrides of the stage-2 preset
-    per_dataset: dict = field(default_factory=dict)  # {dataset: {stage1: [...], stage2: [...], sasrec: {...}}}
+    per_dataset: dict = field(default_factory=dict)  # {dataset: {stage1: [...], stage2: [...], sasrec: {...}, bridges, seeds, query_sweep}}
     variants: dict = field(default_factory=dict)  # {label: {bridge: one of BENCH_BRIDGES, stage2: [...]}}: a bridge with other stage-2 settings
     encoder: str | None = None  # sentence encoder of SC and its floors; None: the packaged MiniLM
     primary: str = "ilm-it-ii"  # the ILM the significance tests compare with the others
@@ -72,6 +73,15 @@ class BenchConfig:
                 raise InputError(f"seeds and query_sweep must be non-negative integers, got {number!r}")
         if not self.datasets:
             raise InputError("datasets is empty: name at least one (ml-100k, beauty or a prepared dataset)")
+        for dataset, own in self.per_dataset.items():
+            if not isinstance(own, dict) or set(own) - set(PER_DATASET_KEYS):
+                raise InputError(f"per_dataset.{dataset} takes some of {', '.join(PER_DATASET_KEYS)}")
+            unknown = [b for b in own.get("bridges", []) if b not in self.bridges]
+            if unknown:
+                raise InputError(f"per_dataset.{dataset}.bridges: '{unknown[0]}' is not one of bridges (a dataset runs a subset of them)")
+            for number in list(own.get("seeds", [])) + list(own.get("query_sweep", [])):
+                if not isinstance(number, int) or number < 0:
+                    raise InputError(f"per_dataset.{dataset}: seeds and query_sweep must be non-negative integers, got {number!r}")
         for name in (self.primary, *self.compare_with):
             if name not in self.bridges:
                 raise InputError(f"'{name}' is compared in the report but is not one of bridges")
@@ -94,6 +104,10 @@ class BenchConfig:
 
     def dataset_overrides(self, dataset: str, stage: str) -> list:
         return list(self.per_dataset.get(dataset, {}).get(stage, []))
+
+    def for_dataset(self, dataset: str, key: str) -> list:
+        """The bridges, seeds or query sweep run on `dataset`: its own list under per_dataset, else the grid's."""
+        return list(self.per_dataset.get(dataset, {}).get(key, getattr(self, key)))
 
 
 @dataclass(frozen=True)
@@ -228,11 +242,12 @@ def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[C
                  identity=dataset_identity(config, dataset)))
         add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}"),
                  identity=cell_identity(config, dataset, config.stage2_preset)))
-        runs = [(b, s, default_queries) for s in config.seeds for b in config.bridges]
-        runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.query_sweep]
+        seeds = config.for_dataset(dataset, "seeds")
+        runs = [(b, s, default_queries) for s in seeds for b in config.for_dataset(dataset, "bridges")]
+        runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.for_dataset(dataset, "query_sweep")]
         for bridge, seed, queries in runs:
             if bridge == "text-only":
-                seed = config.seeds[0]  # nothing is trained: one run stands for every seed
+                seed = seeds[0]  # nothing is trained: one run stands for every seed
             base = config.base_bridge(bridge)
             stage1 = add(stage1_cell(config, dataset, base, seed, queries)) if base in PRETRAINED_BRIDGES else None
             add(stage2_cell(config, dataset, bridge, seed, queries, stage1))

@@ -44,14 +44,14 @@ def plot_curves(results: DatasetResults, config: BenchConfig, path: Path) -> boo
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    drawn = False
+    drawn, first_seed = False, config.for_dataset(results.dataset, "seeds")[0]
     for (bridge, queries, seed), cell in sorted(results.stage1.items()):
-        if seed == config.seeds[0] and queries == DEFAULT_QUERIES:
+        if seed == first_seed and queries == DEFAULT_QUERIES:
             log = [r for r in results.curve(cell) if "loss" in r]
             left.plot([r["step"] for r in log], [r["loss"] for r in log], label=bridge)
             drawn = True
     for (bridge, queries, seed), cell in sorted(results.stage2.items(), key=lambda kv: str(kv[0])):
-        if seed == config.seeds[0] and queries in (DEFAULT_QUERIES, None):
+        if seed == first_seed and queries in (DEFAULT_QUERIES, None):
             log = [r for r in results.curve(cell) if "loss" in r]
             if log:
                 right.plot([r["step"] for r in log], [r["loss"] for r in log], label=bridge)
@@ -62,7 +62,7 @@ def plot_curves(results: DatasetResults, config: BenchConfig, path: Path) -> boo
         axis.set_xlabel("step")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
-    figure.suptitle(f"{results.dataset}: training curves (seed {config.seeds[0]})")
+    figure.suptitle(f"{results.dataset}: training curves (seed {first_seed})")
     figure.tight_layout()
     if drawn:
         figure.savefig(path, dpi=120)
@@ -79,9 +79,9 @@ def plot_time_to_quality(results: DatasetResults, config: BenchConfig, path: Pat
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
-    drawn = False
+    drawn, first_seed = False, config.for_dataset(results.dataset, "seeds")[0]
     for (bridge, queries, seed), cell in sorted(results.stage2.items(), key=lambda kv: str(kv[0])):
-        if seed != config.seeds[0] or queries not in (DEFAULT_QUERIES, None):
+        if seed != first_seed or queries not in (DEFAULT_QUERIES, None):
             continue
         points = [(r["train_seconds"], r["validation"][measure]) for r in results.curve(cell)
                   if measure in r.get("validation", {}) and "train_seconds" in r]
@@ -90,7 +90,7 @@ def plot_time_to_quality(results: DatasetResults, config: BenchConfig, path: Pat
             drawn = True
     axis.set_xlabel("training seconds")
     axis.set_ylabel(measure.replace("_", " "))
-    axis.set_title(f"{results.dataset}: time to quality (validation, seed {config.seeds[0]})")
+    axis.set_title(f"{results.dataset}: time to quality (validation, seed {first_seed})")
     if drawn:
         axis.legend(fontsize=8)
         figure.tight_layout()

@@ -108,6 +108,18 @@ def test_a_dataset_can_run_a_subset_of_the_bridges_and_seeds_without_changing_th
         BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"steps": 3}}})
 
 
+def test_per_bridge_settings_reach_that_bridge_and_its_variants_only():
+    grid = load_config(BenchConfig, "bench-quick", ["variants={ilm-it-ii-cold: {bridge: ilm-it-ii, stage2: [warm_start.enabled=false]}}",
+                                                    "bridges=[ilm-it, ilm-it-ii, ilm-rand, mlp, text-only, ilm-it-ii-cold]"])
+    tuned = BenchConfig(**{**vars(grid), "per_bridge": {"ilm-it-ii": ["warm_start.steps=3000"]}})
+    before, after = {c.id: c for c in plan_cells(grid)}, {c.id: c for c in plan_cells(tuned)}
+    changed = {c.bridge for i, c in after.items() if i not in before}
+    assert changed == {"ilm-it-ii", "ilm-it-ii-cold"}
+    assert all("warm_start.steps=3000" in c.settings for c in after.values() if c.bridge in changed and c.kind == "stage2")
+    with pytest.raises(InputError, match="per_bridge.qformer"):
+        BenchConfig(**{**vars(grid), "per_bridge": {"qformer": ["steps=1"]}})
+
+
 def test_bench_config_errors_name_the_field():
     with pytest.raises(InputError, match="unknown bridge 'qformer'"):
         load_config(BenchConfig, "bench-quick", ["bridges=[qformer]"])

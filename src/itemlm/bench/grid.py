@@ -46,6 +46,7 @@ class BenchConfig:
     stage2: list = field(default_factory=list)  # key=value overrides of the stage-2 preset
     per_dataset: dict = field(default_factory=dict)  # {dataset: {stage1: [...], stage2: [...], sasrec: {...}, bridges, seeds, query_sweep}}
     variants: dict = field(default_factory=dict)  # {label: {bridge: one of BENCH_BRIDGES, stage2: [...]}}: a bridge with other stage-2 settings
+    per_bridge: dict = field(default_factory=dict)  # {bench bridge: [stage-2 overrides]}: what that bridge (and its variants) needs to learn
     encoder: str | None = None  # sentence encoder of SC and its floors; None: the packaged MiniLM
     primary: str = "ilm-it-ii"  # the ILM the significance tests compare with the others
     compare_with: list = field(default_factory=lambda: ["ilm-rand", "mlp", "text-only"])
@@ -73,6 +74,9 @@ class BenchConfig:
                 raise InputError(f"seeds and query_sweep must be non-negative integers, got {number!r}")
         if not self.datasets:
             raise InputError("datasets is empty: name at least one (ml-100k, beauty or a prepared dataset)")
+        for bridge, overrides in self.per_bridge.items():
+            if bridge not in BENCH_BRIDGES or not isinstance(overrides, list):
+                raise InputError(f"per_bridge.{bridge}: expected one of {', '.join(BENCH_BRIDGES)} with a list of stage-2 key=value overrides")
         for dataset, own in self.per_dataset.items():
             if not isinstance(own, dict) or set(own) - set(PER_DATASET_KEYS):
                 raise InputError(f"per_dataset.{dataset} takes some of {', '.join(PER_DATASET_KEYS)}")
@@ -217,7 +221,8 @@ def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queri
     settings = [f"preset={config.stage2_preset}", f"dataset={dataset}", f"bridge={recipe_bridge}", f"seed={seed}"]
     if base == "ilm-rand":
         settings.append(f"num_queries={queries}")
-    settings += [*config.stage2, *config.dataset_overrides(dataset, "stage2"), *config.variants.get(bridge, {}).get("stage2", [])]
+    settings += [*config.stage2, *config.per_bridge.get(base, []), *config.dataset_overrides(dataset, "stage2"),
+                 *config.variants.get(bridge, {}).get("stage2", [])]
     if config.encoder is not None:  # SC of the models and of the floors under one encoder
         settings.append(f"sc_encoder={config.encoder}")
     label = f"{bridge}-q{queries}-s{seed}" if base in PRETRAINED_BRIDGES or base == "ilm-rand" else f"{bridge}-s{seed}"

@@ -297,7 +297,7 @@ def test_cells_are_keyed_by_the_prepared_datasets_content(tmp_path):
 
 def test_a_variant_is_its_bridge_under_other_stage2_settings_and_shares_its_stage1_cell():
     config = load_config(BenchConfig, "bench-standard")
-    cells = {c.label: c for c in plan_cells(config) if c.seed == 0}
+    cells = {c.label: c for c in plan_cells(config) if c.seed == 0 and c.dataset == "ml-100k-text"}
     warm, cold = cells["ilm-it-ii-q8-s0"], cells["ilm-it-ii-cold-q8-s0"]
     assert warm.depends == cold.depends and len(warm.depends) == 1  # one stage-1 model for both
     assert "warm_start.enabled=false" in cold.settings and "warm_start.enabled=false" not in warm.settings

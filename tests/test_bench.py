@@ -333,3 +333,19 @@ def test_the_start_line_counts_cells_left_out_by_only_apart_from_finished_ones()
 
     assert cell_counts(23, 19, 2, only=True) == "23 cells, 4 already done, 2 to run, 17 left for later (--only)"
     assert cell_counts(23, 19, 19, only=False) == "23 cells, 4 already done, 19 to run"
+
+
+def test_the_report_says_first_whether_the_primary_ilm_clears_the_learning_bars():
+    from types import SimpleNamespace
+
+    from itemlm.bench.tables import primary_headline
+
+    models = {"ilm-it-ii": {"SC_seen/item_description": (0.50, 0.0, 1), "SC_held/item_description": (0.35, 0.0, 1)},
+              "text-only": {"SC_seen/item_description": (0.64, 0.0, 1)}}
+    results = SimpleNamespace(aggregate=lambda bridge: models.get(bridge, {}),
+                              floors={"item_description": {"CF neighbour's reference": {"SC_text_held_out": 0.314}}})
+    config = BenchConfig(primary="ilm-it-ii", bridges=["ilm-it-ii", "text-only"], compare_with=["text-only"])
+    line = primary_headline(results, config)
+    assert "0.500 vs the text-only LLM's 0.640 (**below**)" in line and "0.350 vs the CF neighbour's reference 0.314 (above)" in line
+    models.pop("ilm-it-ii")
+    assert primary_headline(results, config) == ""  # no finished primary cell: nothing to say yet

@@ -25,7 +25,9 @@ from itemlm.bench.records import read_jsonl
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 from itemlm.bench.significance import comparison_section, verdicts
 from itemlm.bench.summaries import SummaryStore
-from itemlm.bench.tables import ABLATION_HEADER, ablation_rows, cells_section, examples_section, ranking_section, sc_section, subjects_section
+from itemlm.bench.tables import (
+    ABLATION_HEADER, ablation_rows, cells_section, examples_section, primary_headline, ranking_section, sc_section, subjects_section,
+)
 from itemlm.io import atomic_write_text
 
 
@@ -61,7 +63,8 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         sweep = [(f"{config.sweep_variant}, {q} quer{'y' if q == 1 else 'ies'}", config.sweep_variant, q) for q in config.for_dataset(dataset, "query_sweep")]
         compare_text, compare_data = comparison_section(results, config)
         claims = verdicts(compare_data, config)
-        lines += [f"## {dataset}", "", "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
+        headline = primary_headline(results, config)
+        lines += [f"## {dataset}", "", *([headline, ""] if headline else []), "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
                   subjects_section(results, config), "", "### Recommendation (OpenP5-style)", "", rank_text, ""]
         lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, variants)), ""]
         lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, sweep)), ""]

@@ -51,6 +51,24 @@ def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]
     return text, {"models": data, "floors": results.floors}
 
 
+def primary_headline(results: DatasetResults, config: BenchConfig, task: str = "item_description") -> str:
+    """The learning issue's two bars for the primary ILM, said before any table: above the text-only
+    LLM on text-seen subjects, above the CF neighbour's reference on text-held-out ones ("" without numbers)."""
+    primary, baseline = results.aggregate(config.primary), results.aggregate("text-only")
+    neighbour = results.floors.get(task, {}).get("CF neighbour's reference") or {}
+    seen, held = primary.get(f"SC_seen/{task}"), primary.get(f"SC_held/{task}")
+    if seen is None and held is None:
+        return ""
+    parts = []
+    if seen is not None and baseline.get(f"SC_seen/{task}") is not None:
+        bar = baseline[f"SC_seen/{task}"]
+        parts.append(f"text-seen subjects {fmt(seen)} vs the text-only LLM's {fmt(bar)} ({'above' if seen[0] > bar[0] else '**below**'})")
+    if held is not None and neighbour.get("SC_text_held_out") is not None:
+        bar = neighbour["SC_text_held_out"]
+        parts.append(f"text-held-out subjects {fmt(held)} vs the CF neighbour's reference {fmt(bar)} ({'above' if held[0] > bar else '**below**'})")
+    return f"**The primary ILM ({config.primary}), {task} SC:** " + "; ".join(parts) + "." if parts else ""
+
+
 def subjects_section(results: DatasetResults, config: BenchConfig) -> str:
     """names_title and SC per task split by subject: text-seen / text-held-out (the learning issue's bars)."""
     tasks = results.text_tasks()

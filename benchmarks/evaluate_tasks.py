@@ -98,6 +98,13 @@ def comparisons(ours: dict, theirs: dict) -> dict:
     return out
 
 
+def write_result(result: dict, out: Path | None, shown: dict | None = None) -> None:
+    """Write a script's numbers to `out` (atomically, when given) and print them (or the `shown` part)."""
+    if out:
+        atomic_write_text(out, json.dumps(result, indent=1))
+    print(json.dumps(result if shown is None else shown, indent=1))
+
+
 def scored_examples(run: Path) -> dict:
     """A run's per-example records: its full evaluation's, then any task scored on its own by this script."""
     path = run / "per_example.json"
@@ -130,10 +137,7 @@ def main() -> None:
     for other in args.against:
         result.setdefault("minus", {})[str(other)] = comparisons(per_example, scored_examples(other))
     result["per_example_sc"] = {t: {p: scores(r) for p, r in by.items() if "SC" in r} for t, by in per_example.items()}
-    text = json.dumps(result, indent=1)
-    if args.out:
-        atomic_write_text(args.out, text)
-    print(json.dumps({k: v for k, v in result.items() if k != "per_example_sc"}, indent=1))
+    write_result(result, args.out, shown={k: v for k, v in result.items() if k != "per_example_sc"})
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from evaluate_tasks import scored_examples  # this folder's script: a run's per-example records
+from evaluate_tasks import scored_examples, write_result  # this folder's script: a run's per-example records
 from torch import nn
 
-from itemlm.io import atomic_write_text
 
 VARIANTS = ("blank", "neighbour")
 
@@ -103,10 +102,7 @@ def main() -> None:
         model.bridge = bridge
         result[prompt_set] = row
     result["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        atomic_write_text(args.out, text)
-    print(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

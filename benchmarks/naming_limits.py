@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from evaluate_tasks import scored_examples  # this folder's script: a run's per-example records
+from evaluate_tasks import scored_examples, write_result  # this folder's script: a run's per-example records
 
-from itemlm.io import atomic_write_text
 
 
 def exact_fit(model, facts, seen: np.ndarray, config) -> np.ndarray:
@@ -124,10 +123,7 @@ def main() -> None:
         "names_title_title_fits": share(hits[fits[rows]]), "names_title_title_cut": share(hits[~fits[rows]]),
         "names_title_fits_exact_not_twin": share(hits[(fits & exact & ~twin)[rows]]),
     }
-    text = json.dumps(result, indent=1)
-    if args.out:
-        atomic_write_text(args.out, text)
-    print(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

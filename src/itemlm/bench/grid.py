@@ -69,23 +69,23 @@ class BenchConfig:
         unknown = [r for r in self.references if r not in REFERENCES]
         if unknown:
             raise InputError(f"unknown reference recommender '{unknown[0]}': expected some of {', '.join(REFERENCES)}")
-        for number in list(self.seeds) + list(self.sweep_seeds) + list(self.query_sweep):
-            if not isinstance(number, int) or number < 0:
-                raise InputError(f"seeds and query_sweep must be non-negative integers, got {number!r}")
         if not self.datasets:
             raise InputError("datasets is empty: name at least one (ml-100k, beauty or a prepared dataset)")
         for bridge, overrides in self.per_bridge.items():
             if bridge not in BENCH_BRIDGES or not isinstance(overrides, list):
                 raise InputError(f"per_bridge.{bridge}: expected one of {', '.join(BENCH_BRIDGES)} with a list of stage-2 key=value overrides")
+        counts = {"": [*self.seeds, *self.sweep_seeds, *self.query_sweep]}  # where -> seeds and query counts
         for dataset, own in self.per_dataset.items():
             if not isinstance(own, dict) or set(own) - set(PER_DATASET_KEYS):
                 raise InputError(f"per_dataset.{dataset} takes some of {', '.join(PER_DATASET_KEYS)}")
             unknown = [b for b in own.get("bridges", []) if b not in self.bridges]
             if unknown:
                 raise InputError(f"per_dataset.{dataset}.bridges: '{unknown[0]}' is not one of bridges (a dataset runs a subset of them)")
-            for number in list(own.get("seeds", [])) + list(own.get("query_sweep", [])):
+            counts[f"per_dataset.{dataset}: "] = [*own.get("seeds", []), *own.get("query_sweep", [])]
+        for where, numbers in counts.items():
+            for number in numbers:
                 if not isinstance(number, int) or number < 0:
-                    raise InputError(f"per_dataset.{dataset}: seeds and query_sweep must be non-negative integers, got {number!r}")
+                    raise InputError(f"{where}seeds and query_sweep must be non-negative integers, got {number!r}")
         for name in (self.primary, *self.compare_with):
             if name not in self.bridges:
                 raise InputError(f"'{name}' is compared in the report but is not one of bridges")

@@ -23,7 +23,7 @@ from itemlm.bench.markdown import table
 from itemlm.bench.plots import plot_curves, plot_sweep, plot_time_to_quality
 from itemlm.bench.records import read_jsonl
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
-from itemlm.bench.significance import comparison_section, verdicts
+from itemlm.bench.significance import comparison_section, verdict_lines, verdicts
 from itemlm.bench.summaries import SummaryStore
 from itemlm.bench.tables import (
     ABLATION_HEADER, ablation_rows, cells_section, examples_section, primary_headline, ranking_section, sc_section, subjects_section,
@@ -75,8 +75,11 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         if plot_time_to_quality(results, config, out / f"time-to-quality-{dataset}.png"):
             lines += [f"![validation names_title against training time](time-to-quality-{dataset}.png)", ""]
         lines += ["### Examples", "", Examples(examples_section(results, config)), ""]
-        lines += ["### Significance", "", compare_text, "", "### The paper's claims here", "", *(claims or ["Not enough finished cells yet."]), ""]
-        results_json["datasets"][dataset] = {"sc": sc_data, "recommendation": rank_data, "comparisons": compare_data, "claims": claims}
+        lines += ["### Significance", "", compare_text, "", "### The paper's claims here", "",
+                  *(verdict_lines(claims, config.bootstrap_resamples) or ["Not enough finished cells yet."]), ""]
+        # numbers and model ids only: the claims' sentences are in report.md
+        results_json["datasets"][dataset] = {"sc": sc_data, "recommendation": rank_data, "comparisons": compare_data,
+                                             "claims": [{"a": v["a"], "b": v["b"], "outcomes": v["outcomes"]} for v in claims]}
     lines += ["## Cells", "", cell_table, "", "## Config", "", "```yaml", yaml.safe_dump(asdict(config), sort_keys=False).strip(), "```", ""]
     atomic_write_text(out / "results.json", json.dumps(results_json, indent=2, default=float))
     report = out / "report.md"

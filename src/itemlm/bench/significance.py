@@ -44,8 +44,9 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
     return text, data
 
 
-def verdicts(comparisons: list[dict], config: BenchConfig) -> list[str]:
-    """One markdown bullet per paper claim, read off the paired comparisons (never written by hand)."""
+def verdicts(comparisons: list[dict], config: BenchConfig) -> list[dict]:
+    """Per paper claim with a finished comparison: the claim, its two models, and one outcome per
+    metric ("holds", "reversed" or "no significant difference"), read off the paired comparisons."""
     claims = [
         ("Stage-1 pre-training helps (ILM > ILM-rand)", config.primary, "ilm-rand"),
         ("The Q-Former beats a CoLLM-style MLP", config.primary, "mlp"),
@@ -60,17 +61,18 @@ def verdicts(comparisons: list[dict], config: BenchConfig) -> list[str]:
             claims.append((f"The warm start helps ({variant['bridge']} > {label})", variant["bridge"], label))
         else:
             claims.append((f"{variant['bridge']} beats itself with {changed} ({label})", variant["bridge"], label))
-    lines = []
+    found = []
     for claim, a, b in claims:
-        found = [c for c in comparisons if c["a"] == a and c["b"] == b]
-        if not found:
-            continue
-        parts = []
-        for c in found:
-            if c["p_value"] < 0.05:
-                word = "holds" if c["difference"] > 0 else "reversed"
-            else:
-                word = "no significant difference"
-            parts.append(f"{c['metric']}: {word} ({c['difference']:+.3f}, p {p_text(c['p_value'], config.bootstrap_resamples)})")
-        lines.append(f"- **{claim}** — " + "; ".join(parts))
-    return lines
+        measured = [c for c in comparisons if c["a"] == a and c["b"] == b]
+        if measured:
+            outcomes = {c["metric"]: ("no significant difference" if c["p_value"] >= 0.05 else "holds" if c["difference"] > 0 else "reversed")
+                        for c in measured}
+            found.append({"claim": claim, "a": a, "b": b, "outcomes": outcomes, "measured": measured})
+    return found
+
+
+def verdict_lines(found: list[dict], resamples: int) -> list[str]:
+    """One markdown bullet per claim: each metric's outcome with its difference and p-value."""
+    return ["- **{}** — {}".format(v["claim"], "; ".join(
+        f"{c['metric']}: {v['outcomes'][c['metric']]} ({c['difference']:+.3f}, p {p_text(c['p_value'], resamples)})" for c in v["measured"]))
+        for v in found]

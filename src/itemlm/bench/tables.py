@@ -57,8 +57,6 @@ def primary_headline(results: DatasetResults, config: BenchConfig, task: str = "
     primary, baseline = results.aggregate(config.primary), results.aggregate("text-only")
     neighbour = results.floors.get(task, {}).get("CF neighbour's reference") or {}
     seen, held = primary.get(f"SC_seen/{task}"), primary.get(f"SC_held/{task}")
-    if seen is None and held is None:
-        return ""
     parts = []
     if seen is not None and baseline.get(f"SC_seen/{task}") is not None:
         bar = baseline[f"SC_seen/{task}"]

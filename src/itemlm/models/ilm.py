@@ -31,6 +31,7 @@ from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device
 from itemlm.models.constrained import TitleTrie
+from itemlm.models.unknown_titles import UnknownTitles, unknown_items
 from itemlm.tasks.templates import find_placeholders
 
 IGNORE = -100
@@ -49,6 +50,7 @@ class PromptBatch:
     kinds: Tensor  # (keys,) 0 item, 1 user: the distinct placeholders of the batch
     cf: Tensor  # (keys, cf_dim) their CF vectors
     pooled: bool = False  # one vector per placeholder: the mean of the bridge's vectors (ranking prompts)
+    unknown: Tensor | None = None  # (keys,) bool: items whose title slots take the unknown-title vectors
 
     def to(self, device: torch.device | str, pin_memory: bool = True) -> "PromptBatch":
         """Copy to `device`. To a GPU the copies go through pinned host memory without blocking,
@@ -72,6 +74,10 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self._trie: TitleTrie | None = None
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
         self.no_repeat_ngram = NO_REPEAT_NGRAM  # greedy answers never repeat a 3-gram (decode.forbid_repeated_ngrams)
+        # learned vectors for the title slots of items whose text training never read (unknown_titles.py);
+        # `hide_all_titles` treats every item so (how those vectors train)
+        self.unknown_titles: UnknownTitles | None = None
+        self.hide_all_titles = False
 
     # ---------------------------------------------------------------- prompts -> embeddings
     def render_text_only(self, prompt: str) -> str:
@@ -176,6 +182,10 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
                 labels[row, end - len(answers[row]) : end] = torch.tensor(answers[row])
         item_rows = [index for kind, index in keys if kind == "item"]
         user_rows = [index for kind, index in keys if kind == "user"]
+        unknown = None
+        if self.unknown_titles is not None:
+            held_out = unknown_items(self.catalogue.items)
+            unknown = torch.tensor([kind == "item" and (self.hide_all_titles or bool(held_out[index])) for kind, index in keys], dtype=torch.bool)
         return PromptBatch(
             input_ids=input_ids,
             attention_mask=mask,
@@ -185,6 +195,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
             kinds=torch.tensor([0 if kind == "item" else 1 for kind, _ in keys], dtype=torch.long),
             cf=torch.as_tensor(np.concatenate([self.catalogue.item_vectors[item_rows], self.catalogue.user_vectors[user_rows]]), dtype=torch.float32),
             pooled=pooled,
+            unknown=unknown,
         )
 
     def embed(self, batch: PromptBatch) -> Tensor:
@@ -204,6 +215,8 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         # items and users were laid out in `collate` as: items first, then users
         with torch.autocast(embeds.device.type, dtype=torch.bfloat16, enabled=self.bridge_autocast):
             vectors = self.bridge(batch.cf, batch.kinds)
+        if self.unknown_titles is not None and batch.unknown is not None:
+            vectors = self.unknown_titles(vectors, batch.unknown)
         if batch.pooled:
             vectors = vectors.mean(1, keepdim=True)
         flat = vectors.reshape(-1, vectors.shape[-1]).to(embeds.dtype).index_select(0, batch.slot_sources)
@@ -262,6 +275,8 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         with atomic_folder(folder) as staging:
             save_bridge(self.bridge, staging, {"bridge": self.bridge_kind, "llm": llm, **(meta or {})})
             self.catalogue.save(staging)
+            if self.unknown_titles is not None:
+                self.unknown_titles.save(staging)
             if self.ranker is not None:
                 self.ranker.save_pretrained(staging / "ranking")
         return folder
@@ -280,6 +295,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         if bridge is not None:
             bridge.eval()
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
+        model.unknown_titles = UnknownTitles.load(folder) if bridge is not None else None
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker
 

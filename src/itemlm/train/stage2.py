@@ -53,6 +53,7 @@ from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoi
 from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
+from itemlm.train.unknown_titles import UnknownTitlesConfig, train_unknown_titles
 from itemlm.train.update import update_parameters
 from itemlm.train.warm_start import TitleAnchor, WarmStartConfig, profile_targets, tag_accuracy, title_targets, warm_start_bridge
 from itemlm.variants import BRIDGES
@@ -89,6 +90,7 @@ class Stage2Config:
     shard_llm: bool = False  # distributed runs: shard the LLM's decoder layers over the processes (FSDP2)
     system_prompt: str | None = ""  # "": an empty system message (SmolLM2's default costs ~20 tokens a row); None: the template's default
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    unknown_titles: UnknownTitlesConfig = field(default_factory=UnknownTitlesConfig)  # after training: what to read for items never read about
     ranking: RankingConfig = field(default_factory=RankingConfig)  # ranking mode: retriever + LLM over candidates (itemlm.rank)
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     curriculum: list = field(default_factory=list)  # phases {steps, task_weights} over the first steps (itemlm.tasks.curriculum)
@@ -433,7 +435,13 @@ def train_stage2(
 
     trained = accelerator.unwrap_model(bridge) if bridge is not None else None
     model.bridge = trained
-    calibration = None
+    calibration, unknown_report = None, None
+    if trained is not None and config.unknown_titles.steps:  # before calibration: ranking prompts read them too
+        unknown_report = train_unknown_titles(
+            model, samples_by_task, config.unknown_titles, trained.num_tokens - config.warm_start.tag_tokens, seed=config.seed,
+            max_target_tokens=config.max_target_tokens, progress=progress,
+        )
+        clock += unknown_report["seconds"]
     if ranker is not None and config.ranking.calibrate:  # the head fitted on rows the bridge never read
         if trained is not None:
             trained.eval()
@@ -455,6 +463,8 @@ def train_stage2(
         report["warm_start"] = warm_report
     if calibration is not None:
         report["ranking_calibration"] = calibration
+    if unknown_report is not None:
+        report["unknown_titles"] = unknown_report
     if probe is not None:
         plot_learning_curves({config.name: read_curve(out / "metrics.jsonl")}, out / "curves.png")
     if evaluate:

@@ -64,10 +64,10 @@ def main() -> None:
     trained = ItemLanguageModel.from_pretrained(args.run / "model", dtype=resolve_dtype(config.llm_dtype))  # as in stage 2
     title_slots = trained.bridge.num_tokens - config.warm_start.tag_tokens
     model = ItemLanguageModel.from_pretrained(args.run / "model", dtype=config.eval_dtype)  # as the run's evaluation
-    result["curve"], done = [], 0
+    train_by_task, result["curve"], done = group_by_task(train), [], 0
     for steps in sorted(args.steps):
         phase = UnknownTitlesConfig(steps=steps - done, batch_size=args.batch_size, learning_rate=args.learning_rate)
-        training = train_unknown_titles(trained, group_by_task(train), phase, title_slots, seed=args.seed + done,
+        training = train_unknown_titles(trained, train_by_task, phase, title_slots, seed=args.seed + done,
                                         max_target_tokens=config.max_target_tokens, keep_going=done > 0)
         done = steps
         model.unknown_titles = trained.unknown_titles  # the catalogue's text-held-out items read them

@@ -26,6 +26,9 @@ class Catalogue:
 
     def __post_init__(self):
         self.titles = [display_title(row) for row in self.items.to_dict("records")]
+        # per item: training never read its text (older catalogues without the column: none)
+        held = self.items["text_held_out"] if "text_held_out" in self.items else np.zeros(len(self.items), dtype=bool)
+        self.text_held_out = np.asarray(held, dtype=bool)
 
     @property
     def num_items(self) -> int:

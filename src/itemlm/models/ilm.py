@@ -31,7 +31,7 @@ from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device
 from itemlm.models.constrained import TitleTrie
-from itemlm.models.unknown_titles import UnknownTitles, unknown_items
+from itemlm.models.unknown_titles import UnknownTitles
 from itemlm.tasks.templates import find_placeholders
 
 IGNORE = -100
@@ -184,7 +184,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         user_rows = [index for kind, index in keys if kind == "user"]
         unknown = None
         if self.unknown_titles is not None:
-            held_out = unknown_items(self.catalogue.items)
+            held_out = self.catalogue.text_held_out
             unknown = torch.tensor([kind == "item" and (self.hide_all_titles or bool(held_out[index])) for kind, index in keys], dtype=torch.bool)
         return PromptBatch(
             input_ids=input_ids,
@@ -295,7 +295,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         if bridge is not None:
             bridge.eval()
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
-        model.unknown_titles = UnknownTitles.load(folder) if bridge is not None else None
+        model.unknown_titles = UnknownTitles.load(folder)
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker
 

@@ -6,14 +6,13 @@ to describe a film that does not exist. With `UnknownTitles`, such an item's tit
 learned vectors instead; its tag slots, which the bridge computes from the CF vector, stay. The
 vectors are trained on text-seen items with every title hidden (`itemlm.train.unknown_titles`),
 so the LLM learns to describe an item from what its CF vector says about it. Which items are
-unknown is the catalogue's `text_held_out` column: a model knows which items' text it read.
+unknown is the catalogue's `text_held_out`: a model knows which items' text it read.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,10 +63,3 @@ class UnknownTitles(nn.Module):
         module = cls(vectors.shape[0], vectors.shape[1])
         module.vectors.data.copy_(vectors)
         return module
-
-
-def unknown_items(items) -> np.ndarray:
-    """Boolean per item: its text was held out of training (False everywhere without the column)."""
-    if "text_held_out" not in items:
-        return np.zeros(len(items), dtype=bool)
-    return items["text_held_out"].to_numpy(dtype=bool)

@@ -2,6 +2,7 @@
 whole tiny bench run twice (the second time from its summaries alone)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -349,3 +350,65 @@ def test_the_report_says_first_whether_the_primary_ilm_clears_the_learning_bars(
     assert "0.500 vs the text-only LLM's 0.640 (**below**)" in line and "0.350 vs the CF neighbour's reference 0.314 (above)" in line
     models.pop("ilm-it-ii")
     assert primary_headline(results, config) == ""  # no finished primary cell: nothing to say yet
+
+
+# ------------------------------------------------------------------ --status
+
+
+def test_status_reads_each_cells_state_and_estimates_the_rest_from_finished_cells(tmp_path):
+    import fcntl
+    import os
+    import time
+
+    from itemlm.bench.records import write_record
+    from itemlm.bench.status import grid_status
+    from itemlm.bench.summaries import SummaryStore
+
+    config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}", f"summaries_dir={tmp_path / 'sums'}"])
+    cells = plan_cells(config)
+    stage2 = [c for c in cells if c.kind == "stage2"]
+    summarized, interrupted, evaluating, failed = stage2[0], stage2[1], stage2[2], cells[0]
+    store = SummaryStore(config.summaries)
+    store.path(summarized).parent.mkdir(parents=True)
+    store.path(summarized).write_text(json.dumps({"version": 1, "id": summarized.id, "record": {"seconds": 600.0, "peak_rss_gb": 4.5}}))
+    run = interrupted.folder(config.out) / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"steps": 1415, "warm_start": {"steps": 0}}))
+    (run / "checkpoints" / "latest").write_text("step-0000300")
+    (interrupted.folder(config.out) / "log.txt").write_text("...")
+    (evaluating.folder(config.out) / "run" / "evaluation-parts").mkdir(parents=True)
+    for part in ("item_title-seen", "item_title-unseen", "sequential-seen"):
+        (evaluating.folder(config.out) / "run" / "evaluation-parts" / f"{part}.json").write_text("{}")
+    write_record(failed, config.out, "failed", 12.0, 1.0, error="RuntimeError: out of memory")
+
+    status = {s.cell.id: s for s in grid_status(config).cells}
+    assert (status[summarized.id].state, status[summarized.id].seconds, status[summarized.id].peak_gb) == ("finished", 600.0, 4.5)
+    assert status[interrupted.id].state == "interrupted"  # no bench holds the folder
+    assert status[interrupted.id].progress == "training: step 300 / 1415 checkpointed"
+    assert status[evaluating.id].progress == "evaluating: 3 parts done"
+    assert (status[failed.id].state, status[failed.id].progress, status[failed.id].seconds) == ("failed", "RuntimeError: out of memory", 12.0)
+    assert all(status[c.id].state == "not started" for c in cells if c.id not in {summarized.id, interrupted.id, evaluating.id, failed.id})
+    grid = grid_status(config)
+    # the one finished stage-2 cell stands for every unfinished stage-2 cell of its dataset; the rest have nothing to go by
+    assert grid.seconds_left == pytest.approx(600.0 * (len(stage2) - 1))
+    assert grid.cells_not_estimated == len(cells) - len(stage2) and not grid.bench_running
+
+    with open(config.out / ".lock", "w") as held:  # a bench writes into the folder: the cell with a fresh log is the running one
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        now = {s.cell.id: s for s in grid_status(config).cells}
+        assert now[interrupted.id].state == "running" and grid_status(config).bench_running
+        stale = time.time() - 3600
+        os.utime(interrupted.folder(config.out) / "log.txt", (stale, stale))
+        assert {s.cell.id: s for s in grid_status(config).cells}[interrupted.id].state == "interrupted"
+    assert not grid_status(config).bench_running  # and --status never held the lock itself
+
+
+def test_cli_status_prints_the_grid_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "itemlm.cli", "bench", "bench-quick", f"output_dir={out}",
+                          f"summaries_dir={tmp_path / 'sums'}", "--status"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"})
+    assert run.returncode == 0, run.stderr
+    cells = plan_cells(load_config(BenchConfig, "bench-quick", [f"output_dir={out}"]))
+    assert all(cell.id.split("/", 1)[1] in run.stdout for cell in cells)
+    assert f"{len(cells)} cells: {len(cells)} not started" in run.stdout
+    assert not out.exists() and not (tmp_path / "sums").exists()

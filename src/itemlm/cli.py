@@ -364,6 +364,7 @@ def bench(
     reuse: Optional[list[Path]] = typer.Option(None, help="Another bench folder whose finished identical cells are copied in."),
     report_only: bool = typer.Option(False, help="Rebuild report.md and results.json from finished cells; run nothing."),
     only: Optional[list[str]] = typer.Option(None, help="Run only the cells whose id matches this pattern (repeatable), e.g. '*stage2-mlp-s0-*', and what they need."),
+    status: bool = typer.Option(False, "--status", help="Show each cell's state (finished, running, interrupted, ...) and the compute left; run nothing, write nothing."),
 ):
     """Run the paper's experiments as a resumable grid and write results/<name>/report.md."""
     from itemlm.bench.grid import BenchConfig
@@ -371,6 +372,11 @@ def bench(
     from itemlm.config import load_config
 
     settings = load_config(BenchConfig, "bench-quick" if quick else config, overrides or [])
+    if status:
+        from itemlm.bench.status import print_status
+
+        print_status(settings, console)
+        return
     report = run_bench(settings, workers=workers, console=console, run=not report_only, reuse=reuse or [], only=only or [])
     console.print(f"report: {report}")
 

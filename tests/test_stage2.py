@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from itemlm.chat.session import ChatSession
+from itemlm.errors import InputError
 from itemlm.config import load_config
 from itemlm.models.bridges import freeze_unused
 from itemlm.models.ilm import ItemLanguageModel
@@ -112,6 +113,11 @@ def test_mlp_and_text_only_bridges_train_and_save(tiny_llm_folder, data_home, tm
         model = ItemLanguageModel.from_pretrained(folder)
         assert model.bridge_kind == bridge
         assert isinstance(model.describe(0, max_new_tokens=4), str)
+        named = model.name([0, 3])  # always a catalogue title, with its log-probability
+        assert [len(n) for n in named] == [3, 3] and all(model.catalogue.titles[i] == t and s <= 0 for i, t, s in named)
+        assert model.name([]) == []
+        with pytest.raises(InputError, match="item 99999 is not in the catalogue"):
+            model.name([99999])
 
 
 def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, data_home, tmp_path):

@@ -124,11 +124,14 @@ def run_demo(data_home: Path | None = None, console: Console | None = None, runs
     chosen = example_items(dataset.items)
     answers = model.generate([EXAMPLE_PROMPT.format(item=i) for i in chosen], max_new_tokens=24)
     descriptions = model.generate([DESCRIBE_PROMPT.format(item=i) for i in chosen], max_new_tokens=40)
-    for item, answer, description in zip(chosen, answers, descriptions):
+    named = model.name(chosen)  # the same question answered within the catalogue's titles
+    for item, answer, (_, catalogue_title, _), description in zip(chosen, answers, named, descriptions):
         truth = model.catalogue.titles[item]
         mark = "[green]names it[/]" if names_title(answer, truth) else "[red]misses[/]"
+        within = "[green]names it[/]" if catalogue_title == truth else "[red]misses[/]"
         kind = "text held out" if held[item] else "text seen"
-        console.print(f"   item {item} ({kind}; truth: {truth})\n     title? {answer!r}  {mark}\n     about? {description!r}")
+        console.print(f"   item {item} ({kind}; truth: {truth})\n     title? {answer!r}  {mark}\n"
+                      f"     title, within the catalogue? {catalogue_title!r}  {within}\n     about? {description!r}")
     history = split.train_sequences()[0][-5:].tolist()
     recs = model.recommend(history=history, k=5)
     how = "ranking mode: the retriever's candidates ordered by the LLM" if model.ranker is not None else "constrained decoding"

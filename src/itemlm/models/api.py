@@ -53,7 +53,7 @@ class ItemLanguageAPI:
         the title of <item>?") answered by beam search over the catalogue's titles, top 1, as
         (item, title, log-probability). A free answer can misread a token or have to finish a title
         longer than the bridge's title vectors; this one is always a real title, and on the
-        bench's MLP cell it names 0.88-0.89 of text-seen items where greedy answers name 0.76-0.77
+        bench's MLP cells it names 0.86-0.89 of text-seen items where greedy answers name 0.76-0.79
         (docs/benchmarks.md, "Naming within the catalogue"). An item whose text training never
         read gets the title its vectors are closest to, usually another item's."""
         for item in items:

@@ -357,7 +357,6 @@ def test_the_report_says_first_whether_the_primary_ilm_clears_the_learning_bars(
 
 def test_status_reads_each_cells_state_and_estimates_the_rest_from_finished_cells(tmp_path):
     import fcntl
-    import os
     import time
 
     from itemlm.bench.records import write_record

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from itemlm.chat.session import ChatSession
-from itemlm.errors import InputError
 from itemlm.config import load_config
+from itemlm.errors import InputError
 from itemlm.models.bridges import freeze_unused
 from itemlm.models.ilm import ItemLanguageModel
 from itemlm.train.stage2 import (

@@ -71,7 +71,7 @@ def training_progress(run: Path) -> str:
         done = len(list(parts.glob("*.json")))
         return f"evaluating: {done} part{'s' if done != 1 else ''} done"
     latest = run / "checkpoints" / "latest"
-    total = read_json(run / "config.json").get("steps") if (run / "config.json").exists() else None
+    total = read_json(run / "config.json").get("steps")  # {} before the recipe wrote it
     of_total = f" / {total}" if isinstance(total, int) and total > 0 else ""
     if latest.exists():
         name = latest.read_text().strip()

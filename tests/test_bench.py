@@ -360,7 +360,7 @@ def test_status_reads_each_cells_state_and_estimates_the_rest_from_finished_cell
     import time
 
     from itemlm.bench.records import write_record
-    from itemlm.bench.status import grid_status
+    from itemlm.bench.status import grid_status, training_progress
     from itemlm.bench.summaries import SummaryStore
 
     config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}", f"summaries_dir={tmp_path / 'sums'}"])
@@ -375,6 +375,10 @@ def test_status_reads_each_cells_state_and_estimates_the_rest_from_finished_cell
     (run / "config.json").write_text(json.dumps({"steps": 1415, "warm_start": {"steps": 0}}))
     (run / "checkpoints" / "latest").write_text("step-0000300")
     (interrupted.folder(config.out) / "log.txt").write_text("...")
+    assert training_progress(run) == "training: step 300 / 1415 checkpointed"
+    (run / "model").mkdir()  # saved at the end of training: evaluation follows, before any part is written
+    assert training_progress(run) == "trained; evaluating: 0 parts done"
+    (run / "model").rmdir()
     (evaluating.folder(config.out) / "run" / "evaluation-parts").mkdir(parents=True)
     for part in ("item_title-seen", "item_title-unseen", "sequential-seen"):
         (evaluating.folder(config.out) / "run" / "evaluation-parts" / f"{part}.json").write_text("{}")
@@ -384,7 +388,7 @@ def test_status_reads_each_cells_state_and_estimates_the_rest_from_finished_cell
     assert (status[summarized.id].state, status[summarized.id].seconds, status[summarized.id].peak_gb) == ("finished", 600.0, 4.5)
     assert status[interrupted.id].state == "interrupted"  # no bench holds the folder
     assert status[interrupted.id].progress == "training: step 300 / 1415 checkpointed"
-    assert status[evaluating.id].progress == "evaluating: 3 parts done"
+    assert status[evaluating.id].progress == "trained; evaluating: 3 parts done"
     assert (status[failed.id].state, status[failed.id].progress, status[failed.id].seconds) == ("failed", "RuntimeError: out of memory", 12.0)
     assert all(status[c.id].state == "not started" for c in cells if c.id not in {summarized.id, interrupted.id, evaluating.id, failed.id})
     grid = grid_status(config)

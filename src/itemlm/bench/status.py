@@ -30,7 +30,7 @@ RECENT_SECONDS = 600
 class CellStatus:
     cell: Cell
     state: str  # finished | running | interrupted | failed | not started
-    progress: str = ""  # e.g. "training: step 300 / 1415 checkpointed", "evaluating: 7 parts done"
+    progress: str = ""  # e.g. "training: step 300 / 1415 checkpointed", "trained; evaluating: 7 parts done"
     seconds: float | None = None  # compute recorded for it (a finished cell's time, or earlier attempts')
     peak_gb: float | None = None
 
@@ -67,9 +67,9 @@ def bench_is_running(bench_out: Path) -> bool:
 def training_progress(run: Path) -> str:
     """How far a stage-1/stage-2 run folder got: evaluation parts, else its last checkpoint."""
     parts = run / "evaluation-parts"
-    if parts.is_dir():
+    if parts.is_dir() or (run / "model").is_dir():  # the model is saved once training ends, before evaluation
         done = len(list(parts.glob("*.json")))
-        return f"evaluating: {done} part{'s' if done != 1 else ''} done"
+        return f"trained; evaluating: {done} part{'s' if done != 1 else ''} done"
     latest = run / "checkpoints" / "latest"
     total = read_json(run / "config.json").get("steps")  # {} before the recipe wrote it
     of_total = f" / {total}" if isinstance(total, int) and total > 0 else ""

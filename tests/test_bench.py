@@ -406,6 +406,27 @@ def test_status_reads_each_cells_state_and_estimates_the_rest_from_finished_cell
     assert not grid_status(config).bench_running  # and --status never held the lock itself
 
 
+def test_an_attempt_killed_without_a_record_still_counts_its_time(tmp_path):
+    from itemlm.bench.records import cell_record, start_record, write_record
+
+    config = load_config(BenchConfig, "bench-quick", [f"output_dir={tmp_path / 'out'}"])
+    cell = next(c for c in plan_cells(config) if c.kind == "stage2")
+    folder = cell.folder(config.out)
+    folder.mkdir(parents=True)
+    start_record(cell, config.out)
+    assert cell_record(folder)["status"] == "running"
+    (folder / "log.txt").write_text("step 100 ...")  # the attempt logs, then is killed: no record of its own
+    started = cell_record(folder)["started_at"]
+    os.utime(folder / "log.txt", (started + 600, started + 600))
+    start_record(cell, config.out)  # the next session resumes the cell
+    assert (cell_record(folder)["seconds"], cell_record(folder)["attempts"]) == (600.0, 1)
+    write_record(cell, config.out, "done", 50.0, 2.0)
+    assert (cell_record(folder)["seconds"], cell_record(folder)["attempts"], cell_record(folder)["status"]) == (650.0, 2, "done")
+    start_record(cell, config.out)  # a finished cell started again (its result gone) counts afresh
+    write_record(cell, config.out, "done", 30.0, 1.0)
+    assert (cell_record(folder)["seconds"], cell_record(folder)["attempts"]) == (30.0, 1)
+
+
 def test_cli_status_prints_the_grid_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "itemlm.cli", "bench", "bench-quick", f"output_dir={out}",

@@ -39,6 +39,29 @@ def is_done(cell: Cell, bench_out: Path) -> bool:
     return cell_record(folder).get("status") == "done" and (folder / RESULT_FILE[cell.kind]).exists()
 
 
+def start_record(cell: Cell, bench_out: Path) -> None:
+    """Mark the cell running before an attempt starts.
+
+    A record still marked running belongs to an attempt that was killed (a session ending, a
+    reboot) before it could write its own: that attempt's time, from its start to the last write
+    to the cell's log, is added to the cell's cost and it counts as an attempt. Its peak memory
+    is unknown and is not guessed.
+    """
+    folder = cell.folder(bench_out)
+    previous = cell_record(folder)
+    if not previous or previous.get("status") == "done":
+        atomic_write_text(folder / "cell.json", json.dumps({"id": cell.id, "status": "running", "started_at": time.time()}, indent=2))
+        return
+    seconds, attempts = previous.get("seconds", 0.0), previous.get("attempts", 0)
+    log = folder / "log.txt"
+    if previous.get("status") == "running" and "started_at" in previous:
+        attempts += 1
+        if log.exists():
+            seconds += max(0.0, log.stat().st_mtime - previous["started_at"])
+    record = {**previous, "status": "running", "seconds": round(seconds, 1), "attempts": attempts, "started_at": time.time()}
+    atomic_write_text(folder / "cell.json", json.dumps(record, indent=2))
+
+
 def write_record(cell: Cell, bench_out: Path, status: str, seconds: float, peak_rss_gb: float | None, **extra) -> None:
     """Write the cell's `cell.json` after an attempt, adding to the time and attempts of earlier ones."""
     folder = cell.folder(bench_out)

@@ -26,7 +26,7 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from itemlm.bench.grid import BenchConfig, Cell, plan_cells
-from itemlm.bench.records import RESULT_FILE, is_done, write_record
+from itemlm.bench.records import RESULT_FILE, is_done, start_record, write_record
 from itemlm.bench.report import write_report
 from itemlm.bench.summaries import SummaryStore
 from itemlm.config import load_config
@@ -152,6 +152,7 @@ def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfi
                 pending.remove(cell)
                 folder = cell.folder(bench_out)
                 folder.mkdir(parents=True, exist_ok=True)
+                start_record(cell, bench_out)  # before the log is touched: a killed attempt's time is read from it
                 log = open(folder / "log.txt", "a")
                 process = subprocess.Popen(stage_command(cell, cells, config, bench_out), stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[process.pid] = Running(cell, process, time.perf_counter(), log)

@@ -138,11 +138,12 @@ def test_the_closed_form_also_gives_users_vectors_that_read_as_their_profiles(ti
     assert reports[True]["token_accuracy"] > 0.9  # the items keep their fit
 
 
-@pytest.mark.parametrize("bridge_kind", ["mlp", "ilm-rand"])
-def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(bridge_kind, tiny_llm_folder, data_home, tmp_path):
+@pytest.mark.parametrize("bridge_kind, adapter", [("mlp", "shared"), ("ilm-rand", "shared"), ("ilm-rand", "all-query")])
+def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(bridge_kind, adapter, tiny_llm_folder, data_home, tmp_path):
+    from itemlm.models.bridges import load_bridge, save_bridge
     from itemlm.train.stage2 import build_bridge
 
-    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", bridge=bridge_kind, mlp_tokens=4, num_queries=4)
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", bridge=bridge_kind, mlp_tokens=4, num_queries=4, qformer_adapter=adapter)
     dataset, _, cf, llm, catalogue = load_everything(config, "float32")
     torch.manual_seed(0)
     bridge = build_bridge(config, cf.dim, 1.0 / float(np.std(cf.item_vectors)), llm)
@@ -155,16 +156,24 @@ def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(brid
     before, before_loss = regression.token_accuracy(outputs, rows), float(regression(outputs, rows))
     report = warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=0), progress=False)
     assert report["steps"] == 0 and report["solved"]["token_accuracy"] == report["token_accuracy"]
-    if bridge_kind == "mlp":  # one wide vector per item in the head: it interpolates
+    writes_apart = bridge_kind == "mlp" or adapter == "all-query"
+    if writes_apart:  # one wide vector per item in the head: it interpolates
         assert report["token_accuracy"] > 0.95 and report["loss"] < 0.05
     else:  # one linear map shared by the query tokens: the best linear readout, no more
         assert report["loss"] < 0.9 * before_loss and report["token_accuracy"] > before
+    if bridge_kind != "mlp":  # the fitted adapter comes back from disk as it was saved
+        save_bridge(bridge, tmp_path / "saved", {"bridge": bridge_kind, "adapter": adapter})
+        loaded, _ = load_bridge(tmp_path / "saved", llm.hidden_size)
+        bridge.eval(), loaded.eval()
+        with torch.no_grad():
+            cf_batch, kinds = torch.as_tensor(cf.item_vectors[items[:5]]), torch.zeros(5, dtype=torch.long)
+            assert loaded.adapter_kind == adapter and torch.allclose(loaded(cf_batch, kinds), bridge(cf_batch, kinds), atol=1e-5)
     # tag slots with their own ridge: applied where the head writes each vector apart (the MLP's);
     # a head shared by query tokens cannot separate them, so the preset's setting leaves it on the common ridge
     facts = ItemFacts.from_dataset(dataset, "movies")
     tagged = title_targets(llm, items, catalogue.titles, num_tokens=bridge.num_tokens, tags=facts.tags, tag_tokens=2)
     report = warm_start_bridge(bridge, cf.item_vectors, tagged, WarmStartConfig(enabled=True, steps=0, tag_tokens=2, tag_ridge=10.0), progress=False)
-    assert report["solved"]["tag_ridge_applied"] is (bridge_kind == "mlp")
+    assert report["solved"]["tag_ridge_applied"] is writes_apart
 
 
 def test_tag_slots_hold_the_genres_and_carry_over_to_held_out_items(tiny_llm_folder, data_home, tmp_path):
@@ -232,3 +241,24 @@ def test_an_empty_system_prompt_replaces_the_templates_default(tiny_llm_folder):
     llm.system_prompt = "Be brief."
     assert "Be brief." in llm.format_chat([{"role": "user", "content": "Hi"}])
     assert llm.format_chat([{"role": "system", "content": "Mine"}, {"role": "user", "content": "Hi"}]).count("Be brief.") == 0
+
+
+def test_an_unknown_qformer_adapter_is_refused_naming_the_field(tiny_llm_folder, data_home, tmp_path):
+    with pytest.raises(Exception, match="qformer_adapter.*shared, all-query"):
+        tiny_config(tiny_llm_folder, data_home, tmp_path / "run", qformer_adapter="per-token")
+
+
+def test_a_frozen_qformer_without_dropout_leaves_only_the_adapter_to_train(tiny_llm_folder, data_home, tmp_path):
+    from itemlm.models.bridges import trainable_parameters
+    from itemlm.train.stage2 import build_bridge
+
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", qformer_adapter="all-query", qformer_dropout=0.0, freeze_qformer=True)
+    _, _, cf, llm, _ = load_everything(config, "float32")
+    bridge = build_bridge(config, cf.dim, 1.0, llm)
+    assert {id(p) for p in trainable_parameters(bridge)} == {id(p) for p in bridge.adapter.parameters()}
+    assert bridge.qformer.config.dropout == 0.0
+    bridge.train()  # in training mode too, the same vectors twice: no dropout left anywhere
+    cf_batch, kinds = torch.as_tensor(cf.item_vectors[:3]), torch.zeros(3, dtype=torch.long)
+    assert torch.equal(bridge(cf_batch, kinds), bridge(cf_batch, kinds))
+    with pytest.raises(Exception, match="qformer_dropout"):
+        tiny_config(tiny_llm_folder, data_home, tmp_path / "run", qformer_dropout=1.5)

@@ -1,6 +1,7 @@
 """Bridges: how an item (or a user) becomes vectors in the frozen LLM's input.
 
-    ilm        the stage-1 Q-Former's query outputs -> `LinearAdapter` -> Q vectors (the paper)
+    ilm        the stage-1 Q-Former's query outputs -> `LinearAdapter` -> Q vectors (the paper);
+               `adapter="all-query"` reads all Q outputs of an item at once instead (see `ADAPTERS`)
     ilm-rand   the same, with a randomly initialized Q-Former (no stage 1)
     mlp        CoLLM-style: CF vector -> two-layer MLP -> `num_tokens` vectors
     text-only  no vectors at all: the prompt names items by title (what a plain LLM gets)
@@ -27,12 +28,24 @@ from itemlm.variants import BRIDGES
 
 
 
-class LinearAdapter(nn.Module):
-    """One linear map from the Q-Former's hidden size to the LLM's (the paper's adapter)."""
+ADAPTERS = ("shared", "all-query")
+"""How the Q-Former's query outputs become LLM vectors:
 
-    def __init__(self, in_dim: int, llm_hidden: int, output_scale: float = 1.0):
+    shared     one linear map applied to each query output (the paper's adapter): hidden -> LLM size
+    all-query  one linear map from all of an item's query outputs to all of its vectors:
+               Q x hidden -> Q x LLM size. Each vector gets its own columns, as the MLP's do, so
+               the warm start's closed form can write titles as well as the MLP's head (nearest-token
+               accuracy 0.94 on ML-100K, the shared map 0.11: benchmarks/qformer_head_fit.py), and
+               the stage-1 Q-Former need not be rewritten by gradient steps to get there.
+"""
+
+
+class LinearAdapter(nn.Module):
+    """One linear map into the LLM's hidden size (to `out_dim`, a multiple of it for all-query)."""
+
+    def __init__(self, in_dim: int, out_dim: int, output_scale: float = 1.0):
         super().__init__()
-        self.proj = nn.Linear(in_dim, llm_hidden)
+        self.proj = nn.Linear(in_dim, out_dim)
         # Start the outputs at the typical norm of the LLM's own token embeddings.
         nn.init.normal_(self.proj.weight, std=output_scale / in_dim**0.5)
         nn.init.zeros_(self.proj.bias)
@@ -42,21 +55,29 @@ class LinearAdapter(nn.Module):
 
 
 class QFormerBridge(nn.Module):
-    def __init__(self, qformer: ItemQFormer, llm_hidden: int, output_scale: float = 1.0):
+    def __init__(self, qformer: ItemQFormer, llm_hidden: int, output_scale: float = 1.0, adapter: str = "shared"):
         super().__init__()
-        self.qformer = qformer
-        self.adapter = LinearAdapter(qformer.config.hidden, llm_hidden, output_scale)
+        if adapter not in ADAPTERS:
+            raise InputError(f"unknown Q-Former adapter '{adapter}' (expected one of {', '.join(ADAPTERS)})")
+        self.qformer, self.llm_hidden, self.adapter_kind = qformer, llm_hidden, adapter
+        hidden, queries = qformer.config.hidden, qformer.config.num_queries
+        if adapter == "shared":
+            self.adapter = LinearAdapter(hidden, llm_hidden, output_scale)
+        else:
+            self.adapter = LinearAdapter(queries * hidden, queries * llm_hidden, output_scale)
 
     @property
     def num_tokens(self) -> int:
         return self.qformer.config.num_queries
 
     def forward(self, cf: Tensor, kind: Tensor) -> Tensor:
-        return self.adapter(self.head_inputs(cf, kind))
+        return self.adapter(self.head_inputs(cf, kind)).view(cf.shape[0], self.num_tokens, self.llm_hidden)
 
     def head_inputs(self, cf: Tensor, kind: Tensor) -> Tensor:
-        """What the last linear layer (`head`) reads: [B, num_queries, hidden] query outputs."""
-        return self.qformer.encode_items(cf, kind)
+        """What the last linear layer (`head`) reads: [B, num_queries, hidden] query outputs, or
+        [B, num_queries * hidden] for the all-query adapter."""
+        query = self.qformer.encode_items(cf, kind)
+        return query if self.adapter_kind == "shared" else query.flatten(1)
 
     @property
     def head(self) -> nn.Linear:
@@ -133,7 +154,7 @@ def load_bridge(folder: Path, llm_hidden: int) -> tuple[nn.Module | None, dict]:
             bridge = MLPBridge(meta["cf_dim"], llm_hidden, meta["num_tokens"], meta["mlp_hidden"], meta["cf_scale"])
             bridge.load_state_dict(state)
         else:
-            bridge = QFormerBridge(ItemQFormer.from_pretrained(folder / "qformer"), llm_hidden)
+            bridge = QFormerBridge(ItemQFormer.from_pretrained(folder / "qformer"), llm_hidden, adapter=meta.get("adapter", "shared"))
             bridge.adapter.load_state_dict({k.removeprefix("adapter."): v for k, v in state.items()})
     except (KeyError, TypeError, RuntimeError) as error:  # a field missing from bridge.json, weights of another shape
         detail = str(error).splitlines()[0][:160]

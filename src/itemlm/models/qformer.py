@@ -20,7 +20,7 @@ Costs about 7M parameters at MiniLM size.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -269,6 +269,13 @@ class ItemQFormer(nn.Module):
         return QFormerOutput(x[:, :nq] if nq else None, x[:, nq:] if input_ids is not None else None)
 
     # -- convenience ----------------------------------------------------------------------------
+
+    def set_dropout(self, p: float) -> None:
+        """Use dropout probability `p` everywhere from now on (recorded in the config it saves)."""
+        self.config = replace(self.config, dropout=p)
+        for module in self.modules():
+            if isinstance(getattr(module, "dropout", None), float):
+                module.dropout = p
 
     def encode_items(self, cf: Tensor, kind: Tensor | None = None) -> Tensor:
         """[B, num_queries, hidden] item-language vectors: what stage 2 feeds to the adapter."""

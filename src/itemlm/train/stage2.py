@@ -35,7 +35,7 @@ from itemlm.eval.curves import plot_learning_curves, read_curve
 from itemlm.eval.validation import ValidationProbe
 from itemlm.errors import FieldError, InputError
 from itemlm.io import atomic_write_text, folder_digest
-from itemlm.models.bridges import MLPBridge, QFormerBridge, count_parameters, freeze_unused
+from itemlm.models.bridges import ADAPTERS, MLPBridge, QFormerBridge, count_parameters, freeze_unused
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.ilm import ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
@@ -76,6 +76,9 @@ class Stage2Config:
     stage1_model: str | None = None  # the stage-1 Q-Former folder (bridge=ilm)
     random_qformer_layers: int = 2  # size of the ilm-rand Q-Former (MiniLM config, random weights)
     num_queries: int = 8  # ilm-rand only; ilm takes it from the stage-1 model
+    qformer_adapter: str = "shared"  # ilm / ilm-rand: shared (the paper's) | all-query (itemlm.models.bridges.ADAPTERS)
+    qformer_dropout: float | None = None  # dropout inside the Q-Former in stage 2; None: the stage-1 model's (0.1)
+    freeze_qformer: bool = False  # only the adapter trains: the Q-Former stays as stage 1 (or its random init) left it
     mlp_tokens: int = 1  # CoLLM uses one token per item
     mlp_hidden: int = 0  # the MLP's hidden width; 0: four times the LLM's
     llm: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
@@ -129,6 +132,10 @@ class Stage2Config:
         check_curriculum(self.curriculum, self.steps)
         if not 0 <= self.min_lr_ratio <= 1:
             raise FieldError("min_lr_ratio", f"must be between 0 and 1, got {self.min_lr_ratio}")
+        if self.qformer_adapter not in ADAPTERS:
+            raise FieldError("qformer_adapter", f"must be one of {', '.join(ADAPTERS)}, got '{self.qformer_adapter}'")
+        if self.qformer_dropout is not None and not 0 <= self.qformer_dropout < 1:
+            raise FieldError("qformer_dropout", f"must be at least 0 and below 1, got {self.qformer_dropout}")
         if self.eval_prompts not in PROMPT_SETS:
             raise FieldError("eval_prompts", f"must be one of {', '.join(PROMPT_SETS)}, got '{self.eval_prompts}'")
         if self.bridge == "ilm" and not self.stage1_model:
@@ -149,17 +156,21 @@ def build_bridge(config: Stage2Config, cf_dim: int, cf_scale: float, llm: Frozen
     scale = embedding_scale(llm)
     if config.bridge == "text-only":
         return None
-    if config.bridge == "ilm":
-        qformer = ItemQFormer.from_pretrained(config.stage1_model)
-        if qformer.config.cf_dim != cf_dim:
-            raise InputError(f"the stage-1 model reads {qformer.config.cf_dim}-d CF vectors, these are {cf_dim}-d", path=config.stage1_model)
-        return QFormerBridge(qformer, llm.hidden_size, scale)
-    if config.bridge == "ilm-rand":
-        qformer = ItemQFormer.from_bert(
-            None, init="random", layers=config.random_qformer_layers, num_queries=config.num_queries,
-            cf_dim=cf_dim, cf_scale=cf_scale,
-        )
-        return QFormerBridge(qformer, llm.hidden_size, scale)
+    if config.bridge in ("ilm", "ilm-rand"):
+        if config.bridge == "ilm":
+            qformer = ItemQFormer.from_pretrained(config.stage1_model)
+            if qformer.config.cf_dim != cf_dim:
+                raise InputError(f"the stage-1 model reads {qformer.config.cf_dim}-d CF vectors, these are {cf_dim}-d", path=config.stage1_model)
+        else:
+            qformer = ItemQFormer.from_bert(
+                None, init="random", layers=config.random_qformer_layers, num_queries=config.num_queries,
+                cf_dim=cf_dim, cf_scale=cf_scale,
+            )
+        if config.qformer_dropout is not None:
+            qformer.set_dropout(config.qformer_dropout)
+        if config.freeze_qformer:
+            qformer.requires_grad_(False)
+        return QFormerBridge(qformer, llm.hidden_size, scale, config.qformer_adapter)
     return MLPBridge(cf_dim, llm.hidden_size, config.mlp_tokens, hidden=config.mlp_hidden or None, cf_scale=cf_scale, output_scale=scale)
 
 
@@ -452,6 +463,7 @@ def train_stage2(
         "cf_scale": cf_scale,
         "num_tokens": getattr(trained, "num_tokens", 0),
         "mlp_hidden": trained.mlp[0].out_features if isinstance(trained, MLPBridge) else None,
+        "adapter": trained.adapter_kind if isinstance(trained, QFormerBridge) else None,
         "trainable_parameters": count_parameters(trained),
         "system_prompt": config.system_prompt,
     }

@@ -220,10 +220,12 @@ def solve_head(
     vectors on the bridge's device. A ridge fit is one independent fit per output column, so a head
     that writes all of an item's vectors at once (the MLP's) can give its last `tag_tokens` vectors
     their own, larger penalty `tag_ridge`: smoother tag vectors carry over to unseen items better.
-    A head shared by query tokens (the Q-Former's) writes tag and title vectors with the same
+    A head shared by query tokens (the Q-Former's shared adapter) writes tag and title vectors with the same
     columns, so there every vector gets `ridge`. Returns whether `tag_ridge` was applied."""
     head: nn.Linear = bridge.head
     device = head.weight.device
+    was_training = bridge.training
+    bridge.eval()  # the fit reads what inference reads: no dropout in the Q-Former's outputs
     inputs, wanted, weights = [], [], []
     for vectors, targets, weight in groups:
         rows = targets.items.to(device)
@@ -232,6 +234,7 @@ def solve_head(
         inputs.append(read)
         wanted.append(targets.embeddings.to(device).reshape(len(read), -1))
         weights.append(torch.full((len(read),), float(weight), device=device))
+    bridge.train(was_training)
     inputs, wanted = torch.cat(inputs), torch.cat(wanted)
     if wanted.shape[1] != head.out_features:
         raise InputError(f"the bridge's head writes {head.out_features} numbers per input, the title targets have {wanted.shape[1]}")

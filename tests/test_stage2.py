@@ -260,3 +260,12 @@ def test_a_partial_result_is_read_back_only_under_its_own_settings(tmp_path):
     (tmp_path / "item_title-seen.json").write_text("{half a fi")
     assert PartialResult(tmp_path, "item_title-seen", {"model": "a"}).read() is None  # computed again
     assert PartialResult(None, "item_title-seen", {"model": "a"}).read() is None
+
+
+def test_generate_refuses_a_bare_string_instead_of_answering_each_character(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, catalogue = load_everything(config, "float32")
+    model = ItemLanguageModel(llm, build_bridge(config, cf.dim, 1.0, llm), "ilm-rand", catalogue)
+    with pytest.raises(InputError, match=r"list of strings.*\[prompt\]"):
+        model.generate("Which movie is <item:0>?")
+    assert len(model.generate(["Which movie is <item:0>?"], max_new_tokens=2)) == 1

@@ -255,6 +255,8 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
     # ---------------------------------------------------------------- inference
     def encode_prompts(self, prompts: list[str], answer_prefixes: list[str] | None = None) -> tuple[Tensor, Tensor]:
         """Left-padded prompt embeddings and mask, ready for generation."""
+        if isinstance(prompts, str):  # a string is a sequence too: it would become one prompt per character
+            raise InputError("prompts must be a list of strings; for one prompt pass [prompt]")
         batch = self.collate(prompts, side="left", answer_prefixes=answer_prefixes)
         return self.embed(batch), batch.attention_mask
 

@@ -24,7 +24,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from evaluate_tasks import write_result  # this folder's script
 
@@ -47,7 +46,7 @@ def main() -> None:
     from itemlm.models.ilm import ItemLanguageModel
     from itemlm.models.qformer import ItemQFormer
     from itemlm.tasks.facts import ItemFacts
-    from itemlm.train.stage2 import Stage2Config, text_seen_items
+    from itemlm.train.stage2 import Stage2Config, cf_input_scale, text_seen_items
     from itemlm.train.warm_start import TitleRegression, ridge_regression, title_targets
 
     config = from_dict(Stage2Config, json.loads((args.run / "config.json").read_text()))
@@ -79,8 +78,7 @@ def main() -> None:
         "all-query": fitted(read.reshape(n, -1), wanted.reshape(n, -1)).reshape(n, queries, width),
     }
     torch.manual_seed(config.seed)
-    cf_scale = 1.0 / float(np.sqrt(np.mean(np.square(model.catalogue.item_vectors))))  # as the stage-2 recipe sets it
-    mlp = MLPBridge(qformer.config.cf_dim, width, queries, hidden=config.mlp_hidden or None, cf_scale=cf_scale)
+    mlp = MLPBridge(qformer.config.cf_dim, width, queries, hidden=config.mlp_hidden or None, cf_scale=cf_input_scale(model.catalogue.item_vectors))
     with torch.no_grad():
         hidden = mlp.head_inputs(vectors, kind).double()
     heads["mlp (for comparison)"] = fitted(hidden, wanted.reshape(n, -1)).reshape(n, queries, width)

@@ -146,6 +146,11 @@ class Stage2Config:
         return Path(self.output_dir or f"runs/stage2/{self.name}")
 
 
+def cf_input_scale(item_vectors: np.ndarray) -> float:
+    """What the bridge multiplies CF vectors by: 1 / their root mean square (MF coordinates are small)."""
+    return 1.0 / max(float(np.sqrt(np.mean(np.square(item_vectors)))), 1e-8)
+
+
 def embedding_scale(llm: FrozenLLM) -> float:
     """Per-coordinate size of the LLM's own token embeddings: new vectors should start like them."""
     weight = llm.model.get_input_embeddings().weight.float()
@@ -296,7 +301,7 @@ def train_stage2(
     if config.shard_llm and accelerator.num_processes > 1:
         llm.shard()
     llm.to(accelerator.device)
-    cf_scale = 1.0 / max(float(np.sqrt(np.mean(np.square(cf.item_vectors)))), 1e-8)
+    cf_scale = cf_input_scale(cf.item_vectors)
     bridge = build_bridge(config, cf.dim, cf_scale, llm)
     llm.system_prompt = config.system_prompt
     model = ItemLanguageModel(llm, bridge, config.bridge, catalogue)

@@ -39,6 +39,7 @@ refines the vectors rather than wiping out what the warm start gave.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -184,6 +185,17 @@ class TitleRegression(nn.Module):
         return float((predicted == self.target_classes[rows]).float().mean())
 
 
+@contextmanager
+def bridge_mode(bridge: nn.Module, training: bool):
+    """Run a block with the bridge in training (dropout on) or evaluation mode, then restore its mode."""
+    was_training = bridge.training
+    bridge.train(training)
+    try:
+        yield
+    finally:
+        bridge.train(was_training)
+
+
 def bridge_outputs(bridge: nn.Module, vectors: Tensor, rows: Tensor, items: Tensor, autocast: bool, kind: int = 0) -> Tensor:
     """The bridge's vectors for `items[rows]`, all of one kind (0 items, 1 users: `vectors` are then users')."""
     chosen = items[rows]
@@ -224,17 +236,15 @@ def solve_head(
     columns, so there every vector gets `ridge`. Returns whether `tag_ridge` was applied."""
     head: nn.Linear = bridge.head
     device = head.weight.device
-    was_training = bridge.training
-    bridge.eval()  # the fit reads what inference reads: no dropout in the Q-Former's outputs
     inputs, wanted, weights = [], [], []
     for vectors, targets, weight in groups:
         rows = targets.items.to(device)
-        read = bridge.head_inputs(vectors[rows], torch.full((len(rows),), targets.kind, dtype=torch.long, device=device)).float()
+        with bridge_mode(bridge, training=False):  # the fit reads what inference reads: no dropout in the Q-Former's outputs
+            read = bridge.head_inputs(vectors[rows], torch.full((len(rows),), targets.kind, dtype=torch.long, device=device)).float()
         read = read.reshape(-1, read.shape[-1])  # per item (MLP) or per query token (Q-Former)
         inputs.append(read)
         wanted.append(targets.embeddings.to(device).reshape(len(read), -1))
         weights.append(torch.full((len(read),), float(weight), device=device))
-    bridge.train(was_training)
     inputs, wanted = torch.cat(inputs), torch.cat(wanted)
     if wanted.shape[1] != head.out_features:
         raise InputError(f"the bridge's head writes {head.out_features} numbers per input, the title targets have {wanted.shape[1]}")
@@ -295,39 +305,35 @@ def warm_start_bridge(
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     generator = torch.Generator().manual_seed(seed)
-    was_training = bridge.training
-    bridge.train()
     order, cursor = torch.randperm(len(targets), generator=generator), 0
     bar = tqdm(range(config.steps), desc="warm start", disable=not progress)
-    for _ in bar:
-        if cursor + config.batch_size > len(order):  # epochs of shuffled minibatches
-            order, cursor = torch.randperm(len(targets), generator=generator), 0
-        rows = order[cursor : cursor + config.batch_size].to(device)
-        cursor += config.batch_size
-        loss = regression(bridge_outputs(bridge, vectors, rows, items, autocast), rows)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    bridge.train(was_training)
+    with bridge_mode(bridge, training=True):
+        for _ in bar:
+            if cursor + config.batch_size > len(order):  # epochs of shuffled minibatches
+                order, cursor = torch.randperm(len(targets), generator=generator), 0
+            rows = order[cursor : cursor + config.batch_size].to(device)
+            cursor += config.batch_size
+            loss = regression(bridge_outputs(bridge, vectors, rows, items, autocast), rows)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     report = evaluate_fit(bridge, vectors, items, regression, autocast)
     return report | {"steps": config.steps, "loss_kind": config.loss, "solved": solved, "users": user_fit, "seconds": round(time.perf_counter() - started, 1)}
 
 
 @torch.no_grad()
 def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, autocast: bool, batch: int = 512, kind: int = 0) -> dict:
-    was_training = bridge.training
-    bridge.eval()
     losses, accuracies, sizes = [], [], []
-    for start in range(0, len(items), batch):
-        rows = torch.arange(start, min(start + batch, len(items)), device=items.device)
-        outputs = bridge_outputs(bridge, vectors, rows, items, autocast, kind)
-        losses.append(float(regression(outputs, rows)))
-        accuracies.append(regression.token_accuracy(outputs, rows))
-        sizes.append(len(rows))
-    bridge.train(was_training)
+    with bridge_mode(bridge, training=False):
+        for start in range(0, len(items), batch):
+            rows = torch.arange(start, min(start + batch, len(items)), device=items.device)
+            outputs = bridge_outputs(bridge, vectors, rows, items, autocast, kind)
+            losses.append(float(regression(outputs, rows)))
+            accuracies.append(regression.token_accuracy(outputs, rows))
+            sizes.append(len(rows))
     return {
         "loss": round(float(np.average(losses, weights=sizes)), 5),
         "token_accuracy": round(float(np.average(accuracies, weights=sizes)), 4),
@@ -344,11 +350,9 @@ def tag_accuracy(llm: FrozenLLM, bridge: nn.Module, item_vectors: np.ndarray, it
     device = next(bridge.parameters()).device
     vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
     regression, items, width = TitleRegression(targets, "mse").to(device), targets.items.to(device), tag_tokens
-    was_training = bridge.training
-    bridge.eval()
     rows = torch.arange(len(items), device=device)
-    outputs = bridge_outputs(bridge, vectors, rows, items, autocast)[:, -width:]
-    bridge.train(was_training)
+    with bridge_mode(bridge, training=False):
+        outputs = bridge_outputs(bridge, vectors, rows, items, autocast)[:, -width:]
     return regression.token_accuracy(outputs, rows)
 
 
@@ -380,12 +384,9 @@ class TitleAnchor:
         if int(saved.get("step", torch.tensor(-1))) == step:
             held = saved["vectors"]
         else:
-            with torch.no_grad():
-                was_training = bridge.training
-                bridge.eval()
+            with torch.no_grad(), bridge_mode(bridge, training=False):
                 rows = torch.arange(len(self.items), device=self.items.device)
                 held = torch.cat([bridge_outputs(bridge, self.vectors, chunk, self.items, autocast).float() for chunk in rows.split(512)]).cpu()
-                bridge.train(was_training)
             if file is not None and write:
                 temporary = file.with_suffix(".tmp")
                 save_file({"vectors": held.contiguous(), "step": torch.tensor(step)}, str(temporary))

@@ -299,7 +299,7 @@ def test_cells_are_keyed_by_the_prepared_datasets_content(tmp_path):
 def test_a_variant_is_its_bridge_under_other_stage2_settings_and_shares_its_stage1_cell():
     config = load_config(BenchConfig, "bench-standard")
     cells = {c.label: c for c in plan_cells(config) if c.seed == 0 and c.dataset == "ml-100k-text"}
-    warm, cold = cells["ilm-it-ii-q8-s0"], cells["ilm-it-ii-cold-q8-s0"]
+    warm, cold = cells["ilm-it-ii-frozen-q8-s0"], cells["ilm-it-ii-frozen-cold-q8-s0"]
     assert warm.depends == cold.depends and len(warm.depends) == 1  # one stage-1 model for both
     assert "warm_start.enabled=false" in cold.settings and "warm_start.enabled=false" not in warm.settings
     assert set(cold.settings) - set(warm.settings) == {"warm_start.enabled=false"} and cold.key != warm.key
@@ -309,6 +309,24 @@ def test_a_variant_is_its_bridge_under_other_stage2_settings_and_shares_its_stag
         BenchConfig(variants={"mlp": {"bridge": "mlp"}})  # a variant may not shadow a bridge
     with pytest.raises(InputError, match="variants.cold"):
         BenchConfig(variants={"cold": {"bridge": "nope"}})
+    with pytest.raises(InputError, match="variants.cold.compare_to"):
+        BenchConfig(bridges=["mlp", "cold"], variants={"cold": {"bridge": "mlp", "compare_to": "mlp-warm"}}, compare_with=["mlp"])
+
+
+def test_the_claims_read_the_settings_each_bridge_is_labelled_with():
+    from itemlm.bench.significance import verdicts
+
+    config = load_config(BenchConfig, "bench-standard")
+    pairs = [("ilm-it-ii-frozen", "ilm-rand-frozen"), ("ilm-it-ii", "ilm-rand"), ("ilm-it-ii-frozen", "ilm-it-ii-frozen-cold"),
+             ("ilm-it-ii-frozen", "mlp")]
+    comparisons = [{"a": a, "b": b, "metric": "SC", "difference": 0.1, "p_value": 0.01} for a, b in pairs]
+    found = {v["claim"]: (v["a"], v["b"]) for v in verdicts(comparisons, config)}
+    assert found["Stage-1 pre-training helps (ILM > ILM-rand)"] == ("ilm-it-ii-frozen", "ilm-rand-frozen")
+    assert found["The Q-Former beats a CoLLM-style MLP"] == ("ilm-it-ii-frozen", "mlp")
+    assert found["The warm start helps (ilm-it-ii-frozen > ilm-it-ii-frozen-cold)"] == ("ilm-it-ii-frozen", "ilm-it-ii-frozen-cold")
+    assert ("ilm-it-ii", "ilm-rand") not in found.values()  # the shared adapter's pair is measured, but no claim reads it
+    with pytest.raises(InputError, match="claim_labels.ilm-it-ii"):
+        BenchConfig(bridges=["ilm-it-ii", "mlp"], claim_labels={"ilm-it-ii": "mlp"}, compare_with=["mlp"])
 
 
 def test_only_runs_the_matching_unfinished_cells_and_the_stage1_cells_they_read(tmp_path):

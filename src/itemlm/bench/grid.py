@@ -45,10 +45,15 @@ class BenchConfig:
     stage2_preset: str = "stage2-quick"
     stage2: list = field(default_factory=list)  # key=value overrides of the stage-2 preset
     per_dataset: dict = field(default_factory=dict)  # {dataset: {stage1: [...], stage2: [...], sasrec: {...}, bridges, seeds, query_sweep}}
-    variants: dict = field(default_factory=dict)  # {label: {bridge: one of BENCH_BRIDGES, stage2: [...]}}: a bridge with other stage-2 settings
+    # {label: {bridge: one of BENCH_BRIDGES, stage2: [...], compare_to: label}}: a bridge with other stage-2 settings,
+    # compared in the report with compare_to (default: its bridge)
+    variants: dict = field(default_factory=dict)
     per_bridge: dict = field(default_factory=dict)  # {bench bridge: [stage-2 overrides]}: what that bridge (and its variants) needs to learn
     encoder: str | None = None  # sentence encoder of SC and its floors; None: the packaged MiniLM
     primary: str = "ilm-it-ii"  # the ILM the significance tests compare with the others
+    # {bench bridge: a variant of it}: the settings of a bridge that stand for it in the paper's claims, the
+    # primary's headline and the loss-variant table (default: the bridge itself)
+    claim_labels: dict = field(default_factory=dict)
     compare_with: list = field(default_factory=lambda: ["ilm-rand", "mlp", "text-only"])
     bootstrap_resamples: int = 2000
     data_home: str | None = None  # None: <output>/data, where built-in datasets are prepared
@@ -59,8 +64,8 @@ class BenchConfig:
         for label, variant in self.variants.items():
             if not isinstance(variant, dict) or variant.get("bridge") not in BENCH_BRIDGES or label in BENCH_BRIDGES:
                 raise InputError(f"variants.{label} must be a new name with bridge: one of {', '.join(BENCH_BRIDGES)} (and stage2: [key=value, ...])")
-            if not isinstance(variant.get("stage2", []), list) or set(variant) - {"bridge", "stage2"}:
-                raise InputError(f"variants.{label} takes bridge and stage2 (a list of key=value overrides) only")
+            if not isinstance(variant.get("stage2", []), list) or set(variant) - {"bridge", "stage2", "compare_to"}:
+                raise InputError(f"variants.{label} takes bridge, stage2 (a list of key=value overrides) and compare_to only")
         unknown = [b for b in self.bridges if b not in BENCH_BRIDGES and b not in self.variants]
         if unknown:
             raise InputError(f"unknown bridge '{unknown[0]}' in bridges: expected some of {', '.join(BENCH_BRIDGES)} or a name under variants")
@@ -86,9 +91,15 @@ class BenchConfig:
             for number in numbers:
                 if not isinstance(number, int) or number < 0:
                     raise InputError(f"{where}seeds and query_sweep must be non-negative integers, got {number!r}")
+        for bridge, label in self.claim_labels.items():
+            if label not in self.bridges or self.base_bridge(label) != bridge:
+                raise InputError(f"claim_labels.{bridge}: expected one of bridges that runs {bridge} (itself or a variant of it), got '{label}'")
+        for label, variant in self.variants.items():
+            if "compare_to" in variant and variant["compare_to"] not in self.bridges:
+                raise InputError(f"variants.{label}.compare_to: '{variant.get('compare_to')}' is not one of bridges")
         for name in (self.primary, *self.compare_with):
-            if name not in self.bridges:
-                raise InputError(f"'{name}' is compared in the report but is not one of bridges")
+            if self.claimed(name) not in self.bridges:
+                raise InputError(f"'{self.claimed(name)}' is compared in the report but is not one of bridges")
 
     @property
     def out(self) -> Path:
@@ -105,6 +116,14 @@ class BenchConfig:
     def base_bridge(self, label: str) -> str:
         """The bench bridge a label runs (a variant's, or the label itself)."""
         return self.variants[label]["bridge"] if label in self.variants else label
+
+    def claimed(self, bridge: str) -> str:
+        """The label whose cells stand for `bridge` in the paper's claims (`claim_labels`, else the bridge)."""
+        return self.claim_labels.get(bridge, bridge)
+
+    def compared_to(self, label: str) -> str:
+        """What a variant is measured against in the report: its `compare_to`, else the bridge it runs."""
+        return self.variants[label].get("compare_to", self.variants[label]["bridge"])
 
     def dataset_overrides(self, dataset: str, stage: str) -> list:
         return list(self.per_dataset.get(dataset, {}).get(stage, []))

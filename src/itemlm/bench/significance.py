@@ -10,13 +10,14 @@ from itemlm.bench.stats import align, paired_comparison
 
 def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[str, list[dict]]:
     """The significance text (explanation and table) and one dict per (pair of models, metric) compared."""
-    pairs = [(config.primary, other, DEFAULT_QUERIES, DEFAULT_QUERIES) for other in config.compare_with]
+    claimed = config.claimed
+    pairs = [(claimed(config.primary), claimed(other), DEFAULT_QUERIES, DEFAULT_QUERIES) for other in config.compare_with]
     for variant in ("ilm-it-ii", "ilm-it-ui", "ilm-it-ii-ui"):
-        if variant in config.bridges and "ilm-it" in config.bridges:
-            pairs.append((variant, "ilm-it", DEFAULT_QUERIES, DEFAULT_QUERIES))
+        if claimed(variant) in config.bridges and claimed("ilm-it") in config.bridges:
+            pairs.append((claimed(variant), claimed("ilm-it"), DEFAULT_QUERIES, DEFAULT_QUERIES))
     for label in config.variants:  # a bridge against itself under other settings (the warm start off, ...)
-        if label in config.bridges and config.base_bridge(label) in config.bridges:
-            pairs.append((config.base_bridge(label), label, DEFAULT_QUERIES, DEFAULT_QUERIES))
+        if label in config.bridges and config.compared_to(label) in config.bridges:
+            pairs.append((config.compared_to(label), label, DEFAULT_QUERIES, DEFAULT_QUERIES))
     sweep = sorted({q for (b, q, _) in results.stage2 if b == config.sweep_variant})
     if 1 in sweep and len(sweep) > 1:
         best = DEFAULT_QUERIES if DEFAULT_QUERIES in sweep else sweep[-1]
@@ -47,20 +48,21 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
 def verdicts(comparisons: list[dict], config: BenchConfig) -> list[dict]:
     """Per paper claim with a finished comparison: the claim, its two models, and one outcome per
     metric ("holds", "reversed" or "no significant difference"), read off the paired comparisons."""
+    claimed = config.claimed
     claims = [
-        ("Stage-1 pre-training helps (ILM > ILM-rand)", config.primary, "ilm-rand"),
-        ("The Q-Former beats a CoLLM-style MLP", config.primary, "mlp"),
-        ("Item tokens beat reading titles (ILM > text-only)", config.primary, "text-only"),
-        ("The item-item loss helps (ILM-IT-II > ILM-IT)", "ilm-it-ii", "ilm-it"),
-        ("The user-item loss helps (ILM-IT-UI > ILM-IT)", "ilm-it-ui", "ilm-it"),
+        ("Stage-1 pre-training helps (ILM > ILM-rand)", claimed(config.primary), claimed("ilm-rand")),
+        ("The Q-Former beats a CoLLM-style MLP", claimed(config.primary), claimed("mlp")),
+        ("Item tokens beat reading titles (ILM > text-only)", claimed(config.primary), "text-only"),
+        ("The item-item loss helps (ILM-IT-II > ILM-IT)", claimed("ilm-it-ii"), claimed("ilm-it")),
+        ("The user-item loss helps (ILM-IT-UI > ILM-IT)", claimed("ilm-it-ui"), claimed("ilm-it")),
         ("Several query tokens beat one", f"{config.sweep_variant} ({DEFAULT_QUERIES} queries)", f"{config.sweep_variant} (1 query)"),
     ]
     for label, variant in config.variants.items():
-        changed = ", ".join(variant.get("stage2", []))
+        changed, base = ", ".join(variant.get("stage2", [])), config.compared_to(label)
         if "warm_start.enabled=false" in variant.get("stage2", []):
-            claims.append((f"The warm start helps ({variant['bridge']} > {label})", variant["bridge"], label))
+            claims.append((f"The warm start helps ({base} > {label})", base, label))
         else:
-            claims.append((f"{variant['bridge']} beats itself with {changed} ({label})", variant["bridge"], label))
+            claims.append((f"{base} beats itself with {changed} ({label})", base, label))
     found = []
     for claim, a, b in claims:
         measured = [c for c in comparisons if c["a"] == a and c["b"] == b]

@@ -54,7 +54,8 @@ def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]
 def primary_headline(results: DatasetResults, config: BenchConfig, task: str = "item_description") -> str:
     """The learning issue's two bars for the primary ILM, said before any table: above the text-only
     LLM on text-seen subjects, above the CF neighbour's reference on text-held-out ones ("" without numbers)."""
-    primary, baseline = results.aggregate(config.primary), results.aggregate("text-only")
+    label = config.claimed(config.primary)
+    primary, baseline = results.aggregate(label), results.aggregate("text-only")
     neighbour = results.floors.get(task, {}).get("CF neighbour's reference") or {}
     seen, held = primary.get(f"SC_seen/{task}"), primary.get(f"SC_held/{task}")
     parts = []
@@ -64,7 +65,7 @@ def primary_headline(results: DatasetResults, config: BenchConfig, task: str = "
     if held is not None and neighbour.get("SC_text_held_out") is not None:
         bar = neighbour["SC_text_held_out"]
         parts.append(f"text-held-out subjects {fmt(held)} vs the CF neighbour's reference {fmt(bar)} ({'above' if held[0] > bar else '**below**'})")
-    return f"**The primary ILM ({config.primary}), {task} SC:** " + "; ".join(parts) + "." if parts else ""
+    return f"**The primary ILM ({label}), {task} SC:** " + "; ".join(parts) + "." if parts else ""
 
 
 def subjects_section(results: DatasetResults, config: BenchConfig) -> str:

@@ -12,6 +12,8 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
     """The significance text (explanation and table) and one dict per (pair of models, metric) compared."""
     claimed = config.claimed
     pairs = [(claimed(config.primary), claimed(other), DEFAULT_QUERIES, DEFAULT_QUERIES) for other in config.compare_with]
+    if claimed(config.primary) != config.primary:  # the bridges' own settings stay compared too, outside the claims
+        pairs += [(config.primary, other, DEFAULT_QUERIES, DEFAULT_QUERIES) for other in config.compare_with if other in config.bridges]
     for variant in ("ilm-it-ii", "ilm-it-ui", "ilm-it-ii-ui"):
         if claimed(variant) in config.bridges and claimed("ilm-it") in config.bridges:
             pairs.append((claimed(variant), claimed("ilm-it"), DEFAULT_QUERIES, DEFAULT_QUERIES))

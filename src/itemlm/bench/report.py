@@ -59,8 +59,8 @@ def write_report(config: BenchConfig, out: Path) -> Path:
             continue
         sc_text, sc_data = sc_section(results, config)
         rank_text, rank_data = ranking_section(results, config)
-        variants = [(config.claimed(b), config.claimed(b), DEFAULT_QUERIES) for b in (*PRETRAINED_BRIDGES, "ilm-rand")
-                    if config.claimed(b) in config.bridges]
+        labels = [config.claimed(b) for b in (*PRETRAINED_BRIDGES, "ilm-rand")]
+        variants = [(label, label, DEFAULT_QUERIES) for label in labels if label in config.bridges]
         sweep = [(f"{config.sweep_variant}, {q} quer{'y' if q == 1 else 'ies'}", config.sweep_variant, q) for q in config.for_dataset(dataset, "query_sweep")]
         compare_text, compare_data = comparison_section(results, config)
         claims = verdicts(compare_data, config)

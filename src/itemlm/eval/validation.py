@@ -17,6 +17,7 @@ import numpy as np
 
 from itemlm.eval.naming import names_title
 from itemlm.eval.semantic_similarity import semantic_similarity
+from itemlm.models.modes import module_mode
 from itemlm.tasks.build import build_samples
 from itemlm.tasks.sample import Sample, group_by_task
 from itemlm.tasks.templates import TASKS
@@ -53,9 +54,7 @@ class ValidationProbe:
 
     def run(self, model, encoder: str | None = None, batch_size: int = 50) -> dict:
         """Score `model` (an ItemLanguageModel); puts it in eval mode and back."""
-        was_training = model.training
-        model.eval()
-        try:
+        with module_mode(model, training=False):
             result: dict = {}
             if self.naming:
                 answers = self._generate(model, self.naming, 16, batch_size)
@@ -70,8 +69,6 @@ class ValidationProbe:
                 answers = self._generate(model, self.sc, self.max_new_tokens, batch_size)
                 result[f"SC_{self.sc_task}"] = round(float(semantic_similarity(answers, [s.target for s in self.sc], encoder).mean()), 4)
             return result
-        finally:
-            model.train(was_training)
 
     @staticmethod
     def _generate(model, samples: list[Sample], max_new_tokens: int, batch_size: int) -> list[str]:

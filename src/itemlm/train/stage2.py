@@ -157,25 +157,30 @@ def embedding_scale(llm: FrozenLLM) -> float:
     return float(weight.norm(dim=1).mean() / math.sqrt(weight.shape[1]))
 
 
+def stage2_qformer(config: Stage2Config, cf_dim: int, cf_scale: float) -> ItemQFormer:
+    """The Q-Former an ilm bridge reads (stage 1's) or an ilm-rand bridge starts from (random), with
+    stage 2's dropout and freezing applied."""
+    if config.bridge == "ilm":
+        qformer = ItemQFormer.from_pretrained(config.stage1_model)
+        if qformer.config.cf_dim != cf_dim:
+            raise InputError(f"the stage-1 model reads {qformer.config.cf_dim}-d CF vectors, these are {cf_dim}-d", path=config.stage1_model)
+    else:
+        qformer = ItemQFormer.from_bert(
+            None, init="random", layers=config.random_qformer_layers, num_queries=config.num_queries, cf_dim=cf_dim, cf_scale=cf_scale,
+        )
+    if config.qformer_dropout is not None:
+        qformer.set_dropout(config.qformer_dropout)
+    if config.freeze_qformer:
+        qformer.requires_grad_(False)
+    return qformer
+
+
 def build_bridge(config: Stage2Config, cf_dim: int, cf_scale: float, llm: FrozenLLM):
     scale = embedding_scale(llm)
     if config.bridge == "text-only":
         return None
     if config.bridge in ("ilm", "ilm-rand"):
-        if config.bridge == "ilm":
-            qformer = ItemQFormer.from_pretrained(config.stage1_model)
-            if qformer.config.cf_dim != cf_dim:
-                raise InputError(f"the stage-1 model reads {qformer.config.cf_dim}-d CF vectors, these are {cf_dim}-d", path=config.stage1_model)
-        else:
-            qformer = ItemQFormer.from_bert(
-                None, init="random", layers=config.random_qformer_layers, num_queries=config.num_queries,
-                cf_dim=cf_dim, cf_scale=cf_scale,
-            )
-        if config.qformer_dropout is not None:
-            qformer.set_dropout(config.qformer_dropout)
-        if config.freeze_qformer:
-            qformer.requires_grad_(False)
-        return QFormerBridge(qformer, llm.hidden_size, scale, config.qformer_adapter)
+        return QFormerBridge(stage2_qformer(config, cf_dim, cf_scale), llm.hidden_size, scale, config.qformer_adapter)
     return MLPBridge(cf_dim, llm.hidden_size, config.mlp_tokens, hidden=config.mlp_hidden or None, cf_scale=cf_scale, output_scale=scale)
 
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from itemlm.errors import FieldError, InputError
+from itemlm.models.modes import module_mode
 from itemlm.models.unknown_titles import UnknownTitles
 from itemlm.tasks.templates import TRAINING_TASKS
 from itemlm.train.warm_start import space_token_id
@@ -60,27 +61,25 @@ def train_unknown_titles(
     model.unknown_titles.requires_grad_(True)
     optimizer = torch.optim.AdamW([model.unknown_titles.vectors], lr=config.learning_rate, weight_decay=0.0)
     frozen = [p for p in model.bridge.parameters() if p.requires_grad]
-    was_training = model.bridge.training
     rng, losses, started = random.Random(seed), [], time.perf_counter()
     try:
         for p in frozen:
             p.requires_grad_(False)
-        model.bridge.eval()
         model.hide_all_titles = True
         bar = tqdm(range(config.steps), desc="unknown titles", disable=not progress)
-        for _ in bar:
-            batch = rng.sample(rows, min(config.batch_size, len(rows)))
-            loss, _ = model.loss([s.prompt for s in batch], [s.target for s in batch], max_target_tokens)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        with module_mode(model.bridge, training=False):
+            for _ in bar:
+                batch = rng.sample(rows, min(config.batch_size, len(rows)))
+                loss, _ = model.loss([s.prompt for s in batch], [s.target for s in batch], max_target_tokens)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
     finally:
         model.hide_all_titles = False
         for p in frozen:
             p.requires_grad_(True)
-        model.bridge.train(was_training)
     model.unknown_titles.requires_grad_(False)
     window = max(1, min(25, len(losses)))
     return {"steps": config.steps, "rows": len(rows), "title_slots": title_slots, "seconds": round(time.perf_counter() - started, 1),

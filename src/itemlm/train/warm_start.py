@@ -39,7 +39,6 @@ refines the vectors rather than wiping out what the warm start gave.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from tqdm.auto import tqdm
 
 from itemlm.errors import InputError
 from itemlm.models.llm import FrozenLLM
+from itemlm.models.modes import module_mode
 
 LOSSES = ("mse", "cosine")
 
@@ -185,17 +185,6 @@ class TitleRegression(nn.Module):
         return float((predicted == self.target_classes[rows]).float().mean())
 
 
-@contextmanager
-def bridge_mode(bridge: nn.Module, training: bool):
-    """Run a block with the bridge in training (dropout on) or evaluation mode, then restore its mode."""
-    was_training = bridge.training
-    bridge.train(training)
-    try:
-        yield
-    finally:
-        bridge.train(was_training)
-
-
 def bridge_outputs(bridge: nn.Module, vectors: Tensor, rows: Tensor, items: Tensor, autocast: bool, kind: int = 0) -> Tensor:
     """The bridge's vectors for `items[rows]`, all of one kind (0 items, 1 users: `vectors` are then users')."""
     chosen = items[rows]
@@ -239,7 +228,7 @@ def solve_head(
     inputs, wanted, weights = [], [], []
     for vectors, targets, weight in groups:
         rows = targets.items.to(device)
-        with bridge_mode(bridge, training=False):  # the fit reads what inference reads: no dropout in the Q-Former's outputs
+        with module_mode(bridge, training=False):  # the fit reads what inference reads: no dropout in the Q-Former's outputs
             read = bridge.head_inputs(vectors[rows], torch.full((len(rows),), targets.kind, dtype=torch.long, device=device)).float()
         read = read.reshape(-1, read.shape[-1])  # per item (MLP) or per query token (Q-Former)
         inputs.append(read)
@@ -307,7 +296,7 @@ def warm_start_bridge(
     generator = torch.Generator().manual_seed(seed)
     order, cursor = torch.randperm(len(targets), generator=generator), 0
     bar = tqdm(range(config.steps), desc="warm start", disable=not progress)
-    with bridge_mode(bridge, training=True):
+    with module_mode(bridge, training=True):
         for _ in bar:
             if cursor + config.batch_size > len(order):  # epochs of shuffled minibatches
                 order, cursor = torch.randperm(len(targets), generator=generator), 0
@@ -327,7 +316,7 @@ def warm_start_bridge(
 @torch.no_grad()
 def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, autocast: bool, batch: int = 512, kind: int = 0) -> dict:
     losses, accuracies, sizes = [], [], []
-    with bridge_mode(bridge, training=False):
+    with module_mode(bridge, training=False):
         for start in range(0, len(items), batch):
             rows = torch.arange(start, min(start + batch, len(items)), device=items.device)
             outputs = bridge_outputs(bridge, vectors, rows, items, autocast, kind)
@@ -351,7 +340,7 @@ def tag_accuracy(llm: FrozenLLM, bridge: nn.Module, item_vectors: np.ndarray, it
     vectors = torch.as_tensor(item_vectors, dtype=torch.float32, device=device)
     regression, items, width = TitleRegression(targets, "mse").to(device), targets.items.to(device), tag_tokens
     rows = torch.arange(len(items), device=device)
-    with bridge_mode(bridge, training=False):
+    with module_mode(bridge, training=False):
         outputs = bridge_outputs(bridge, vectors, rows, items, autocast)[:, -width:]
     return regression.token_accuracy(outputs, rows)
 
@@ -384,7 +373,7 @@ class TitleAnchor:
         if int(saved.get("step", torch.tensor(-1))) == step:
             held = saved["vectors"]
         else:
-            with torch.no_grad(), bridge_mode(bridge, training=False):
+            with torch.no_grad(), module_mode(bridge, training=False):
                 rows = torch.arange(len(self.items), device=self.items.device)
                 held = torch.cat([bridge_outputs(bridge, self.vectors, chunk, self.items, autocast).float() for chunk in rows.split(512)]).cpu()
             if file is not None and write:

@@ -109,6 +109,21 @@ def test_a_dataset_can_run_a_subset_of_the_bridges_and_seeds_without_changing_th
         BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"steps": 3}}})
 
 
+def test_bridge_seeds_drop_a_secondary_bridges_other_seeds_and_change_no_other_cell():
+    grid = load_config(BenchConfig, "bench-quick", ["datasets=[ml-100k, beauty]", "seeds=[0, 1]"])
+    grid = BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"seeds": [1]}}})
+    trimmed = BenchConfig(**{**vars(grid), "bridge_seeds": {"ilm-it": [0], "mlp": [1]}})
+    before, after = {c.id: c for c in plan_cells(grid)}, {c.id: c for c in plan_cells(trimmed)}
+    assert set(after) < set(before)  # cells go; none is re-keyed
+    gone = {(c.dataset, c.kind, c.bridge, c.seed) for i, c in before.items() if i not in after}
+    assert gone == {("ml-100k", "stage1", "ilm-it", 1), ("ml-100k", "stage2", "ilm-it", 1), ("ml-100k", "stage2", "mlp", 0),
+                    ("beauty", "stage1", "ilm-it", 1), ("beauty", "stage2", "ilm-it", 1)}  # Beauty's own seeds bound them
+    with pytest.raises(InputError, match="bridge_seeds.qformer"):
+        BenchConfig(**{**vars(grid), "bridge_seeds": {"qformer": [0]}})
+    with pytest.raises(InputError, match="bridge_seeds.mlp: .* -1"):
+        BenchConfig(**{**vars(grid), "bridge_seeds": {"mlp": [-1]}})
+
+
 def test_per_bridge_settings_reach_that_bridge_and_its_variants_only():
     grid = load_config(BenchConfig, "bench-quick", ["variants={ilm-it-ii-cold: {bridge: ilm-it-ii, stage2: [warm_start.enabled=false]}}",
                                                     "bridges=[ilm-it, ilm-it-ii, ilm-rand, mlp, text-only, ilm-it-ii-cold]"])

@@ -35,6 +35,9 @@ class BenchConfig:
     datasets: list = field(default_factory=lambda: ["ml-100k"])
     bridges: list = field(default_factory=lambda: list(BENCH_BRIDGES[:3]) + ["ilm-rand", "mlp", "text-only"])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+    # {label: [seeds]}: the seeds a bridge or variant runs instead of every seed of the grid (a
+    # secondary comparison on one seed, the primary ones on all); a dataset's own seeds still bound them
+    bridge_seeds: dict = field(default_factory=dict)
     query_sweep: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # query tokens, for sweep_variant
     sweep_variant: str = "ilm-it-ii"
     sweep_seeds: list = field(default_factory=lambda: [0])
@@ -80,6 +83,10 @@ class BenchConfig:
             if bridge not in BENCH_BRIDGES or not isinstance(overrides, list):
                 raise InputError(f"per_bridge.{bridge}: expected one of {', '.join(BENCH_BRIDGES)} with a list of stage-2 key=value overrides")
         counts = {"": [*self.seeds, *self.sweep_seeds, *self.query_sweep]}  # where -> seeds and query counts
+        for label, seeds in self.bridge_seeds.items():
+            if label not in self.bridges or not isinstance(seeds, list) or not seeds:
+                raise InputError(f"bridge_seeds.{label}: expected one of bridges with a non-empty list of seeds, got {seeds!r}")
+            counts[f"bridge_seeds.{label}: "] = seeds
         for dataset, own in self.per_dataset.items():
             if not isinstance(own, dict) or set(own) - set(PER_DATASET_KEYS):
                 raise InputError(f"per_dataset.{dataset} takes some of {', '.join(PER_DATASET_KEYS)}")
@@ -267,7 +274,7 @@ def plan_cells(config: BenchConfig, datasets: list[str] | None = None) -> list[C
         add(Cell("floors", dataset, "floors", (f"preset={config.stage2_preset}", *config.stage2, *config.dataset_overrides(dataset, "stage2"), f"encoder={config.encoder}"),
                  identity=cell_identity(config, dataset, config.stage2_preset)))
         seeds = config.for_dataset(dataset, "seeds")
-        runs = [(b, s, default_queries) for s in seeds for b in config.for_dataset(dataset, "bridges")]
+        runs = [(b, s, default_queries) for s in seeds for b in config.for_dataset(dataset, "bridges") if s in config.bridge_seeds.get(b, seeds)]
         runs += [(config.sweep_variant, s, q) for s in config.sweep_seeds for q in config.for_dataset(dataset, "query_sweep")]
         for bridge, seed, queries in runs:
             if bridge == "text-only":

@@ -385,3 +385,30 @@ def test_embedded_smollm2_converts_caches_and_answers(tmp_path):
     prompt = cached.format_chat([{"role": "user", "content": "Describe the movie Toy Story (1995) in one sentence."}])
     answer = cached.generate([prompt], max_new_tokens=24).texts[0]
     assert answer.strip() and "Toy Story" in answer
+
+
+# ------------------------------------------------------------------ llm_dtype: auto
+
+
+def test_auto_dtype_takes_bfloat16_on_a_cpu_only_where_it_measures_faster(monkeypatch):
+    from itemlm.models import precision
+
+    monkeypatch.setattr(precision, "_mkldnn_bfloat16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bfloat16_speedup", lambda: 2.5)
+    assert precision.resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_bfloat16_speedup", lambda: 0.53)  # supported, yet slower
+    assert precision.resolve_dtype("auto", "cpu") == torch.float32
+    monkeypatch.setattr(precision, "_mkldnn_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bfloat16_speedup", lambda: pytest.fail("no support: nothing to measure"))
+    assert precision.resolve_dtype("auto", "cpu") == torch.float32
+    assert precision.resolve_dtype("bfloat16", "cpu") == torch.bfloat16  # a named type is taken as asked
+
+
+def test_the_bfloat16_timing_runs_inside_no_grad_and_inference_mode():
+    from itemlm.models.precision import _block_seconds
+
+    with torch.inference_mode():
+        seconds = _block_seconds(torch.float32, repeats=1)
+    with torch.no_grad():
+        seconds_no_grad = _block_seconds(torch.float32, repeats=1)
+    assert 0 < seconds < 10 and 0 < seconds_no_grad < 10

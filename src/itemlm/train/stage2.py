@@ -82,7 +82,7 @@ class Stage2Config:
     mlp_tokens: int = 1  # CoLLM uses one token per item
     mlp_hidden: int = 0  # the MLP's hidden width; 0: four times the LLM's
     llm: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
-    llm_dtype: str = "auto"  # auto: bfloat16 where it is native (GPU, AVX-512-BF16 CPU), else float32; evaluation reloads in eval_dtype
+    llm_dtype: str = "auto"  # auto: bfloat16 where it is faster (GPU; CPU: measured, precision.fast_bfloat16), else float32; evaluation reloads in eval_dtype
     eval_dtype: str = "float32"
     # speed switches (None: on where CUDA is, off on the CPU)
     compile: bool | None = None  # torch.compile the frozen LLM's layers (forward and backward) and the bridge

@@ -101,6 +101,7 @@ def test_a_run_follows_its_curriculum_batch_sizes(tmp_path):
     train_stage2(config, progress=False, evaluate=False)
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["train"]["samples"] == 2 * 6 + 1 * 4
+    assert report["train"]["llm_bfloat16"] is False  # the type the LLM trained in, for a report that compares runs
 
 
 def test_phase_start_and_a_bad_anchor_target():

@@ -480,7 +480,7 @@ def train_stage2(
     final = model.save_pretrained(out / "model", meta)
     train_seconds = time.perf_counter() - started
     report = {"train": {"bridge": config.bridge, "steps": steps, "samples": sum(len(b) for b in batches), "seconds": round(train_seconds, 1),
-                        "train_seconds": round(clock, 1), **meta}}
+                        "train_seconds": round(clock, 1), "llm_bfloat16": llm.dtype == torch.bfloat16, **meta}}
     if warm_report is not None:
         report["warm_start"] = warm_report
     if calibration is not None:

@@ -3,6 +3,7 @@ whole tiny bench run twice (the second time from its summaries alone)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -233,6 +234,7 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     stage2 = next(json.loads(p.read_text()) for p in summaries if p.name.startswith("stage2-mlp"))
     assert "generated" not in json.dumps(stage2) and "examples" not in json.dumps(stage2["metrics"])
     assert stage2["per_example"]["item_title"]["seen"]["SC"] and stage2["record"]["seconds"] > 0
+    assert stage2["metrics"]["train"]["llm_bfloat16"] is False  # kept: the cell table says what each LLM trained in
     assert "Generations for" in report and "Generations for" not in (committed / "report.md").read_text()
     assert "shown in the local report only" in (committed / "report.md").read_text()
     assert "### SC per task" in (committed / "report.md").read_text()
@@ -243,6 +245,7 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     rebuilt = subprocess.run(command + ["--report-only"], capture_output=True, text=True)  # the dataset is not prepared here
     assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-2000:]
     assert "5 of 5 cells finished" in (committed / "report.md").read_text()
+    assert re.search(r"stage2-mlp-s0-\w+ \| done \| \d+ \| \d+ \| float32 \|", (committed / "report.md").read_text())
     assert not (out / "data").exists()  # nothing was prepared: the summaries name the data
     third = subprocess.run(command, capture_output=True, text=True)
     assert third.returncode == 0 and "5 already done, 0 to run" in third.stdout.replace("\n", " "), third.stdout[-2000:]

@@ -188,9 +188,12 @@ def cells_section(cells: list[Cell], out: Path, store: SummaryStore) -> tuple[st
     for cell in cells:
         summarized = store.has(cell)
         record = store.read(cell)["record"] if summarized else cell_record(cell.folder(out))
+        train = (store.read(cell).get("metrics") or {}).get("train", {}) if summarized else {}
+        llm_type = {True: "bfloat16", False: "float32"}.get(train.get("llm_bfloat16"))  # None: not recorded (before 2026-12-03)
         status = "done" if summarized else record.get("status", "not run")
         if status == "done":
             total += record.get("seconds", 0.0)
-        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(record.get("peak_rss_gb"), 2)])
-        data.append({"id": cell.id, "status": status, "seconds": record.get("seconds"), "peak_rss_gb": record.get("peak_rss_gb")})
-    return table(["cell", "status", "seconds", "peak RSS (GB)"], rows), data, total
+        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(train.get("train_seconds"), 0), llm_type or "-", fmt(record.get("peak_rss_gb"), 2)])
+        data.append({"id": cell.id, "status": status, "seconds": record.get("seconds"), "train_seconds": train.get("train_seconds"),
+                     "llm_bfloat16": train.get("llm_bfloat16"), "peak_rss_gb": record.get("peak_rss_gb")})
+    return table(["cell", "status", "seconds", "training seconds", "LLM trained in", "peak RSS (GB)"], rows), data, total

@@ -472,3 +472,13 @@ def test_cli_status_prints_the_grid_and_writes_nothing(tmp_path):
     assert all(cell.id.split("/", 1)[1] in run.stdout for cell in cells)
     assert f"{len(cells)} cells: {len(cells)} not started" in run.stdout
     assert not out.exists() and not (tmp_path / "sums").exists()
+
+
+def test_a_verdict_says_when_its_two_sides_trained_their_llms_in_different_float_types():
+    from itemlm.bench.significance import verdict_lines
+
+    measured = {"metric": "SC (text tasks)", "difference": 0.02, "p_value": 0.001}
+    same = {"claim": "c", "outcomes": {"SC (text tasks)": "holds"}, "measured": [measured | {"llm_types": ["bfloat16", "bfloat16"]}]}
+    mixed = {"claim": "c", "outcomes": {"SC (text tasks)": "holds"}, "measured": [measured | {"llm_types": ["-", "float32"]}]}
+    assert "float type" not in verdict_lines([same], 2000)[0]
+    assert "trained in - and float32" in verdict_lines([mixed], 2000)[0]

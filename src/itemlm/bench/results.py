@@ -120,6 +120,12 @@ class DatasetResults:
         names = sorted({name for summary in runs for name in summary})
         return {name: (*mean_std([s.get(name) for s in runs]), len(runs)) for name in names}
 
+    def llm_type(self, bridge: str, queries: int = DEFAULT_QUERIES) -> str:
+        """The float type the bridge's cells trained their LLM in ("bfloat16", "float32", both joined by "+"
+        across seeds; "-" for a cell that did not record it), so a comparison can say when its two sides differ."""
+        recorded = [self.cell_summaries[self.stage2[key].id]["metrics"].get("train", {}).get("llm_bfloat16") for key in self.runs(bridge, queries)]
+        return "+".join(sorted({{True: "bfloat16", False: "float32"}.get(value, "-") for value in recorded}))
+
     def stage1_metric(self, variant: str, queries: int, group: str) -> tuple[float, float, int]:
         """Stage-1 i2t recall@10 on a subject group: (mean, std over seeds, seeds)."""
         values = [self.cell_summaries[c.id]["metrics"].get(group, {}).get("i2t_recall@10")

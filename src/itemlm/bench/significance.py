@@ -31,15 +31,17 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
             continue
         # a bridge against itself is a query-count comparison: name the counts
         name_a, name_b = (f"{a} ({qa} queries)", f"{b} ({qb} query)") if a == b else (a, b)
+        # the text-only LLM trains nothing: the type it was loaded in does not enter its scores
+        types = ("n/a", "n/a") if "text-only" in (a, b) else (results.llm_type(a, qa), results.llm_type(b, qb))
         for metric in TEXT_METRICS:
             x, y = align(scores_a[metric], scores_b[metric])
             if len(x) < 2:
                 continue
             result = paired_comparison(x, y, resamples=config.bootstrap_resamples, seed=0)
-            data.append({"a": name_a, "b": name_b, "metric": metric, **result.to_dict()})
+            data.append({"a": name_a, "b": name_b, "metric": metric, **result.to_dict(), "llm_types": list(types)})
             rows.append([f"{name_a} − {name_b}", metric, f"{result.difference:+.4f}", f"[{result.low:+.4f}, {result.high:+.4f}]",
-                         p_text(result.p_value, config.bootstrap_resamples), str(result.examples)])
-    header = ["comparison", "metric", "difference", "95% CI", "p", "examples"]
+                         p_text(result.p_value, config.bootstrap_resamples), str(result.examples), " / ".join(types)])
+    header = ["comparison", "metric", "difference", "95% CI", "p", "examples", "LLM trained in ('-': not recorded)"]
     text = ("Paired over evaluation examples (every model answers the same examples; each model's "
             "per-example score is averaged over its seeds first): percentile bootstrap interval of the mean "
             "difference, two-sided permutation test (the two models' scores swapped at random within examples), "
@@ -77,6 +79,14 @@ def verdicts(comparisons: list[dict], config: BenchConfig) -> list[dict]:
 
 def verdict_lines(found: list[dict], resamples: int) -> list[str]:
     """One markdown bullet per claim: each metric's outcome with its difference and p-value."""
-    return ["- **{}** — {}".format(v["claim"], "; ".join(
-        f"{c['metric']}: {v['outcomes'][c['metric']]} ({c['difference']:+.3f}, p {p_text(c['p_value'], resamples)})" for c in v["measured"]))
+    return ["- **{}** — {}{}".format(v["claim"], "; ".join(
+        f"{c['metric']}: {v['outcomes'][c['metric']]} ({c['difference']:+.3f}, p {p_text(c['p_value'], resamples)})" for c in v["measured"]),
+        mixed_types_note(v["measured"][0].get("llm_types")))
         for v in found]
+
+
+def mixed_types_note(types: list[str] | None) -> str:
+    """A warning for a comparison whose two sides trained their LLMs in different float types (or one did not record it)."""
+    if not types or types[0] == types[1]:
+        return ""
+    return f" (**the two sides' LLMs trained in {types[0]} and {types[1]}**: the float type is not controlled in this comparison)"

@@ -8,7 +8,7 @@ import numpy as np
 
 from itemlm.bench.grid import Cell
 from itemlm.bench.records import read_json
-from itemlm.bench.summaries import SummaryStore
+from itemlm.bench.summaries import SummaryStore, trained_llm_type
 from itemlm.bench.stats import mean_std
 from itemlm.eval.stage2_eval import RANKED_TASKS
 
@@ -123,8 +123,7 @@ class DatasetResults:
     def llm_type(self, bridge: str, queries: int = DEFAULT_QUERIES) -> str:
         """The float type the bridge's cells trained their LLM in ("bfloat16", "float32", both joined by "+"
         across seeds; "-" for a cell that did not record it), so a comparison can say when its two sides differ."""
-        recorded = [self.cell_summaries[self.stage2[key].id]["metrics"].get("train", {}).get("llm_bfloat16") for key in self.runs(bridge, queries)]
-        return "+".join(sorted({{True: "bfloat16", False: "float32"}.get(value, "-") for value in recorded}))
+        return "+".join(sorted({trained_llm_type(self.cell_summaries[self.stage2[key].id]) for key in self.runs(bridge, queries)}))
 
     def stage1_metric(self, variant: str, queries: int, group: str) -> tuple[float, float, int]:
         """Stage-1 i2t recall@10 on a subject group: (mean, std over seeds, seeds)."""

@@ -70,6 +70,13 @@ def per_example_numbers(per_example: dict) -> dict:
     }
 
 
+def trained_llm_type(summary: dict) -> str:
+    """The float type a stage-2 cell trained its LLM in: "bfloat16", "float32", or "-" where the
+    summary does not record it (cells summarized before 2026-12-03, and cells of other kinds)."""
+    recorded = (summary.get("metrics") or {}).get("train", {}).get("llm_bfloat16")
+    return {True: "bfloat16", False: "float32"}.get(recorded, "-")
+
+
 def summarize(cell: Cell, bench_out: Path) -> dict:
     """The summary of a finished cell, read from its folder."""
     folder = cell.folder(bench_out)

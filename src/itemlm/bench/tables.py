@@ -9,7 +9,7 @@ import numpy as np
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell
 from itemlm.bench.markdown import fmt, table
 from itemlm.bench.records import cell_record
-from itemlm.bench.summaries import SummaryStore
+from itemlm.bench.summaries import SummaryStore, trained_llm_type
 from itemlm.bench.references import NAMES as REFERENCE_NAMES
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 from itemlm.eval.stage2_eval import RANKED_TASKS
@@ -186,14 +186,14 @@ def cells_section(cells: list[Cell], out: Path, store: SummaryStore) -> tuple[st
     """The table of every planned cell's status, time and memory; the same as dicts; seconds summed over done cells."""
     rows, data, total = [], [], 0.0
     for cell in cells:
-        summarized = store.has(cell)
-        record = store.read(cell)["record"] if summarized else cell_record(cell.folder(out))
-        train = (store.read(cell).get("metrics") or {}).get("train", {}) if summarized else {}
-        llm_type = {True: "bfloat16", False: "float32"}.get(train.get("llm_bfloat16"))  # None: not recorded (before 2026-12-03)
-        status = "done" if summarized else record.get("status", "not run")
+        summary = store.read(cell) if store.has(cell) else None
+        record = summary["record"] if summary else cell_record(cell.folder(out))
+        train = (summary.get("metrics") or {}).get("train", {}) if summary else {}
+        status = "done" if summary else record.get("status", "not run")
         if status == "done":
             total += record.get("seconds", 0.0)
-        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(train.get("train_seconds"), 0), llm_type or "-", fmt(record.get("peak_rss_gb"), 2)])
+        llm_type = trained_llm_type(summary) if summary else "-"
+        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(train.get("train_seconds"), 0), llm_type, fmt(record.get("peak_rss_gb"), 2)])
         data.append({"id": cell.id, "status": status, "seconds": record.get("seconds"), "train_seconds": train.get("train_seconds"),
                      "llm_bfloat16": train.get("llm_bfloat16"), "peak_rss_gb": record.get("peak_rss_gb")})
     return table(["cell", "status", "seconds", "training seconds", "LLM trained in", "peak RSS (GB)"], rows), data, total

@@ -190,14 +190,14 @@ def test_tag_slots_hold_the_genres_and_carry_over_to_held_out_items(tiny_llm_fol
         title_targets(llm, seen, catalogue.titles, num_tokens=4, tags=facts.tags, tag_tokens=4)
     torch.manual_seed(0)
     bridge = MLPBridge(cf.dim, llm.hidden_size, 4, hidden=256, cf_scale=1.0 / float(np.std(cf.item_vectors)), output_scale=0.02)
-    untrained = tag_accuracy(llm, bridge, cf.item_vectors, held, facts.tags, 2, autocast=False)
+    untrained = tag_accuracy(llm, bridge, cf.item_vectors, held, facts.tags, 2)
     warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=0), progress=False)
-    assert tag_accuracy(llm, bridge, cf.item_vectors, seen, facts.tags, 2, autocast=False) > 0.95  # fitted
-    assert tag_accuracy(llm, bridge, cf.item_vectors, held, facts.tags, 2, autocast=False) > untrained  # read from interactions
+    assert tag_accuracy(llm, bridge, cf.item_vectors, seen, facts.tags, 2) > 0.95  # fitted
+    assert tag_accuracy(llm, bridge, cf.item_vectors, held, facts.tags, 2) > untrained  # read from interactions
     names = bridge.head.weight[:-2 * llm.hidden_size].clone()
     warm_start_bridge(bridge, cf.item_vectors, targets, WarmStartConfig(enabled=True, steps=0, tag_tokens=2, tag_ridge=10.0), progress=False)
     assert torch.allclose(bridge.head.weight[:-2 * llm.hidden_size], names)  # the title vectors' fit is untouched ...
-    assert tag_accuracy(llm, bridge, cf.item_vectors, seen, facts.tags, 2, autocast=False) < 0.95  # ... the tags' is smoother
+    assert tag_accuracy(llm, bridge, cf.item_vectors, seen, facts.tags, 2) < 0.95  # ... the tags' is smoother
 
 
 def test_warm_start_config_rejects_an_unknown_loss_and_a_ridge_that_is_not_positive():

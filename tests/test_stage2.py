@@ -183,18 +183,27 @@ def test_collated_batch_puts_each_bridge_vector_in_its_slot_on_either_side(tiny_
     assert float(padded.detach()) == pytest.approx(float(unpadded.detach()), rel=1e-5)
 
 
-def test_with_a_bfloat16_llm_the_bridge_computes_in_bfloat16_and_keeps_float32_weights(tiny_llm_folder, data_home, tmp_path):
+def test_with_a_bfloat16_llm_the_bridge_still_computes_in_float32(tiny_llm_folder, data_home, tmp_path):
+    # the warm start solves the bridge's head on float32 outputs; a bfloat16 forward lost that fit
+    # (a random Q-Former's names rate at step 0: 0.06 in bfloat16, 0.56 in float32)
     config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
     _, _, cf, llm, catalogue = load_everything(config, "bfloat16")
     model = ItemLanguageModel(llm, build_bridge(config, cf.dim, 1.0, llm), "ilm-rand", catalogue).train()
-    assert model.bridge_autocast
     seen = []
     model.bridge.adapter.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     loss, _ = model.loss(["Which movie is <item:0>?"], ["Toy Story (1995)"])
     loss.backward()
-    assert seen == [torch.bfloat16] and torch.isfinite(loss)
+    assert seen == [torch.float32] and torch.isfinite(loss)
     assert all(p.dtype == torch.float32 for p in model.bridge.parameters())
     assert model.bridge.adapter.proj.weight.grad is not None and torch.isfinite(model.bridge.adapter.proj.weight.grad).all()
+    # what the LLM reads in the item's slots is the float32 output, rounded once to bfloat16
+    model.eval()
+    batch = model.collate(["Which movie is <item:0>?"], ["Toy Story (1995)"])
+    with torch.no_grad():
+        embeds = model.embed(batch)
+        wanted = model.bridge(batch.cf, batch.kinds).reshape(-1, embeds.shape[-1]).to(torch.bfloat16)
+    assert embeds.dtype == torch.bfloat16
+    torch.testing.assert_close(embeds.reshape(-1, embeds.shape[-1])[batch.slot_positions], wanted.index_select(0, batch.slot_sources))
 
 
 def test_bridges_freeze_what_their_forward_never_reaches(tiny_llm_folder, data_home, tmp_path):

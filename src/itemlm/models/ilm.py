@@ -68,8 +68,6 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self.bridge_kind = bridge_kind
         self.catalogue = catalogue
         self.pin_memory = True  # batches reach a GPU through pinned host memory (PromptBatch.to)
-        # the bridge computes in the LLM's dtype when that is bfloat16 (its weights stay float32)
-        self.bridge_autocast = llm.dtype == torch.bfloat16
         self._piece_ids: dict[tuple[str, bool], list[int]] = {}
         self._trie: TitleTrie | None = None
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
@@ -213,8 +211,9 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
             # process of a distributed run runs the same bridge forward and backward
             return embeds + 0.0 * self.bridge(batch.cf.new_zeros(1, batch.cf.shape[1]), batch.kinds.new_zeros(1)).sum()
         # items and users were laid out in `collate` as: items first, then users
-        with torch.autocast(embeds.device.type, dtype=torch.bfloat16, enabled=self.bridge_autocast):
-            vectors = self.bridge(batch.cf, batch.kinds)
+        # the bridge computes in float32 whatever the LLM's type: the warm start solves its head on
+        # float32 outputs, and a bfloat16 forward loses that fit (docs/benchmarks.md, "float type")
+        vectors = self.bridge(batch.cf, batch.kinds)
         if self.unknown_titles is not None and batch.unknown is not None:
             vectors = self.unknown_titles(vectors, batch.unknown)
         if batch.pooled:

@@ -258,7 +258,7 @@ def training_step(
         loss = loss_sum * (accelerator.num_processes / everyone)
     total, ranking_loss = loss, torch.full((), float("nan"), device=model.llm.device)
     if anchor is not None and anchor_weight != 0:  # None: the configured weight; a phase may set its own
-        total = total + anchor.loss(accelerator.unwrap_model(model.bridge), step, model.bridge_autocast, anchor_weight, anchor_targets)
+        total = total + anchor.loss(accelerator.unwrap_model(model.bridge), step, anchor_weight, anchor_targets)
     if ranked:
         scores = torch.tensor([s.candidate_scores for s in ranked])
         answers = torch.tensor([s.candidates.index(s.target_item) for s in ranked])
@@ -350,12 +350,12 @@ def train_stage2(
             profiles = {s.user: s.target for s in samples_by_task.get("user_profile", [])}  # one text per user, whatever the phrasing
             users = (cf.user_vectors, profile_targets(llm, profiles, bridge.num_tokens)) if warm.users and profiles else None
             warm_report = warm_start_bridge(
-                bridge, cf.item_vectors, targets, warm, seed=config.seed, autocast=model.bridge_autocast, progress=progress and main, users=users,
+                bridge, cf.item_vectors, targets, warm, seed=config.seed, progress=progress and main, users=users,
             )
             clock += warm_report["seconds"]
             if facts is not None and facts.held_out.any():
                 warm_report["held_out_tag_accuracy"] = round(tag_accuracy(
-                    llm, bridge, cf.item_vectors, np.flatnonzero(facts.held_out), facts.tags, warm.tag_tokens, model.bridge_autocast), 4)
+                    llm, bridge, cf.item_vectors, np.flatnonzero(facts.held_out), facts.tags, warm.tag_tokens), 4)
         if anchor_wanted:
             anchor = TitleAnchor(targets, cf.item_vectors, warm, accelerator.device, config.seed)
         optimizer = make_optimizer(bridge, config, ranker)
@@ -408,7 +408,7 @@ def train_stage2(
             anchor_weight = phase_value(config.curriculum, step, "anchor_weight", warm.anchor_weight)
             anchor_targets = phase_value(config.curriculum, step, "anchor_targets", None) or "titles"
             if anchor_targets == "current":  # the bridge as this phase found it (saved: a resumed run reads it back)
-                anchor.hold_current(accelerator.unwrap_model(bridge), phase_start(config.curriculum, step), model.bridge_autocast,
+                anchor.hold_current(accelerator.unwrap_model(bridge), phase_start(config.curriculum, step),
                                     out / "anchor_targets.safetensors", write=main)
         loss, tokens, ranking_loss = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple,
                                                    anchor, step, anchor_weight, anchor_targets)

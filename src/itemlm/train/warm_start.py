@@ -185,12 +185,11 @@ class TitleRegression(nn.Module):
         return float((predicted == self.target_classes[rows]).float().mean())
 
 
-def bridge_outputs(bridge: nn.Module, vectors: Tensor, rows: Tensor, items: Tensor, autocast: bool, kind: int = 0) -> Tensor:
+def bridge_outputs(bridge: nn.Module, vectors: Tensor, rows: Tensor, items: Tensor, kind: int = 0) -> Tensor:
     """The bridge's vectors for `items[rows]`, all of one kind (0 items, 1 users: `vectors` are then users')."""
     chosen = items[rows]
     cf = vectors[chosen]
-    with torch.autocast(cf.device.type, dtype=torch.bfloat16, enabled=autocast):
-        return bridge(cf, torch.full((len(chosen),), kind, dtype=torch.long, device=cf.device))
+    return bridge(cf, torch.full((len(chosen),), kind, dtype=torch.long, device=cf.device))
 
 
 def ridge_regression(inputs: Tensor, targets: Tensor, ridge: float, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -256,7 +255,6 @@ def warm_start_bridge(
     config: WarmStartConfig,
     *,
     seed: int = 0,
-    autocast: bool = False,
     progress: bool = True,
     users: tuple[np.ndarray, TitleTargets] | None = None,
 ) -> dict:
@@ -281,14 +279,14 @@ def warm_start_bridge(
             user_vectors = torch.as_tensor(users[0], dtype=torch.float32, device=device)
             groups.append((user_vectors, users[1], config.user_weight))
         own_tag_fit = solve_head(bridge, groups, config.ridge, config.tag_tokens, config.tag_ridge)
-        solved = evaluate_fit(bridge, vectors, items, regression, autocast) | {"seconds": round(time.perf_counter() - started, 1)}
+        solved = evaluate_fit(bridge, vectors, items, regression) | {"seconds": round(time.perf_counter() - started, 1)}
         if config.tag_tokens and config.tag_ridge is not None:
             solved["tag_ridge_applied"] = own_tag_fit  # False for a head shared by query tokens
         if len(groups) > 1:
             profiles = TitleRegression(users[1], config.loss).to(device)
-            user_fit = evaluate_fit(bridge, user_vectors, users[1].items.to(device), profiles, autocast, kind=1)
+            user_fit = evaluate_fit(bridge, user_vectors, users[1].items.to(device), profiles, kind=1)
     if config.steps == 0:
-        report = solved or evaluate_fit(bridge, vectors, items, regression, autocast)
+        report = solved or evaluate_fit(bridge, vectors, items, regression)
         return report | {"steps": 0, "loss_kind": config.loss, "solved": solved, "users": user_fit, "seconds": round(time.perf_counter() - started, 1)}
     parameters = [p for p in bridge.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
@@ -302,24 +300,24 @@ def warm_start_bridge(
                 order, cursor = torch.randperm(len(targets), generator=generator), 0
             rows = order[cursor : cursor + config.batch_size].to(device)
             cursor += config.batch_size
-            loss = regression(bridge_outputs(bridge, vectors, rows, items, autocast), rows)
+            loss = regression(bridge_outputs(bridge, vectors, rows, items), rows)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    report = evaluate_fit(bridge, vectors, items, regression, autocast)
+    report = evaluate_fit(bridge, vectors, items, regression)
     return report | {"steps": config.steps, "loss_kind": config.loss, "solved": solved, "users": user_fit, "seconds": round(time.perf_counter() - started, 1)}
 
 
 @torch.no_grad()
-def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, autocast: bool, batch: int = 512, kind: int = 0) -> dict:
+def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: TitleRegression, batch: int = 512, kind: int = 0) -> dict:
     losses, accuracies, sizes = [], [], []
     with module_mode(bridge, training=False):
         for start in range(0, len(items), batch):
             rows = torch.arange(start, min(start + batch, len(items)), device=items.device)
-            outputs = bridge_outputs(bridge, vectors, rows, items, autocast, kind)
+            outputs = bridge_outputs(bridge, vectors, rows, items, kind)
             losses.append(float(regression(outputs, rows)))
             accuracies.append(regression.token_accuracy(outputs, rows))
             sizes.append(len(rows))
@@ -331,7 +329,7 @@ def evaluate_fit(bridge: nn.Module, vectors: Tensor, items: Tensor, regression: 
 
 
 @torch.no_grad()
-def tag_accuracy(llm: FrozenLLM, bridge: nn.Module, item_vectors: np.ndarray, items: np.ndarray, tags: list[list[str]], tag_tokens: int, autocast: bool) -> float:
+def tag_accuracy(llm: FrozenLLM, bridge: nn.Module, item_vectors: np.ndarray, items: np.ndarray, tags: list[list[str]], tag_tokens: int) -> float:
     """How often each of the bridge's last `tag_tokens` vectors of `items` has the item's tag token
     as its nearest tag embedding: asked of text-held-out items, whose tags the fit never read, it
     says whether the tag vectors carry over to items known by their interactions alone."""
@@ -341,7 +339,7 @@ def tag_accuracy(llm: FrozenLLM, bridge: nn.Module, item_vectors: np.ndarray, it
     regression, items, width = TitleRegression(targets, "mse").to(device), targets.items.to(device), tag_tokens
     rows = torch.arange(len(items), device=device)
     with module_mode(bridge, training=False):
-        outputs = bridge_outputs(bridge, vectors, rows, items, autocast)[:, -width:]
+        outputs = bridge_outputs(bridge, vectors, rows, items)[:, -width:]
     return regression.token_accuracy(outputs, rows)
 
 
@@ -361,7 +359,7 @@ class TitleAnchor:
         self.weight, self.batch_size = config.anchor_weight, config.anchor_batch_size
         self.seed = seed
 
-    def hold_current(self, bridge: nn.Module, step: int, autocast: bool, file: Path | None = None, write: bool = True) -> None:
+    def hold_current(self, bridge: nn.Module, step: int, file: Path | None = None, write: bool = True) -> None:
         """Make the bridge's vectors at `step` the "current" targets. With `file`, they are read
         from there when it holds that step's (a resumed run: the weights have moved on since),
         else taken from the bridge and (`write`) saved there."""
@@ -375,7 +373,7 @@ class TitleAnchor:
         else:
             with torch.no_grad(), module_mode(bridge, training=False):
                 rows = torch.arange(len(self.items), device=self.items.device)
-                held = torch.cat([bridge_outputs(bridge, self.vectors, chunk, self.items, autocast).float() for chunk in rows.split(512)]).cpu()
+                held = torch.cat([bridge_outputs(bridge, self.vectors, chunk, self.items).float() for chunk in rows.split(512)]).cpu()
             if file is not None and write:
                 temporary = file.with_suffix(".tmp")
                 save_file({"vectors": held.contiguous(), "step": torch.tensor(step)}, str(temporary))
@@ -383,7 +381,7 @@ class TitleAnchor:
         self.current = TitleRegression(replace(self.targets, embeddings=held), self.loss_kind).to(self.device)
         self.current_since = step
 
-    def loss(self, bridge: nn.Module, step: int, autocast: bool, weight: float | None = None, targets: str = "titles") -> Tensor:
+    def loss(self, bridge: nn.Module, step: int, weight: float | None = None, targets: str = "titles") -> Tensor:
         """The anchor term of `step` (its batch depends only on the seed and the step: resumable);
         `weight` replaces the configured anchor weight (a curriculum phase's own); `targets`:
         "titles" or "current" (after `hold_current`)."""
@@ -392,4 +390,4 @@ class TitleAnchor:
             raise RuntimeError("the anchor holds no current vectors yet: call hold_current first")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         rows = torch.randint(len(self.items), (self.batch_size,), generator=generator).to(self.items.device)
-        return (self.weight if weight is None else weight) * regression(bridge_outputs(bridge, self.vectors, rows, self.items, autocast), rows)
+        return (self.weight if weight is None else weight) * regression(bridge_outputs(bridge, self.vectors, rows, self.items), rows)

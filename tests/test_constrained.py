@@ -3,6 +3,7 @@ and the scores are the exact sequence log-probabilities when the beam is wide en
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -187,3 +188,40 @@ def test_models_with_windowed_attention_keep_the_plain_cache(tiny_llm):
         assert not supports_shared_prompt(tiny_llm.model)
     finally:
         del config.use_sliding_window
+
+
+def test_prefix_best_is_the_largest_prior_below_each_node_and_never_rises(trie):
+    log_prior = np.log(np.arange(1, len(TITLES) + 1, dtype=float))
+    best = trie.prefix_best(log_prior)
+    assert best[0] == pytest.approx(np.log(len(TITLES)))  # the root holds every item
+    assert best[trie.terminal[4]] == pytest.approx(np.log(6))  # a shared title: its items' largest prior
+    heat = trie.node_of(trie.sequence(0)[:1])  # "Heat" and "Heat (1995)" pass through it
+    assert best[heat] == pytest.approx(np.log(2))
+    for node in range(1, len(trie.children)):
+        assert best[node] <= best[trie.parent[node]]
+    with pytest.raises(ValueError, match="3 values for 10 items"):
+        trie.prefix_best([0.0, 0.0, 0.0])
+
+
+def test_a_prior_in_the_search_adds_weight_times_its_log_to_each_exact_score(tiny_llm, trie):
+    question = "I liked Casino. What should I watch next?"
+    embeds, mask = prompt_embeds(tiny_llm, [question])
+    log_prior = np.log(np.linspace(0.01, 1.0, len(TITLES)))
+    best = trie.prefix_best(log_prior)
+    exact = exact_scores(tiny_llm, question, trie)
+    for weight in (0.5, 3.0):
+        bonus = [weight * b for b in best]
+        [ranked] = constrained_beam_search(tiny_llm, embeds, mask, trie, num_beams=len(TITLES), k=len(TITLES), node_bonus=bonus)
+        assert sorted(item for item, _ in ranked) == list(range(len(TITLES)))
+        for item, score in ranked:
+            assert score == pytest.approx(exact[item] + weight * best[trie.terminal[item]], abs=1e-3)
+        # a narrow beam still returns distinct items in score order, each scored the same way
+        [narrow] = constrained_beam_search(tiny_llm, embeds, mask, trie, num_beams=3, k=3, node_bonus=bonus)
+        assert len({item for item, _ in narrow}) == 3 and [s for _, s in narrow] == sorted((s for _, s in narrow), reverse=True)
+        for item, score in narrow:
+            assert score == pytest.approx(exact[item] + weight * best[trie.terminal[item]], abs=1e-3)
+    # a prior weighted far above the LLM orders the items by the prior alone
+    [ruled] = constrained_beam_search(tiny_llm, embeds, mask, trie, num_beams=4, k=3, node_bonus=[1e6 * b for b in best])
+    assert [item for item, _ in ruled] == [9, 8, 7]
+    with pytest.raises(ValueError, match="node_bonus has 2 values"):
+        constrained_beam_search(tiny_llm, embeds, mask, trie, node_bonus=[0.0, 0.0])

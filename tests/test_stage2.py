@@ -102,6 +102,18 @@ def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, da
     loaded = ItemLanguageModel.from_pretrained(final)
     recs = loaded.recommend(history=[0, 1, 2], k=3)
     assert len(recs) == 3 and all(item not in (0, 1, 2) for item, _, _ in recs)
+    # trie generation with a popularity prior (saved with the model, 0 by default): weighted far above
+    # the LLM, it returns the most popular items the user has not consumed
+    assert loaded.popularity_prior == 0.0
+    popularity = loaded.catalogue.log_popularity()
+    allowed = sorted((p for i, p in enumerate(popularity) if i not in (0, 1, 2)), reverse=True)
+    loaded.popularity_prior = 1e6
+    ruled = loaded.recommend(history=[0, 1, 2], k=3, mode="generate")
+    assert sorted((popularity[item] for item, _, _ in ruled), reverse=True) == pytest.approx(allowed[:3])
+    with pytest.raises(InputError, match="popularity_prior must be >= 0"):
+        loaded.recommend_prompts(["Recommend a movie."], 3, popularity_prior=-1.0)
+    with pytest.raises(InputError, match="popularity_prior"):
+        tiny_config(tiny_llm_folder, data_home, tmp_path / "bad", popularity_prior=-0.5)
     # the LLM folder is stored absolute: the model loads from any working directory
     assert Path(json.loads((final / "bridge.json").read_text())["llm"]).is_absolute()
 

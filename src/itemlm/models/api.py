@@ -39,13 +39,29 @@ class ItemLanguageAPI:
             self._trie = TitleTrie.from_titles(self.llm.tokenizer, self.catalogue.titles)
         return self._trie
 
+    def popularity_bonus(self, weight: float) -> list[float] | None:
+        """Per trie node, `weight` x the largest log popularity of the titles below it (None at weight 0)."""
+        if weight < 0:
+            raise InputError(f"popularity_prior must be >= 0, got {weight}")
+        if weight == 0:
+            return None
+        if self._best_popularity is None:
+            self._best_popularity = self.trie.prefix_best(self.catalogue.log_popularity())
+        return [weight * m for m in self._best_popularity]
+
     @torch.no_grad()
     def recommend_prompts(
-        self, prompts: list[str], k: int = 10, exclude: list[list[int]] | None = None, num_beams: int | None = None
+        self, prompts: list[str], k: int = 10, exclude: list[list[int]] | None = None, num_beams: int | None = None,
+        popularity_prior: float | None = None,
     ) -> list[list[tuple[int, float]]]:
-        """Top-k distinct catalogue items per prompt (constrained beam search over titles)."""
+        """Top-k distinct catalogue items per prompt (constrained beam search over titles).
+
+        popularity_prior: weight w of the items' training popularity in the search, each title
+        scoring log p(title) + w log popularity (None: the model's `popularity_prior`; 0: the LLM alone,
+        the paper's protocol)."""
+        weight = self.popularity_prior if popularity_prior is None else popularity_prior
         embeds, mask = self.encode_prompts(prompts)
-        return constrained_beam_search(self.llm, embeds, mask, self.trie, num_beams or max(k, 10), k, exclude)
+        return constrained_beam_search(self.llm, embeds, mask, self.trie, num_beams or max(k, 10), k, exclude, self.popularity_bonus(weight))
 
     @torch.no_grad()
     def name(self, items: list[int], num_beams: int = 10) -> list[tuple[int, str, float]]:

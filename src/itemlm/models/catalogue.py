@@ -34,6 +34,11 @@ class Catalogue:
     def num_items(self) -> int:
         return len(self.items)
 
+    def log_popularity(self) -> np.ndarray:
+        """Per item: log of its share of the training interactions, add-one smoothed (never -inf)."""
+        counts = np.bincount(np.fromiter((i for h in self.histories for i in h), dtype=np.int64), minlength=self.num_items)
+        return np.log(counts + 1.0) - np.log(counts.sum() + self.num_items)
+
     def save(self, folder: Path) -> None:
         from safetensors.numpy import save_file
 

@@ -15,6 +15,13 @@ Search is exact in one respect: log-probabilities only fall as a sequence grows,
 as soon as its best live beam cannot beat its k-th finished item. Keeping only `num_beams` live
 prefixes per step is the usual beam-search approximation; with num_beams >= the number of
 distinct prefixes at every depth (e.g. >= the number of titles) the result is exact.
+
+A prior over items can join the search (`node_bonus`): each prefix's score is its log-probability
+plus `weight x` the largest log prior among the items below it (`TitleTrie.prefix_best`). That
+bound only falls as the prefix grows, so the early stop stays exact, and a finished title scores
+log p(title) + weight x log prior(title) (a shared title: its items' largest prior): the LLM and
+the prior decoded jointly rather than re-ranked afterwards, so beams are not spent on titles the
+prior rules out.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,6 +118,19 @@ class TitleTrie:
             node = self.parent[node]
         return tokens[::-1]
 
+    def prefix_best(self, item_log_prior: Sequence[float]) -> list[float]:
+        """Per node: the largest prior among the items whose sequence passes through it (-inf where
+        none). It never rises from a node to its children, and it bounds every title below the node
+        exactly, so a beam ranked by log-probability + weight x this keeps the titles the prior favours."""
+        if len(item_log_prior) != len(self):
+            raise ValueError(f"the prior has {len(item_log_prior)} values for {len(self)} items")
+        best = np.full(len(self.children), -np.inf)
+        for item, node in enumerate(self.terminal):
+            best[node] = max(best[node], float(item_log_prior[item]))
+        for node in range(len(self.children) - 1, ROOT, -1):  # a child is always numbered after its parent
+            best[self.parent[node]] = max(best[self.parent[node]], best[node])
+        return best.tolist()
+
     def dead_nodes(self, excluded: set[int]) -> set[int]:
         """Nodes below which no allowed item remains, given excluded item indices."""
         removed: dict[int, int] = {}
@@ -143,13 +164,20 @@ def constrained_beam_search(
     num_beams: int = 10,
     k: int = 10,
     exclude_items: Iterable[int] | Sequence[Iterable[int]] | None = None,
+    node_bonus: Sequence[float] | None = None,
 ) -> list[list[tuple[int, float]]]:
-    """Top-k distinct catalogue items per (left-padded) prompt, as (item index, log-probability).
+    """Top-k distinct catalogue items per (left-padded) prompt, as (item index, score): the
+    log-probability, plus the bonus of the title's end node when `node_bonus` is given.
 
     exclude_items: one collection of item indices for every prompt, or one collection per prompt.
+    node_bonus: a score per trie node added to each prefix's log-probability; it must not rise from
+    a node to its children (e.g. `weight * trie.prefix_best(log_prior)`, weight >= 0).
     Fewer than k items come back only when the beams run out (small catalogue, many exclusions,
     or num_beams much smaller than k).
     """
+    bonus = node_bonus if node_bonus is not None else [0.0] * len(trie.children)
+    if len(bonus) != len(trie.children):
+        raise ValueError(f"node_bonus has {len(bonus)} values for a trie of {len(trie.children)} nodes")
     rows = inputs_embeds.shape[0]
     excluded = _per_prompt(exclude_items, rows)
     dead = [trie.dead_nodes(ex) for ex in excluded]
@@ -171,21 +199,21 @@ def constrained_beam_search(
         where = torch.tensor([(beam, tok) for beam, tok, _ in moves], dtype=torch.long, device=logprobs.device).view(-1, 2)
         for (beam, tok, child), lp in zip(moves, logprobs[where[:, 0], where[:, 1]].tolist()):
             score, _, row = beams[beam]
-            candidates[row].append((score + lp, child, beam, tok))
+            candidates[row].append((score + lp + bonus[child], score + lp, child, beam, tok))
 
         next_beams, sources, tokens = [], [], []
         for row in range(rows):
             live = []
             for cand in candidates[row]:
-                score, child = cand[0], cand[1]
+                ranked, child = cand[0], cand[2]
                 items = [i for i in trie.items[child] if i not in excluded[row]]
-                found[row] += [(score, i) for i in items]
+                found[row] += [(ranked, i) for i in items]
                 if any(c not in dead[row] for c in trie.children[child].values()):
                     live.append(cand)
             best = heapq.nlargest(num_beams, live, key=lambda c: c[0])
             if best and len(found[row]) >= k and best[0][0] <= heapq.nlargest(k, found[row])[-1][0]:
                 best = []  # no live prefix can beat the k-th item found: this prompt is done
-            for score, child, beam, tok in best:
+            for _, score, child, beam, tok in best:
                 next_beams.append((score, child, row))
                 sources.append(beam)
                 tokens.append(tok)

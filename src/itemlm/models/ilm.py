@@ -70,6 +70,8 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self.pin_memory = True  # batches reach a GPU through pinned host memory (PromptBatch.to)
         self._piece_ids: dict[tuple[str, bool], list[int]] = {}
         self._trie: TitleTrie | None = None
+        self._best_popularity: list[float] | None = None  # per trie node (popularity_bonus)
+        self.popularity_prior = 0.0  # trie generation: weight of the items' popularity (0: the LLM alone)
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
         self.no_repeat_ngram = NO_REPEAT_NGRAM  # greedy answers never repeat a 3-gram (decode.forbid_repeated_ngrams)
         # learned vectors for the title slots of items whose text training never read (unknown_titles.py);
@@ -297,6 +299,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
             bridge.eval()
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
         model.unknown_titles = UnknownTitles.load(folder)
+        model.popularity_prior = float(meta.get("popularity_prior", 0.0))
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker
 

@@ -117,6 +117,9 @@ class Stage2Config:
     eval_text_samples: int = 40  # per text task and prompt set
     eval_rec_samples: int = 100  # users per ranked task and prompt set
     eval_beams: int = 10
+    # trie generation: weight of the items' training popularity beside the LLM's log-probability,
+    # saved with the model (0: the LLM alone, the paper's protocol; docs/benchmarks.md, "A popularity prior")
+    popularity_prior: float = 0.0
     eval_rank_users: int = 0  # ranking mode: test users scored (0: all of them)
     eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
     eval_prompts: str = "all"  # every subject in a training phrasing and in the held-out one; "seen": the former only (half the time)
@@ -138,6 +141,8 @@ class Stage2Config:
             raise FieldError("qformer_dropout", f"must be at least 0 and below 1, got {self.qformer_dropout}")
         if self.eval_prompts not in PROMPT_SETS:
             raise FieldError("eval_prompts", f"must be one of {', '.join(PROMPT_SETS)}, got '{self.eval_prompts}'")
+        if not self.popularity_prior >= 0:
+            raise FieldError("popularity_prior", f"must be a number >= 0, got {self.popularity_prior}")
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
 
@@ -476,6 +481,7 @@ def train_stage2(
         "adapter": trained.adapter_kind if isinstance(trained, QFormerBridge) else None,
         "trainable_parameters": count_parameters(trained),
         "system_prompt": config.system_prompt,
+        "popularity_prior": config.popularity_prior,
     }
     final = model.save_pretrained(out / "model", meta)
     train_seconds = time.perf_counter() - started

@@ -110,8 +110,8 @@ def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, da
     loaded.popularity_prior = 1e6
     ruled = loaded.recommend(history=[0, 1, 2], k=3, mode="generate")
     assert sorted((popularity[item] for item, _, _ in ruled), reverse=True) == pytest.approx(allowed[:3])
-    with pytest.raises(InputError, match="popularity_prior must be >= 0"):
-        loaded.recommend_prompts(["Recommend a movie."], 3, popularity_prior=-1.0)
+    with pytest.raises(InputError, match="popularity_prior must be a number >= 0"):
+        loaded.recommend_prompts(["Recommend a movie."], 3, popularity_prior=float("nan"))
     with pytest.raises(InputError, match="popularity_prior"):
         tiny_config(tiny_llm_folder, data_home, tmp_path / "bad", popularity_prior=-0.5)
     # the LLM folder is stored absolute: the model loads from any working directory

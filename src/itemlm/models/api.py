@@ -41,8 +41,8 @@ class ItemLanguageAPI:
 
     def popularity_bonus(self, weight: float) -> list[float] | None:
         """Per trie node, `weight` x the largest log popularity of the titles below it (None at weight 0)."""
-        if weight < 0:
-            raise InputError(f"popularity_prior must be >= 0, got {weight}")
+        if not weight >= 0:  # NaN too
+            raise InputError(f"popularity_prior must be a number >= 0, got {weight}")
         if weight == 0:
             return None
         if self._best_popularity is None:

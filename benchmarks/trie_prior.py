@@ -45,8 +45,10 @@ def popularity_ranks(model: ItemLanguageModel, samples: list, k: int = 10) -> np
     return np.array(ranks)
 
 
-def hits(ranks: np.ndarray, k: int = 10) -> np.ndarray:
-    return (ranks < k).astype(float)
+def hr10_difference(a: np.ndarray, b: np.ndarray) -> dict:
+    """Paired HR@10 difference of two rank arrays on the same samples: mean, 95% CI, permutation p."""
+    compared = paired_comparison((a < 10).astype(float), (b < 10).astype(float), resamples=2000)
+    return {"diff": compared.difference, "low": compared.low, "high": compared.high, "p": compared.p_value}
 
 
 def main() -> None:
@@ -80,13 +82,9 @@ def main() -> None:
             result, records = evaluate_ranked_task(model, chosen, 10, args.beams, batch_size=8, progress=True)
             ranks_at[weight] = np.array(records["rank"])
             rows[f"w={weight:g}"] = {key: result[key] for key in KEYS} | {"seconds": round(time.perf_counter() - began, 1)}
-            against_popular = paired_comparison(hits(ranks_at[weight]), hits(popular), resamples=2000)
-            rows[f"w={weight:g}"]["hr10_minus_mostpop"] = {"diff": against_popular.difference, "low": against_popular.low,
-                                                            "high": against_popular.high, "p": against_popular.p_value}
+            rows[f"w={weight:g}"]["hr10_minus_mostpop"] = hr10_difference(ranks_at[weight], popular)
             if weight != args.weights[0]:
-                against_llm = paired_comparison(hits(ranks_at[weight]), hits(ranks_at[args.weights[0]]), resamples=2000)
-                rows[f"w={weight:g}"][f"hr10_minus_w={args.weights[0]:g}"] = {
-                    "diff": against_llm.difference, "low": against_llm.low, "high": against_llm.high, "p": against_llm.p_value}
+                rows[f"w={weight:g}"][f"hr10_minus_w={args.weights[0]:g}"] = hr10_difference(ranks_at[weight], ranks_at[args.weights[0]])
             print(task, f"w={weight:g}", json.dumps(rows[f"w={weight:g}"]), flush=True)
         results["tasks"][task] = rows | {"n": len(chosen)}
     print(json.dumps(results, indent=1))

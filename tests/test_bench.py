@@ -245,7 +245,8 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     rebuilt = subprocess.run(command + ["--report-only"], capture_output=True, text=True)  # the dataset is not prepared here
     assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-2000:]
     assert "5 of 5 cells finished" in (committed / "report.md").read_text()
-    assert re.search(r"stage2-mlp-s0-\w+ \| done \| \d+ \| \d+ \| float32 \|", (committed / "report.md").read_text())
+    # seconds, training, evaluation, of which trie generation (timed per part), the LLM's type
+    assert re.search(r"stage2-mlp-s0-\w+ \| done \| \d+ \| \d+ \| \d+ \| \d+ \| float32 \|", (committed / "report.md").read_text())
     assert not (out / "data").exists()  # nothing was prepared: the summaries name the data
     third = subprocess.run(command, capture_output=True, text=True)
     assert third.returncode == 0 and "5 already done, 0 to run" in third.stdout.replace("\n", " "), third.stdout[-2000:]

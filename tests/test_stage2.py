@@ -269,7 +269,15 @@ def test_an_interrupted_evaluation_resumes_and_redoes_no_finished_part(tiny_llm_
 
     straight = tiny_config(tiny_llm_folder, data_home, tmp_path / "straight", bridge="mlp", steps=2)
     train_stage2(straight, progress=False, evaluate=True)
-    assert json.loads((tmp_path / "straight" / "metrics.json").read_text())["test"] == report
+    straight_report = json.loads((tmp_path / "straight" / "metrics.json").read_text())["test"]
+    assert without_seconds(straight_report) == without_seconds(report)  # the clock aside, the same numbers
+    assert all(sets["seconds"] >= 0 if task == "ranking_mode" else all(part["seconds"] >= 0 for part in sets.values())
+               for task, sets in report.items())  # every part says how long it took
+
+
+def without_seconds(report: dict) -> dict:
+    return {task: {k: v for k, v in sets.items() if k != "seconds"} if task == "ranking_mode"
+            else {s: {k: v for k, v in part.items() if k != "seconds"} for s, part in sets.items()} for task, sets in report.items()}
 
 
 def test_a_partial_result_is_read_back_only_under_its_own_settings(tmp_path):
@@ -281,6 +289,10 @@ def test_a_partial_result_is_read_back_only_under_its_own_settings(tmp_path):
     (tmp_path / "item_title-seen.json").write_text("{half a fi")
     assert PartialResult(tmp_path, "item_title-seen", {"model": "a"}).read() is None  # computed again
     assert PartialResult(None, "item_title-seen", {"model": "a"}).read() is None
+
+    computed = PartialResult(tmp_path, "item_pitch-seen", {"model": "a"}).read_or(lambda: ({"SC": 0.25}, {"SC": [0.25]}))
+    assert computed[0]["SC"] == 0.25 and computed[0]["seconds"] >= 0  # timed as it is computed
+    assert PartialResult(tmp_path, "item_pitch-seen", {"model": "a"}).read_or(lambda: 1 / 0) == computed  # then read back
 
 
 def test_generate_refuses_a_bare_string_instead_of_answering_each_character(tiny_llm_folder, data_home, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 from itemlm.bench.grid import DATA_IDENTITY, Cell
 from itemlm.bench.records import RESULT_FILE, cell_record, is_done, read_json, read_jsonl
 from itemlm.errors import InputError
+from itemlm.eval.stage2_eval import RANKED_TASKS
 from itemlm.io import atomic_write_text
 
 SUMMARY_VERSION = 1
@@ -75,6 +76,14 @@ def trained_llm_type(summary: dict) -> str:
     summary does not record it (cells summarized before 2026-12-03, and cells of other kinds)."""
     recorded = (summary.get("metrics") or {}).get("train", {}).get("llm_bfloat16")
     return {True: "bfloat16", False: "float32"}.get(recorded, "-")
+
+
+def trie_generation_seconds(summary: dict) -> float | None:
+    """Seconds a stage-2 cell's evaluation spent on trie generation (the ranked tasks, every prompt
+    set), or None where its parts were not timed (cells evaluated before 2026-12-03)."""
+    test = (summary.get("metrics") or {}).get("test", {})
+    parts = [part.get("seconds") for task in RANKED_TASKS for part in test.get(task, {}).values()]
+    return round(sum(parts), 1) if parts and None not in parts else None
 
 
 def summarize(cell: Cell, bench_out: Path) -> dict:

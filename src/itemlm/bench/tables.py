@@ -9,7 +9,7 @@ import numpy as np
 from itemlm.bench.grid import PRETRAINED_BRIDGES, BenchConfig, Cell
 from itemlm.bench.markdown import fmt, table
 from itemlm.bench.records import cell_record
-from itemlm.bench.summaries import SummaryStore, trained_llm_type
+from itemlm.bench.summaries import SummaryStore, trained_llm_type, trie_generation_seconds
 from itemlm.bench.references import NAMES as REFERENCE_NAMES
 from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 from itemlm.eval.stage2_eval import RANKED_TASKS
@@ -188,12 +188,17 @@ def cells_section(cells: list[Cell], out: Path, store: SummaryStore) -> tuple[st
     for cell in cells:
         summary = store.read(cell) if store.has(cell) else None
         record = summary["record"] if summary else cell_record(cell.folder(out))
-        train = (summary.get("metrics") or {}).get("train", {}) if summary else {}
+        metrics = (summary.get("metrics") or {}) if summary else {}
+        train = metrics.get("train", {})
         status = "done" if summary else record.get("status", "not run")
         if status == "done":
             total += record.get("seconds", 0.0)
         llm_type = trained_llm_type(summary) if summary else "-"
-        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(train.get("train_seconds"), 0), llm_type, fmt(record.get("peak_rss_gb"), 2)])
+        trie = trie_generation_seconds(summary) if summary else None
+        rows.append([cell.id, status, fmt(record.get("seconds"), 0), fmt(train.get("train_seconds"), 0), fmt(metrics.get("eval_seconds"), 0),
+                     fmt(trie, 0), llm_type, fmt(record.get("peak_rss_gb"), 2)])
         data.append({"id": cell.id, "status": status, "seconds": record.get("seconds"), "train_seconds": train.get("train_seconds"),
+                     "eval_seconds": metrics.get("eval_seconds"), "trie_generation_seconds": trie,
                      "llm_bfloat16": train.get("llm_bfloat16"), "peak_rss_gb": record.get("peak_rss_gb")})
-    return table(["cell", "status", "seconds", "training seconds", "LLM trained in", "peak RSS (GB)"], rows), data, total
+    header = ["cell", "status", "seconds", "training seconds", "evaluation seconds", "of which trie generation", "LLM trained in", "peak RSS (GB)"]
+    return table(header, rows), data, total

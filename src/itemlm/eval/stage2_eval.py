@@ -19,6 +19,7 @@ models can be compared example by example (paired bootstrap intervals and permut
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,10 +212,13 @@ class PartialResult:
             atomic_write_text(self.path, json.dumps({"settings": self.settings, "result": result, "records": records}))
 
     def read_or(self, compute: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
-        """The kept part, or `compute()`'s, written down before it is returned."""
+        """The kept part, or `compute()`'s with the seconds it took (`result["seconds"]`), written
+        down before it is returned."""
         kept = self.read()
         if kept is not None:
             return kept
+        started = time.perf_counter()
         result, records = compute()
+        result = result | {"seconds": round(time.perf_counter() - started, 1)}
         self.write(result, records)
         return result, records

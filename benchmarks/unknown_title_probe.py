@@ -51,6 +51,8 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()
+    if not (args.run / "config.json").is_file() or not (args.run / "model").is_dir():
+        raise SystemExit(f"{args.run}: not a finished `itemlm stage2` run (expected config.json and model/ in it)")
     config = from_dict(Stage2Config, json.loads((args.run / "config.json").read_text()))
     dataset = load_dataset(config.dataset, config.data_home)
     split = make_split(dataset, config.split)
@@ -85,9 +87,8 @@ def main() -> None:
                     "difference": paired_comparison(after, before, resamples=2000).to_dict(),
                 }
         result["curve"].append(point)
-        print(json.dumps(point))
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    write_result(result, args.out)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        write_result(result, args.out, shown=point)  # written after every point: a stopped curve keeps its points
 
 
 if __name__ == "__main__":

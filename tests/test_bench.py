@@ -337,12 +337,15 @@ def test_the_claims_read_the_settings_each_bridge_is_labelled_with():
 
     config = load_config(BenchConfig, "bench-standard")
     pairs = [("ilm-it-ii-frozen", "ilm-rand-frozen"), ("ilm-it-ii", "ilm-rand"), ("ilm-it-ii-frozen", "ilm-it-ii-frozen-cold"),
-             ("ilm-it-ii-frozen", "mlp")]
+             ("ilm-it-ii-frozen", "mlp"), ("mlp", "mlp-cold"), ("ilm-it-ii", "ilm-it-ii-frozen")]
     comparisons = [{"a": a, "b": b, "metric": "SC", "difference": 0.1, "p_value": 0.01} for a, b in pairs]
     found = {v["claim"]: (v["a"], v["b"]) for v in verdicts(comparisons, config)}
     assert found["Stage-1 pre-training helps (ILM > ILM-rand)"] == ("ilm-it-ii-frozen", "ilm-rand-frozen")
     assert found["The Q-Former beats a CoLLM-style MLP"] == ("ilm-it-ii-frozen", "mlp")
     assert found["The warm start helps (ilm-it-ii-frozen > ilm-it-ii-frozen-cold)"] == ("ilm-it-ii-frozen", "ilm-it-ii-frozen-cold")
+    assert found["The warm start helps (mlp > mlp-cold)"] == ("mlp", "mlp-cold")
+    settings_claim = "ilm-it-ii beats ilm-it-ii-frozen (ilm-it-ii with qformer_adapter=all-query, qformer_dropout=0, freeze_qformer=true, warm_start.steps=0)"
+    assert found[settings_claim] == ("ilm-it-ii", "ilm-it-ii-frozen")  # the variant named, then what it changes
     assert ("ilm-it-ii", "ilm-rand") not in found.values()  # the shared adapter's pair is measured, but no claim reads it
     with pytest.raises(InputError, match="claim_labels.ilm-it-ii"):
         BenchConfig(bridges=["ilm-it-ii", "mlp"], claim_labels={"ilm-it-ii": "mlp"}, compare_with=["mlp"])

@@ -66,7 +66,7 @@ def verdicts(comparisons: list[dict], config: BenchConfig) -> list[dict]:
         if "warm_start.enabled=false" in variant.get("stage2", []):
             claims.append((f"The warm start helps ({base} > {label})", base, label))
         else:
-            claims.append((f"{base} beats itself with {changed} ({label})", base, label))
+            claims.append((f"{base} beats {label} ({config.base_bridge(label)} with {changed})", base, label))
     found = []
     for claim, a, b in claims:
         measured = [c for c in comparisons if c["a"] == a and c["b"] == b]

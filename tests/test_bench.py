@@ -482,7 +482,8 @@ def test_a_verdict_says_when_its_two_sides_trained_their_llms_in_different_float
     from itemlm.bench.significance import verdict_lines
 
     measured = {"metric": "SC (text tasks)", "difference": 0.02, "p_value": 0.001}
-    same = {"claim": "c", "outcomes": {"SC (text tasks)": "holds"}, "measured": [measured | {"llm_types": ["bfloat16", "bfloat16"]}]}
-    mixed = {"claim": "c", "outcomes": {"SC (text tasks)": "holds"}, "measured": [measured | {"llm_types": ["-", "float32"]}]}
+    same = {"claim": "c", "a": "ilm", "b": "mlp", "outcomes": {"SC (text tasks)": "holds"}, "measured": [measured | {"llm_types": ["bfloat16", "bfloat16"]}]}
+    mixed = {"claim": "c", "a": "ilm", "b": "mlp", "outcomes": {"SC (text tasks)": "holds"},
+             "measured": [measured | {"llm_types": ["-+float32", "float32"]}]}
     assert "float type" not in verdict_lines([same], 2000)[0]
-    assert "trained in - and float32" in verdict_lines([mixed], 2000)[0]
+    assert "ilm's LLM trained in a type not recorded / float32, by seed, mlp's in float32" in verdict_lines([mixed], 2000)[0]

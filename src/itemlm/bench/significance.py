@@ -81,12 +81,18 @@ def verdict_lines(found: list[dict], resamples: int) -> list[str]:
     """One markdown bullet per claim: each metric's outcome with its difference and p-value."""
     return ["- **{}** — {}{}".format(v["claim"], "; ".join(
         f"{c['metric']}: {v['outcomes'][c['metric']]} ({c['difference']:+.3f}, p {p_text(c['p_value'], resamples)})" for c in v["measured"]),
-        mixed_types_note(v["measured"][0].get("llm_types")))
+        mixed_types_note(v["a"], v["b"], v["measured"][0].get("llm_types")))
         for v in found]
 
 
-def mixed_types_note(types: list[str] | None) -> str:
+def mixed_types_note(a: str, b: str, types: list[str] | None) -> str:
     """A warning for a comparison whose two sides trained their LLMs in different float types (or one did not record it)."""
     if not types or types[0] == types[1]:
         return ""
-    return f" (**the two sides' LLMs trained in {types[0]} and {types[1]}**: the float type is not controlled in this comparison)"
+    return f" (**the float type is not controlled here**: {a}'s LLM trained in {type_words(types[0])}, {b}'s in {type_words(types[1])})"
+
+
+def type_words(joined: str) -> str:
+    """'float32', 'a type not recorded', or 'float32 / a type not recorded, by seed' for one side's joined float types."""
+    words = ["a type not recorded" if part == "-" else part for part in joined.split("+")]
+    return words[0] if len(words) == 1 else " / ".join(words) + ", by seed"

@@ -221,6 +221,7 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     assert set(results["datasets"]["ml-100k"]["recommendation"]["ranking_mode"]) == {"ilm-it-ii", "mlp"}
     report = (out / "report.md").read_text()
     assert "### SC per task" in report and "ilm-it-ii − mlp" in report and "MF (all 943 test users)" in report
+    assert report.index("### The paper's claims here") < report.index("### SC per task")  # the verdicts first, then the tables
     assert "mlp: ranking mode" in report and "names_title, text-seen" in report
 
     second = subprocess.run(command, capture_output=True, text=True)

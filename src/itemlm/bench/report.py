@@ -65,7 +65,10 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         compare_text, compare_data = comparison_section(results, config)
         claims = verdicts(compare_data, config)
         headline = primary_headline(results, config)
-        lines += [f"## {dataset}", "", *([headline, ""] if headline else []), "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
+        lines += [f"## {dataset}", "", *([headline, ""] if headline else []),
+                  "### The paper's claims here", "", "Each claim's evidence is in the significance table further down.", "",
+                  *(verdict_lines(claims, config.bootstrap_resamples) or ["Not enough finished cells yet."]), "",
+                  "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
                   subjects_section(results, config), "", "### Recommendation (OpenP5-style)", "", rank_text, ""]
         lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, variants)), ""]
         lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, sweep)), ""]
@@ -76,8 +79,7 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         if plot_time_to_quality(results, config, out / f"time-to-quality-{dataset}.png"):
             lines += [f"![validation names_title against training time](time-to-quality-{dataset}.png)", ""]
         lines += ["### Examples", "", Examples(examples_section(results, config)), ""]
-        lines += ["### Significance", "", compare_text, "", "### The paper's claims here", "",
-                  *(verdict_lines(claims, config.bootstrap_resamples) or ["Not enough finished cells yet."]), ""]
+        lines += ["### Significance", "", compare_text, ""]
         # numbers and model ids only: the claims' sentences are in report.md
         results_json["datasets"][dataset] = {"sc": sc_data, "recommendation": rank_data, "comparisons": compare_data,
                                              "claims": [{"a": v["a"], "b": v["b"], "outcomes": v["outcomes"]} for v in claims]}

@@ -393,6 +393,21 @@ def test_the_report_says_first_whether_the_primary_ilm_clears_the_learning_bars(
     assert primary_headline(results, config) == ""  # no finished primary cell: nothing to say yet
 
 
+def test_a_variants_ablation_row_reads_its_bridges_stage1_recall():
+    from types import SimpleNamespace
+
+    from itemlm.bench.tables import ablation_rows
+
+    recall = {("ilm-it-ii", "text_seen"): (0.145, 0.0, 1), ("ilm-it-ii", "text_held_out"): (0.05, 0.0, 1)}
+    results = SimpleNamespace(aggregate=lambda bridge, queries: {"SC/avg": (0.5, 0.0, 1)},
+                              stage1_metric=lambda variant, queries, group: recall.get((variant, group), (None, None, 0)))
+    config = BenchConfig(bridges=["ilm-it-ii", "ilm-rand", "mlp", "text-only", "ilm-it-ii-frozen"],
+                         variants={"ilm-it-ii-frozen": {"bridge": "ilm-it-ii", "stage2": ["freeze_qformer=true"]}})
+    frozen, rand = ablation_rows(results, config, [("ilm-it-ii-frozen", "ilm-it-ii-frozen", 8), ("ilm-rand", "ilm-rand", 8)])
+    assert frozen[0] == "ilm-it-ii-frozen" and frozen[1].startswith("0.145") and frozen[2].startswith("0.050")
+    assert rand[1:3] == ["-", "-"]  # no stage 1 behind a random Q-Former
+
+
 # ------------------------------------------------------------------ --status
 
 

@@ -70,8 +70,8 @@ def write_report(config: BenchConfig, out: Path) -> Path:
                   *(verdict_lines(claims, config.bootstrap_resamples) or ["Not enough finished cells yet."]), "",
                   "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
                   subjects_section(results, config), "", "### Recommendation (OpenP5-style)", "", rank_text, ""]
-        lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, variants)), ""]
-        lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, sweep)), ""]
+        lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, variants)), ""]
+        lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, sweep)), ""]
         if plot_sweep(results, config, out / f"sweep-{dataset}.png"):
             lines += [f"![SC vs query tokens](sweep-{dataset}.png)", ""]
         if plot_curves(results, config, out / f"curves-{dataset}.png"):

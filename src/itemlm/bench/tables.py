@@ -149,14 +149,16 @@ def same_user_metrics(reference: dict, users: list[int]) -> dict:
     return {"HR@5": float(hit5.mean()), "NDCG@5": float((gain * hit5).mean()), "HR@10": float(hit10.mean()), "NDCG@10": float((gain * hit10).mean())}
 
 
-def ablation_rows(results: DatasetResults, entries: list[tuple[str, str, int]]) -> list[list[str]]:
-    """Rows under ABLATION_HEADER, one per finished (label, bridge, queries) entry."""
+def ablation_rows(results: DatasetResults, config: BenchConfig, entries: list[tuple[str, str, int]]) -> list[list[str]]:
+    """Rows under ABLATION_HEADER, one per finished (label, bridge, queries) entry; a variant's stage-1
+    recall is its bridge's (ilm-it-ii-frozen reads the ilm-it-ii stage-1 cells)."""
     rows = []
     for label, bridge, queries in entries:
         agg = results.aggregate(bridge, queries)
         if not agg:
             continue
-        s1 = [results.stage1_metric(bridge, queries, g) for g in ("text_seen", "text_held_out")] if bridge in PRETRAINED_BRIDGES else [None, None]
+        base = config.base_bridge(bridge)
+        s1 = [results.stage1_metric(base, queries, g) for g in ("text_seen", "text_held_out")] if base in PRETRAINED_BRIDGES else [None, None]
         rows.append([label, *[fmt(v) for v in s1], fmt(agg.get("SC/avg")), fmt(agg.get("SC_held/avg")),
                      fmt(agg.get("sequential/seen/HR@10"), 4), fmt(agg.get("straightforward/seen/HR@10"), 4)])
     return rows

@@ -110,6 +110,25 @@ def test_a_dataset_can_run_a_subset_of_the_bridges_and_seeds_without_changing_th
         BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"steps": 3}}})
 
 
+def test_the_query_sweep_can_run_a_variant_and_its_default_point_is_the_variants_own_cell():
+    frozen = "{ilm-it-ii-frozen: {bridge: ilm-it-ii, stage2: [freeze_qformer=true]}}"
+    grid = load_config(BenchConfig, "bench-quick", [f"variants={frozen}", "bridges=[mlp, ilm-it-ii-frozen]", "primary=ilm-it-ii-frozen", "compare_with=[mlp]", "query_sweep=[]"])
+    swept = BenchConfig(**{**vars(grid), "sweep_variant": "ilm-it-ii-frozen", "query_sweep": [1, 8]})
+    before, after = {c.id: c for c in plan_cells(grid)}, {c.id: c for c in plan_cells(swept)}
+    assert set(before) < set(after)  # the 8-query point is the bridge's own cell, nothing is re-keyed
+    added = sorted((c.kind, c.bridge, c.queries) for i, c in after.items() if i not in before)
+    assert added == [("stage1", "ilm-it-ii", 1), ("stage2", "ilm-it-ii-frozen", 1)]
+    one_query = next(c for c in after.values() if c.kind == "stage2" and c.queries == 1)
+    assert "freeze_qformer=true" in one_query.settings and "stage1-ilm-it-ii-q1" in one_query.depends[0]
+    per_query = {c.id: c for c in plan_cells(BenchConfig(**{**vars(swept), "per_query": {1: ["warm_start.tag_tokens=0"]}}))}
+    assert set(per_query) - set(after) == {next(i for i, c in per_query.items() if c.queries == 1 and c.kind == "stage2")}
+    assert "warm_start.tag_tokens=0" in next(c for c in per_query.values() if c.queries == 1 and c.kind == "stage2").settings
+    with pytest.raises(InputError, match="per_query.0: expected a query count"):
+        BenchConfig(**{**vars(swept), "per_query": {0: ["warm_start.tag_tokens=0"]}})
+    with pytest.raises(InputError, match="sweep_variant must be a stage-1 variant .* got 'mlp'"):
+        BenchConfig(**{**vars(grid), "sweep_variant": "mlp", "query_sweep": [1]})
+
+
 def test_bridge_seeds_drop_a_secondary_bridges_other_seeds_and_change_no_other_cell():
     grid = load_config(BenchConfig, "bench-quick", ["datasets=[ml-100k, beauty]", "seeds=[0, 1]"])
     grid = BenchConfig(**{**vars(grid), "per_dataset": {"beauty": {"seeds": [1]}}})

@@ -9,7 +9,7 @@ import torch
 
 from itemlm.eval.curves import read_curve
 from itemlm.eval.naming import bare_title, names_title, names_title_rate
-from itemlm.models.bridges import MLPBridge
+from itemlm.models.bridges import MLPBridge, load_bridge
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.train.stage2 import load_everything, text_seen_items, train_stage2
 from itemlm.tasks.facts import ItemFacts
@@ -140,7 +140,7 @@ def test_the_closed_form_also_gives_users_vectors_that_read_as_their_profiles(ti
 
 @pytest.mark.parametrize("bridge_kind, adapter", [("mlp", "shared"), ("ilm-rand", "shared"), ("ilm-rand", "all-query")])
 def test_the_closed_form_head_fits_title_embeddings_without_a_gradient_step(bridge_kind, adapter, tiny_llm_folder, data_home, tmp_path):
-    from itemlm.models.bridges import load_bridge, save_bridge
+    from itemlm.models.bridges import save_bridge
     from itemlm.train.stage2 import build_bridge
 
     config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", bridge=bridge_kind, mlp_tokens=4, num_queries=4, qformer_adapter=adapter)
@@ -262,3 +262,17 @@ def test_a_frozen_qformer_without_dropout_leaves_only_the_adapter_to_train(tiny_
     assert torch.equal(bridge(cf_batch, kinds), bridge(cf_batch, kinds))
     with pytest.raises(Exception, match="qformer_dropout"):
         tiny_config(tiny_llm_folder, data_home, tmp_path / "run", qformer_dropout=1.5)
+
+
+def test_one_query_token_trains_with_a_title_slot_and_no_tag_slots(tiny_llm_folder, data_home, tmp_path):
+    # the bench's query sweep at one query: the all-query adapter writes one vector per item, the
+    # title's first token; the preset's tag slots would leave no vector for the title
+    one_query = dict(num_queries=1, qformer_adapter="all-query", qformer_dropout=0.0, freeze_qformer=True,
+                     **{"warm_start.enabled": "true", "warm_start.steps": 0})
+    with pytest.raises(Exception, match="tag_tokens must be between 0 and the bridge's 1 vectors"):
+        train_stage2(tiny_config(tiny_llm_folder, data_home, tmp_path / "tagged", **one_query, **{"warm_start.tag_tokens": 1}), progress=False)
+    train_stage2(tiny_config(tiny_llm_folder, data_home, tmp_path / "run", **one_query, **{"warm_start.tag_tokens": 0}), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["warm_start"]["steps"] == 0 and 0 <= records[0]["warm_start"]["token_accuracy"] <= 1
+    bridge, _ = load_bridge(tmp_path / "run" / "model", 32)  # the tiny LLM's hidden size
+    assert bridge.num_tokens == 1 and bridge.adapter_kind == "all-query"

@@ -52,6 +52,9 @@ class BenchConfig:
     # compared in the report with compare_to (default: its bridge)
     variants: dict = field(default_factory=dict)
     per_bridge: dict = field(default_factory=dict)  # {bench bridge: [stage-2 overrides]}: what that bridge (and its variants) needs to learn
+    # {query count: [stage-2 overrides]}: what a Q-Former bridge needs at that many query tokens (one
+    # query token has no room for the warm start's tag slots); the cells at other counts keep their keys
+    per_query: dict = field(default_factory=dict)
     encoder: str | None = None  # sentence encoder of SC and its floors; None: the packaged MiniLM
     primary: str = "ilm-it-ii"  # the ILM the significance tests compare with the others
     # {bench bridge: a variant of it}: the settings of a bridge that stand for it in the paper's claims, the
@@ -72,8 +75,9 @@ class BenchConfig:
         unknown = [b for b in self.bridges if b not in BENCH_BRIDGES and b not in self.variants]
         if unknown:
             raise InputError(f"unknown bridge '{unknown[0]}' in bridges: expected some of {', '.join(BENCH_BRIDGES)} or a name under variants")
-        if self.query_sweep and self.sweep_variant not in PRETRAINED_BRIDGES:
-            raise InputError(f"sweep_variant must be a stage-1 variant ({', '.join(PRETRAINED_BRIDGES)}), got '{self.sweep_variant}'")
+        if self.query_sweep and self.base_bridge(self.sweep_variant) not in PRETRAINED_BRIDGES:
+            raise InputError(f"sweep_variant must be a stage-1 variant ({', '.join(PRETRAINED_BRIDGES)}) or a name under variants "
+                             f"that runs one, got '{self.sweep_variant}'")
         unknown = [r for r in self.references if r not in REFERENCES]
         if unknown:
             raise InputError(f"unknown reference recommender '{unknown[0]}': expected some of {', '.join(REFERENCES)}")
@@ -82,6 +86,9 @@ class BenchConfig:
         for bridge, overrides in self.per_bridge.items():
             if bridge not in BENCH_BRIDGES or not isinstance(overrides, list):
                 raise InputError(f"per_bridge.{bridge}: expected one of {', '.join(BENCH_BRIDGES)} with a list of stage-2 key=value overrides")
+        for queries, overrides in self.per_query.items():
+            if not isinstance(queries, int) or queries < 1 or not isinstance(overrides, list):
+                raise InputError(f"per_query.{queries}: expected a query count (a positive integer) with a list of stage-2 key=value overrides")
         counts = {"": [*self.seeds, *self.sweep_seeds, *self.query_sweep]}  # where -> seeds and query counts
         for label, seeds in self.bridge_seeds.items():
             if label not in self.bridges or not isinstance(seeds, list) or not seeds:
@@ -249,6 +256,8 @@ def stage2_cell(config: BenchConfig, dataset: str, bridge: str, seed: int, queri
         settings.append(f"num_queries={queries}")
     settings += [*config.stage2, *config.per_bridge.get(base, []), *config.dataset_overrides(dataset, "stage2"),
                  *config.variants.get(bridge, {}).get("stage2", [])]
+    if stage1 is not None or base == "ilm-rand":  # a Q-Former bridge
+        settings += config.per_query.get(queries, [])
     if config.encoder is not None:  # SC of the models and of the floors under one encoder
         settings.append(f"sc_encoder={config.encoder}")
     label = f"{bridge}-q{queries}-s{seed}" if base in PRETRAINED_BRIDGES or base == "ilm-rand" else f"{bridge}-s{seed}"

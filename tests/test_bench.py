@@ -335,6 +335,18 @@ def test_cells_are_keyed_by_the_prepared_datasets_content(tmp_path):
     assert not {c.id for c in plan_cells(config)} & first  # every cell reads the dataset: none is reused
 
 
+def test_the_query_ablation_lists_the_swept_bridges_default_cell_beside_the_sweep():
+    from itemlm.bench.report import sweep_entries
+
+    config = load_config(BenchConfig, "bench-standard")  # query_sweep [1] on ML-100K, none on Beauty
+    assert [(label, q) for label, _, q in sweep_entries(config, "ml-100k-text")] == [
+        ("ilm-it-ii-frozen, 1 query", 1), ("ilm-it-ii-frozen, 8 queries", 8)]
+    assert sweep_entries(config, "beauty") == []
+    elsewhere = BenchConfig(**{**vars(config), "sweep_variant": "ilm-it-ii", "bridges": ["mlp", "ilm-it-ii-frozen"], "bridge_seeds": {},
+                               "per_dataset": {}, "claim_labels": {}, "primary": "ilm-it-ii-frozen", "compare_with": ["mlp"]})
+    assert [q for _, _, q in sweep_entries(elsewhere, "ml-100k-text")] == [1]  # no cell of its own at 8 queries
+
+
 def test_a_variant_is_its_bridge_under_other_stage2_settings_and_shares_its_stage1_cell():
     config = load_config(BenchConfig, "bench-standard")
     cells = {c.label: c for c in plan_cells(config) if c.seed == 0 and c.dataset == "ml-100k-text"}

@@ -61,7 +61,7 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         rank_text, rank_data = ranking_section(results, config)
         labels = [config.claimed(b) for b in (*PRETRAINED_BRIDGES, "ilm-rand")]
         variants = [(label, label, DEFAULT_QUERIES) for label in labels if label in config.bridges]
-        sweep = [(f"{config.sweep_variant}, {q} quer{'y' if q == 1 else 'ies'}", config.sweep_variant, q) for q in config.for_dataset(dataset, "query_sweep")]
+        sweep = sweep_entries(config, dataset)
         compare_text, compare_data = comparison_section(results, config)
         claims = verdicts(compare_data, config)
         headline = primary_headline(results, config)
@@ -71,7 +71,8 @@ def write_report(config: BenchConfig, out: Path) -> Path:
                   "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
                   subjects_section(results, config), "", "### Recommendation (OpenP5-style)", "", rank_text, ""]
         lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, variants)), ""]
-        lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, sweep)), ""]
+        if sweep:  # no sweep on this dataset: no section
+            lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, sweep)), ""]
         if plot_sweep(results, config, out / f"sweep-{dataset}.png"):
             lines += [f"![SC vs query tokens](sweep-{dataset}.png)", ""]
         if plot_curves(results, config, out / f"curves-{dataset}.png"):
@@ -95,6 +96,15 @@ def write_report(config: BenchConfig, out: Path) -> Path:
             shutil.copyfile(plot, summaries / plot.name)
         atomic_write_text(summaries / "report.md", "\n".join(line.committed() if isinstance(line, Examples) else line for line in lines))
     return report
+
+
+def sweep_entries(config: BenchConfig, dataset: str) -> list[tuple[str, str, int]]:
+    """The query-token ablation's rows (label, bridge, queries): the sweep's points and, when the swept
+    bridge is one of the dataset's bridges, its default query count (its own cell), fewest first."""
+    points = set(config.for_dataset(dataset, "query_sweep"))
+    if points and config.sweep_variant in config.for_dataset(dataset, "bridges"):
+        points.add(DEFAULT_QUERIES)
+    return [(f"{config.sweep_variant}, {q} quer{'y' if q == 1 else 'ies'}", config.sweep_variant, q) for q in sorted(points)]
 
 
 class Examples(str):

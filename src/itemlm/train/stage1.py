@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from itemlm.cf.cache import load_or_train_mf
+from itemlm.cf.identity import write_cf_identity
 from itemlm.cf.mf import CFEmbeddings, MFConfig
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
@@ -279,6 +280,7 @@ def train_stage1(
 
     final = out / "model"
     model.save_pretrained(final, tokenizer=tokenizer)
+    write_cf_identity(final, cf)  # stage 2 must feed this Q-Former the same vectors
     metrics = evaluate_stage1(model.eval(), data)
     metrics["train"] = {
         "variant": config.variant,

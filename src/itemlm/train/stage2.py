@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from itemlm.cf.cache import load_or_train_mf
+from itemlm.cf.identity import check_same_cf
 from itemlm.cf.mf import MFConfig
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
@@ -217,6 +218,8 @@ def load_everything(config: Stage2Config, llm_dtype: str):
     dataset = load_dataset(config.dataset, config.data_home)
     split = make_split(dataset, config.split)
     cf, _ = load_or_train_mf(split, config.mf, dataset=config.dataset, home=config.data_home, folder=config.cf_model)
+    if config.bridge == "ilm":  # the pre-trained Q-Former reads only the vectors it was pre-trained on
+        check_same_cf(config.stage1_model, cf)
     llm = FrozenLLM.load(config.llm, dtype=llm_dtype, attention=config.attention)
     catalogue = Catalogue(
         dataset.items, [s.tolist() for s in split.train_sequences()], cf.item_vectors, cf.user_vectors, infer_domain(dataset)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from itemlm.bench.grid import BenchConfig
@@ -20,6 +22,12 @@ def test_every_preset_loads(preset):
     elif preset.startswith("stage2"):
         config = load_config(Stage2Config, preset)
         assert config.steps > 0 and config.bridge == "ilm"
+    elif preset == "standard-ilm":  # the standard recipe with the paper's bridge, on the model `stage1-standard` writes
+        config, stage1 = load_config(Stage2Config, preset), load_config(Stage1Config, "stage1-standard")
+        assert config.bridge == "ilm" and config.freeze_qformer and config.qformer_adapter == "all-query"
+        assert Path(config.stage1_model) == stage1.out / "model"
+        assert stage1.dataset == config.dataset and stage1.mf.tuned == config.mf.tuned  # the same MF vectors
+        assert stage1.qformer.num_queries == config.mlp_tokens  # the MLP's title and tag slots, as query tokens
     elif preset == "standard":
         config = load_config(Stage2Config, preset)
         assert config.warm_start.enabled and config.warm_start.solve and config.validate_every > 0
@@ -91,3 +99,47 @@ def test_bad_yaml_names_the_file(tmp_path):
     path.write_text("steps: [1,\n")
     with pytest.raises(InputError, match="broken.yaml"):
         load_config(Stage1Config, path)
+
+
+def test_a_config_can_start_from_a_preset_and_change_a_few_settings(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: standard\nname: mine\nwarm_start:\n  tag_tokens: 1\ncurriculum:\n  - steps: 7\n")
+    standard, mine = load_config(Stage2Config, "standard"), load_config(Stage2Config, path, ["steps=9"])
+    assert (mine.name, mine.steps, mine.warm_start.tag_tokens) == ("mine", 9, 1)
+    assert mine.warm_start.solve == standard.warm_start.solve and mine.warm_start.ridge == standard.warm_start.ridge  # merged
+    assert mine.curriculum == [{"steps": 7}]  # a list is replaced, not merged
+    assert mine.task_weights == standard.task_weights and mine.ranking == standard.ranking
+
+
+def test_a_base_can_be_a_file_beside_the_config_and_chains(tmp_path):
+    (tmp_path / "first.yaml").write_text("base: stage1-quick\nsteps: 11\nlearning_rate: 0.001\n")
+    (tmp_path / "second.yaml").write_text("base: first.yaml\nsteps: 12\n")
+    config = load_config(Stage1Config, tmp_path / "second.yaml")
+    assert (config.steps, config.learning_rate) == (12, 0.001)
+    assert config.qformer.num_queries == load_config(Stage1Config, "stage1-quick").qformer.num_queries
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: loop.yaml\n", "leads back"),
+    ("base: nowhere.yaml\n", "base 'nowhere.yaml'"),
+    ("base: no-such-preset\n", "no preset named"),
+    ("base: [standard]\n", "base must name a preset"),
+])
+def test_a_bad_base_is_named(tmp_path, text, message):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as error:
+        load_config(Stage2Config, path)
+    assert "loop.yaml" in str(error.value)
+
+
+def test_the_bench_keys_a_preset_by_its_base_too(tmp_path):
+    from itemlm.bench.grid import preset_identity
+
+    (tmp_path / "base.yaml").write_text("steps: 1\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\n")
+    before = preset_identity(str(tmp_path / "child.yaml"))
+    (tmp_path / "base.yaml").write_text("steps: 2\n")
+    preset_identity.cache_clear()
+    assert preset_identity(str(tmp_path / "child.yaml")) != before
+    assert preset_identity("standard").startswith("preset-sha256=")

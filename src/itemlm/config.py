@@ -132,12 +132,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise InputError(f"override '{text}': the value is not valid YAML ({getattr(error, 'problem', None) or 'unreadable'})") from None
 
 
-def load_config(cls: type[T], name_or_path: str | Path, overrides: list[str] | None = None) -> T:
-    """The config of a preset (a name or a YAML file) with `key.sub=value` overrides applied.
-
-    Errors name the override when an override set the bad field, else the file.
-    """
-    path = preset_path(name_or_path)
+def read_config_file(path: Path) -> dict:
+    """One YAML config file as a mapping, without resolving its `base`."""
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as error:
@@ -147,6 +143,51 @@ def load_config(cls: type[T], name_or_path: str | Path, overrides: list[str] | N
         raise InputError(f"not valid YAML: {getattr(error, 'problem', error)}", path=path, line=None if line is None else line + 1) from None
     if not isinstance(values, dict):
         raise InputError("a config must be a YAML mapping", path=path)
+    return values
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` laid over it: mappings merge key by key, anything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def config_chain(name_or_path: str | Path) -> list[Path]:
+    """The files a config is read from: the file itself, then its `base` (a preset name, or a YAML path
+    relative to the file), then that file's base, and so on."""
+    chain = [preset_path(name_or_path)]
+    while (base := read_config_file(chain[-1]).get("base")) is not None:
+        if not isinstance(base, str) or not base:
+            raise InputError(f"base must name a preset or a YAML file, got {base!r}", path=chain[-1])
+        relative = chain[-1].parent / base
+        try:
+            following = preset_path(relative if relative.suffix in (".yaml", ".yml") and relative.is_file() else base)
+        except InputError as error:
+            raise InputError(f"base '{base}': {error}", path=chain[-1]) from None
+        if following.resolve() in {path.resolve() for path in chain}:
+            raise InputError(f"base '{base}' leads back to a file already in this config's chain", path=chain[-1])
+        chain.append(following)
+    return chain
+
+
+def read_config_chain(name_or_path: str | Path) -> dict:
+    """A config's settings: its base chain's files laid over one another, the named file last."""
+    values: dict = {}
+    for path in reversed(config_chain(name_or_path)):
+        values = merged(values, {k: v for k, v in read_config_file(path).items() if k != "base"})
+    return values
+
+
+def load_config(cls: type[T], name_or_path: str | Path, overrides: list[str] | None = None) -> T:
+    """The config of a preset (a name or a YAML file, which may start from another with `base:`)
+    with `key.sub=value` overrides applied.
+
+    Errors name the override when an override set the bad field, else the file.
+    """
+    path = preset_path(name_or_path)
+    values = read_config_chain(path)
     given: dict[str, str] = {}
     for override in overrides or []:
         keys, value = parse_override(override)

@@ -176,12 +176,13 @@ class Cell:
 
 @functools.lru_cache(maxsize=None)  # read once per preset, however many cells share it
 def preset_identity(name: str) -> str:
-    """What a preset *is*, not what it is called: a hash of its file's content and the itemlm version,
-    so editing a preset or upgrading itemlm never reuses a cell computed under the old one."""
+    """What a preset *is*, not what it is called: a hash of its file's content (and of its `base`
+    chain's) and the itemlm version, so editing a preset or upgrading itemlm never reuses a cell
+    computed under the old one."""
     from itemlm import __version__
-    from itemlm.config import preset_path
+    from itemlm.config import config_chain
 
-    content = preset_path(name).read_bytes()
+    content = b"".join(path.read_bytes() for path in config_chain(name))
     return f"preset-sha256={hashlib.sha256(content).hexdigest()[:16]},itemlm={__version__}"
 
 

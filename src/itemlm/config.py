@@ -154,29 +154,39 @@ def merged(base: dict, changes: dict) -> dict:
     return out
 
 
-def config_chain(name_or_path: str | Path) -> list[Path]:
-    """The files a config is read from: the file itself, then its `base` (a preset name, or a YAML path
-    relative to the file), then that file's base, and so on."""
-    chain = [preset_path(name_or_path)]
-    while (base := read_config_file(chain[-1]).get("base")) is not None:
+def config_files(name_or_path: str | Path) -> list[tuple[Path, dict]]:
+    """The files a config is read from, each read once, with its settings (`base` taken out): the file
+    itself, then its `base` (a preset name, or a YAML path relative to the file), then that file's base..."""
+    path = preset_path(name_or_path)
+    files: list[tuple[Path, dict]] = []
+    while True:
+        values = read_config_file(path)
+        base = values.pop("base", None)
+        files.append((path, values))
+        if base is None:
+            return files
         if not isinstance(base, str) or not base:
-            raise InputError(f"base must name a preset or a YAML file, got {base!r}", path=chain[-1])
-        relative = chain[-1].parent / base
+            raise InputError(f"base must name a preset or a YAML file, got {base!r}", path=path)
+        relative = path.parent / base
         try:
             following = preset_path(relative if relative.suffix in (".yaml", ".yml") and relative.is_file() else base)
         except InputError as error:
-            raise InputError(f"base '{base}': {error}", path=chain[-1]) from None
-        if following.resolve() in {path.resolve() for path in chain}:
-            raise InputError(f"base '{base}' leads back to a file already in this config's chain", path=chain[-1])
-        chain.append(following)
-    return chain
+            raise InputError(f"base '{base}': {error}", path=path) from None
+        if following.resolve() in {seen.resolve() for seen, _ in files}:
+            raise InputError(f"base '{base}' leads back to a file already in this config's chain", path=path)
+        path = following
+
+
+def config_chain(name_or_path: str | Path) -> list[Path]:
+    """The paths of `config_files`, the named file first."""
+    return [path for path, _ in config_files(name_or_path)]
 
 
 def read_config_chain(name_or_path: str | Path) -> dict:
     """A config's settings: its base chain's files laid over one another, the named file last."""
     values: dict = {}
-    for path in reversed(config_chain(name_or_path)):
-        values = merged(values, {k: v for k, v in read_config_file(path).items() if k != "base"})
+    for _, settings in reversed(config_files(name_or_path)):
+        values = merged(values, settings)
     return values
 
 

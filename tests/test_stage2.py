@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -302,3 +303,36 @@ def test_generate_refuses_a_bare_string_instead_of_answering_each_character(tiny
     with pytest.raises(InputError, match=r"list of strings.*\[prompt\]"):
         model.generate("Which movie is <item:0>?")
     assert len(model.generate(["Which movie is <item:0>?"], max_new_tokens=2)) == 1
+
+
+def test_consensus_answers_are_seeded_and_come_from_the_greedy_answer_and_the_samples(tiny_llm_folder, data_home, tmp_path, monkeypatch):
+    import itemlm.models.ilm as ilm_module
+
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
+    _, _, cf, llm, catalogue = load_everything(config, "float32")
+    model = ItemLanguageModel(llm, build_bridge(config, cf.dim, 1.0, llm), "ilm-rand", catalogue).eval()
+    prompts = ["Which movie is <item:0>?", "Pitch <item:2> in one sentence."]
+    greedy = model.generate(prompts, max_new_tokens=6)
+    assert model.generate(prompts, max_new_tokens=6, consensus=0) == greedy
+    seen = []
+
+    def last_wins(texts):  # the stand-in encoder: every candidate agrees most with the last one of its prompt
+        seen.append(list(texts))
+        directions = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # per prompt: greedy, sample, sample
+        return directions[np.arange(len(texts)) % 3]
+
+    monkeypatch.setattr(ilm_module, "embed_sentences", lambda texts, encoder=None: last_wins(texts))
+    chosen = model.generate(prompts, max_new_tokens=6, consensus=2)
+    assert model.generate(prompts, max_new_tokens=6, consensus=2) == chosen  # seeded
+    candidates = seen[0]
+    assert len(candidates) == 6 and [candidates[0].strip(), candidates[3].strip()] == greedy  # greedy first, then 2 samples each
+    assert chosen == [candidates[2].strip(), candidates[5].strip()]
+    model.consensus = 2  # the model's own setting applies when the call gives none
+    assert model.generate(prompts, max_new_tokens=6) == chosen
+    with pytest.raises(InputError, match="consensus"):
+        model.generate(prompts, consensus=-1)
+
+
+def test_eval_consensus_must_be_a_count(tiny_llm_folder, data_home, tmp_path):
+    with pytest.raises(InputError, match="eval_consensus.*negative"):
+        tiny_config(tiny_llm_folder, data_home, tmp_path / "run", eval_consensus=-2)

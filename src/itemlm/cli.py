@@ -308,12 +308,15 @@ def generate(
 def chat(
     model: Path = typer.Option(..., "--model", "-m", help="A model folder written by `itemlm stage2`."),
     k: int = typer.Option(5, help="Recommendations per answer."),
+    consensus: int = typer.Option(0, min=0, help="Free answers: 0 greedy; N the consensus of the greedy answer and N samples (slower, closer to references)."),
 ):
     """Talk to a trained model: name titles you liked, get recommendations, refine them."""
     from itemlm.chat.session import HELP, ChatSession
     from itemlm.models.ilm import ItemLanguageModel
 
-    session = ChatSession(ItemLanguageModel.from_pretrained(model), k=k)
+    ilm = ItemLanguageModel.from_pretrained(model)
+    ilm.consensus = consensus
+    session = ChatSession(ilm, k=k)
     console.print(f"[bold]itemlm chat[/] · {session.model.catalogue.num_items} items · {HELP}")
     while True:
         try:

@@ -30,6 +30,8 @@ from itemlm.models.api import ItemLanguageAPI
 from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device
+from itemlm.models.sentence_encoder import embed_sentences
+from itemlm.models.consensus import SAMPLING, choose_consensus
 from itemlm.models.constrained import TitleTrie
 from itemlm.models.unknown_titles import UnknownTitles
 from itemlm.tasks.templates import find_placeholders
@@ -74,6 +76,9 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self.popularity_prior = 0.0  # trie generation: weight of the items' popularity (0: the LLM alone)
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
         self.no_repeat_ngram = NO_REPEAT_NGRAM  # greedy answers never repeat a 3-gram (decode.forbid_repeated_ngrams)
+        # free answers: 0 = greedy; n > 0 = the consensus of the greedy answer and n sampled ones (consensus.py)
+        self.consensus = 0
+        self.consensus_encoder: str | None = None  # the sentence encoder that judges agreement (None: the packaged MiniLM)
         # learned vectors for the title slots of items whose text training never read (unknown_titles.py);
         # `hide_all_titles` treats every item so (how those vectors train)
         self.unknown_titles: UnknownTitles | None = None
@@ -262,10 +267,27 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         return self.embed(batch), batch.attention_mask
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], max_new_tokens: int = 48, answer_prefixes: list[str] | None = None) -> list[str]:
-        """Greedy answers; with `answer_prefixes`, each answer continues its prefix (returned without it)."""
+    def generate(
+        self, prompts: list[str], max_new_tokens: int = 48, answer_prefixes: list[str] | None = None, consensus: int | None = None,
+    ) -> list[str]:
+        """Greedy answers; with `answer_prefixes`, each answer continues its prefix (returned without it).
+
+        consensus: n > 0 samples n more answers per prompt and returns, of those and the greedy one,
+        the answer the others agree with most (`itemlm.models.consensus`; seeded: the same prompts
+        give the same answers); None: the model's `consensus` (0 unless set)."""
+        samples = self.consensus if consensus is None else consensus
+        if samples < 0:
+            raise InputError(f"consensus must be a number of extra answers >= 0, got {samples}")
         embeds, mask = self.encode_prompts(prompts, answer_prefixes)
         texts = self.llm.generate_embeds(embeds, mask, max_new_tokens, no_repeat_ngram=self.no_repeat_ngram).texts
+        if samples:
+            generator = torch.Generator(device=embeds.device).manual_seed(0)
+            drawn = self.llm.generate_embeds(
+                embeds.repeat_interleave(samples, 0), mask.repeat_interleave(samples, 0), max_new_tokens, do_sample=True,
+                generator=generator, no_repeat_ngram=self.no_repeat_ngram, **SAMPLING,
+            ).texts
+            candidates = [[texts[row]] + drawn[row * samples : (row + 1) * samples] for row in range(len(texts))]
+            texts = choose_consensus(candidates, lambda flat: embed_sentences(flat, self.consensus_encoder))
         return [t.strip() for t in texts] if answer_prefixes is None else [t.rstrip() for t in texts]
 
     # ---------------------------------------------------------------- saving

@@ -123,6 +123,7 @@ class Stage2Config:
     popularity_prior: float = 0.0
     eval_rank_users: int = 0  # ranking mode: test users scored (0: all of them)
     eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
+    eval_consensus: int = 0  # free answers in the evaluation: 0 greedy (every bench cell), n > 0 the consensus of greedy + n samples (models/consensus.py)
     eval_prompts: str = "all"  # every subject in a training phrasing and in the held-out one; "seen": the former only (half the time)
     sc_encoder: str | None = None  # sentence-transformers name or folder for SC; None: the packaged MiniLM
     output_dir: str | None = None  # default runs/stage2/<name>
@@ -508,6 +509,7 @@ def train_stage2(
         parts, fingerprint = out / "evaluation-parts", folder_digest(final)
         test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length,
                                      prompts=config.eval_prompts)
+        eval_model.consensus, eval_model.consensus_encoder = config.eval_consensus, config.sc_encoder
         report["test"], per_example = evaluate_stage2(
             eval_model, test_samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
             num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed,

@@ -143,3 +143,13 @@ def test_the_bench_keys_a_preset_by_its_base_too(tmp_path):
     preset_identity.cache_clear()
     assert preset_identity(str(tmp_path / "child.yaml")) != before
     assert preset_identity("standard").startswith("preset-sha256=")
+
+
+def test_default_values_need_no_valid_config():
+    from itemlm.config import default_values
+    from itemlm.train.stage2 import Stage2Config
+
+    defaults = default_values(Stage2Config)  # Stage2Config() itself is refused: bridge=ilm needs a stage-1 model
+    assert defaults["bridge"] == "ilm" and defaults["eval_consensus"] == 0
+    assert defaults["warm_start"]["enabled"] is False  # nested settings as dicts, as config.json holds them
+    assert defaults["task_weights"]["sequential"] == 2.0

@@ -50,3 +50,13 @@ def test_resume_and_overwrite_together_is_an_error(tmp_path):
 def test_tuples_equal_their_saved_lists_and_task_weights_compare_whole():
     assert config_changes(json.loads(json.dumps(CONFIG)), CONFIG) == []
     assert config_changes(CONFIG, dict(CONFIG, task_weights={"item_title": 2.0})) == ["task_weights: {'item_title': 1.0} -> {'item_title': 2.0}"]
+
+
+def test_a_setting_added_after_the_run_was_saved_is_no_change_at_its_default(tmp_path):
+    defaults = dict(CONFIG, eval_consensus=0)
+    claim_run_folder(tmp_path / "old", CONFIG)  # saved before `eval_consensus` existed
+    with pytest.raises(InputError, match=r"eval_consensus: \(unset\) -> 8"):  # not at its default: the run would differ
+        claim_run_folder(tmp_path / "old", dict(CONFIG, eval_consensus=8), resume=True, defaults=defaults)
+    claim_run_folder(tmp_path / "old", dict(CONFIG, eval_consensus=0), resume=True, defaults=defaults)
+    assert config_changes(CONFIG, dict(CONFIG, eval_consensus=0), defaults=defaults) == []
+    assert config_changes(CONFIG, dict(CONFIG, eval_consensus=0)) == ["eval_consensus: (unset) -> 0"]  # no defaults given

@@ -221,3 +221,18 @@ def load_config(cls: type[T], name_or_path: str | Path, overrides: list[str] | N
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def default_values(cls: type) -> dict:
+    """Each setting's default, as `to_dict` would write it, without building (and so validating) a
+    whole config: a recipe's defaults need not form a valid run on their own."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            value = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:
+            continue
+        values[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return values

@@ -24,6 +24,7 @@ from typing import TypeVar
 import torch
 from accelerate import Accelerator
 
+from itemlm.config import default_values
 from itemlm.errors import InputError
 from itemlm.train.run_folder import claim_run_folder
 
@@ -42,7 +43,7 @@ def start_run(config, *, resume: bool = False, overwrite: bool = False, may_chan
     accelerator = make_accelerator()
     check_global_batch(config.batch_size, accelerator)
     if accelerator.is_main_process:
-        claim_run_folder(config.out, asdict(config), resume=resume, overwrite=overwrite, may_change=may_change)
+        claim_run_folder(config.out, asdict(config), resume=resume, overwrite=overwrite, may_change=may_change, defaults=default_values(type(config)))
     accelerator.wait_for_everyone()
     return accelerator
 

@@ -33,14 +33,16 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-def config_changes(saved: dict, wanted: dict, may_change: Iterable[str] = ()) -> list[str]:
-    """'key: old -> new' for each setting that differs, except keys (or key prefixes) in `may_change`."""
-    # both through JSON: a tuple compares equal to the list it was saved as
-    old, new = (flatten(json.loads(json.dumps(values))) for values in (saved, wanted))
+def config_changes(saved: dict, wanted: dict, may_change: Iterable[str] = (), defaults: dict | None = None) -> list[str]:
+    """'key: old -> new' for each setting that differs, except keys (or key prefixes) in `may_change`,
+    and keys the saved run lacks that `wanted` leaves at their value in `defaults` (settings added to
+    itemlm after the run was saved: the run behaved as their default)."""
+    # all through JSON: a tuple compares equal to the list it was saved as
+    old, new, base = (flatten(json.loads(json.dumps(values))) for values in (saved, wanted, defaults or {}))
     allowed = tuple(may_change)
 
     def is_allowed(key: str) -> bool:
-        return any(key == a or key.startswith(a + ".") for a in allowed)
+        return any(key == a or key.startswith(a + ".") for a in allowed) or (key not in old and key in base and new.get(key) == base[key])
 
     missing = object()
     return [
@@ -63,8 +65,11 @@ def same_run(folder: Path, config: dict) -> bool:
         return False
 
 
-def claim_run_folder(folder: Path, config: dict, *, resume: bool = False, overwrite: bool = False, may_change: Iterable[str] = ()) -> None:
-    """Make `folder` this run's, or raise an InputError saying why not and what to pass."""
+def claim_run_folder(
+    folder: Path, config: dict, *, resume: bool = False, overwrite: bool = False, may_change: Iterable[str] = (), defaults: dict | None = None,
+) -> None:
+    """Make `folder` this run's, or raise an InputError saying why not and what to pass.
+    defaults: the settings' default values (a setting the saved run lacks is no change at its default)."""
     folder = Path(folder)
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other: pick one")
@@ -84,7 +89,7 @@ def claim_run_folder(folder: Path, config: dict, *, resume: bool = False, overwr
                 saved = json.loads((folder / "config.json").read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise InputError(f"the saved config.json is not valid JSON ({error}); --overwrite starts the run over", path=folder) from None
-            changes = config_changes(saved, config, may_change)
+            changes = config_changes(saved, config, may_change, defaults)
             if changes:
                 raise InputError(
                     "--resume with other settings than the saved run's: " + "; ".join(changes[:8])

@@ -229,6 +229,16 @@ def test_recipe_warm_starts_logs_learning_curves_and_reports_names_title(tiny_ll
     assert json.loads((tmp_path / "run" / "model" / "bridge.json").read_text())["system_prompt"] == ""
 
 
+def test_a_resumed_run_reports_the_warm_start_of_its_first_session(tiny_llm_folder, data_home, tmp_path):
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run", bridge="mlp", mlp_tokens=2, steps=4,
+                         **{"warm_start.enabled": "true", "warm_start.steps": 0})
+    train_stage2(config, stop_after=2, progress=False, evaluate=False)
+    logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["warm_start"]
+    train_stage2(config, resume=True, progress=False, evaluate=False)  # the warm start does not run again
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["warm_start"] == logged and report["warm_start"]["token_accuracy"] >= 0
+
+
 def test_an_empty_system_prompt_replaces_the_templates_default(tiny_llm_folder):
     from itemlm.models.llm import FrozenLLM
 

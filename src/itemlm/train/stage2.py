@@ -387,6 +387,8 @@ def train_stage2(
             clock = max(clock, log.last("train_seconds", 0.0))
             if warm_report is not None:
                 log.write({"step": 0, "warm_start": warm_report, "train_seconds": round(clock, 1)})
+            else:  # a resumed run: the warm start's report, as its first session logged it
+                warm_report = log.last("warm_start")
         if config.validate_every and main:
             probe = ValidationProbe.build(
                 dataset, split, names_per_group=config.validation_names, sc_samples=config.validation_sc,

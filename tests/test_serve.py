@@ -176,6 +176,8 @@ def test_an_open_address_needs_a_key_and_loopback_is_the_default(model_folder):
         serve_model(model_folder, host="0.0.0.0")
     with pytest.raises(InputError, match="at least 8"):
         serve_model(model_folder, host="0.0.0.0", api_key="short")
+    with pytest.raises(InputError, match="--consensus must be 0"):
+        serve_model(model_folder, consensus=-1)
 
 
 def test_the_worker_runs_one_job_at_a_time_and_refuses_beyond_its_queue():

@@ -308,7 +308,7 @@ def generate(
 def chat(
     model: Path = typer.Option(..., "--model", "-m", help="A model folder written by `itemlm stage2`."),
     k: int = typer.Option(5, help="Recommendations per answer."),
-    consensus: int = typer.Option(0, min=0, help="Free answers: 0 greedy; N the consensus of the greedy answer and N samples (slower, closer to references)."),
+    consensus: int = typer.Option(0, min=0, help="Free answers: 0 greedy; N the consensus of the greedy answer and N samples (about 5x slower per answer)."),
 ):
     """Talk to a trained model: name titles you liked, get recommendations, refine them."""
     from itemlm.chat.session import HELP, ChatSession
@@ -339,11 +339,12 @@ def serve(
     db: Optional[Path] = typer.Option(None, help="SQLite file of the conversations (default: sessions.sqlite beside the model folder)."),
     cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin (repeatable); CORS is off without it."),
     max_waiting: int = typer.Option(64, help="Requests that may wait for the model before the server answers 503."),
+    consensus: int = typer.Option(0, help="Free answers: 0 greedy; N the consensus of the greedy answer and N samples (about 5x slower per answer)."),
 ):
     """Serve a model: an OpenAI-compatible chat API, a recommendations API and a chat page at /."""
     from itemlm.serve.run import serve_model
 
-    serve_model(model, host=host, port=port, api_key=api_key, db=db, cors_origins=cors_origin, max_waiting=max_waiting)
+    serve_model(model, host=host, port=port, api_key=api_key, db=db, cors_origins=cors_origin, max_waiting=max_waiting, consensus=consensus)
 
 
 @app.command()

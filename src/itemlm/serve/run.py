@@ -19,7 +19,7 @@ def is_loopback(host: str) -> bool:
 
 def serve_model(
     model_folder: Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, db: Path | None = None,
-    cors_origins: list[str] | None = None, max_waiting: int = 64,
+    cors_origins: list[str] | None = None, max_waiting: int = 64, consensus: int = 0,
 ) -> None:
     if not is_loopback(host) and not api_key:
         raise InputError(f"--host {host} opens the server beyond this machine: give --api-key (or set ITEMLM_API_KEY)")
@@ -29,6 +29,8 @@ def serve_model(
         raise InputError(f"--port must be in 1..65535, got {port}")
     if max_waiting < 1:
         raise InputError(f"--max-waiting must be at least 1, got {max_waiting}")
+    if consensus < 0:
+        raise InputError(f"--consensus must be 0 (greedy answers) or more, got {consensus}")
     import uvicorn
 
     from itemlm.models.ilm import ItemLanguageModel
@@ -37,6 +39,7 @@ def serve_model(
 
     model = ItemLanguageModel.from_pretrained(model_folder)
     model.eval()
+    model.consensus = consensus  # free answers: greedy, or the consensus of greedy + n samples (models/consensus.py)
     run_folder = Path(model_folder).resolve().parent  # the model's run: its name, and where sessions go by default
     store = SessionStore(db or run_folder / "sessions.sqlite")
     app = create_app(model, store, api_key=api_key, cors_origins=cors_origins, model_name=run_folder.name or "itemlm",

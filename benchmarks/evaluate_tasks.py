@@ -60,7 +60,7 @@ def score_run(run: Path, tasks: list[str], prompts: str, text_samples: int | Non
     if prompts != "both":
         samples = [s for s in samples if s.held_out_prompt == (prompts == "unseen")]
     model = ItemLanguageModel.from_pretrained(run / "model", dtype=config.eval_dtype)
-    model.consensus, model.consensus_encoder = consensus, config.sc_encoder
+    model.consensus = consensus
     parts = run / ("task-evaluation-parts" if not consensus else f"task-evaluation-parts-consensus{consensus}")
     started = time.perf_counter()
     report, per_example = evaluate_stage2(

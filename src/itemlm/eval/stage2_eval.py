@@ -173,6 +173,7 @@ def evaluate_stage2(
     model_fingerprint names the model's weights (a hash), so parts of another model are never reused.
     """
     model.eval()
+    model.consensus_encoder = encoder  # consensus decoding judges agreement with the encoder that scores SC
     settings = {"model": model_fingerprint, "no_repeat_ngram": getattr(model, "no_repeat_ngram", 0), "popularity_prior": getattr(model, "popularity_prior", 0.0), "max_text_samples": max_text_samples, "max_rec_samples": max_rec_samples,
                 "k": k, "num_beams": num_beams, "max_new_tokens": max_new_tokens, "seed": seed, "encoder": encoder}
     if getattr(model, "consensus", 0):  # only when on: parts computed before the switch existed stay valid

@@ -511,7 +511,7 @@ def train_stage2(
         parts, fingerprint = out / "evaluation-parts", folder_digest(final)
         test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length,
                                      prompts=config.eval_prompts)
-        eval_model.consensus, eval_model.consensus_encoder = config.eval_consensus, config.sc_encoder
+        eval_model.consensus = config.eval_consensus
         report["test"], per_example = evaluate_stage2(
             eval_model, test_samples, max_text_samples=config.eval_text_samples, max_rec_samples=config.eval_rec_samples,
             num_beams=config.eval_beams, max_new_tokens=config.max_target_tokens, seed=config.eval_seed,

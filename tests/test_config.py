@@ -153,3 +153,13 @@ def test_default_values_need_no_valid_config():
     assert defaults["bridge"] == "ilm" and defaults["eval_consensus"] == 0
     assert defaults["warm_start"]["enabled"] is False  # nested settings as dicts, as config.json holds them
     assert defaults["task_weights"]["sequential"] == 2.0
+
+
+def test_one_entry_of_a_default_mapping_is_laid_over_that_default():
+    from itemlm.train.stage2 import DEFAULT_WEIGHTS
+
+    config = load_config(Stage2Config, "stage2-quick", ["task_weights.explanation=2"])  # the preset leaves task_weights at its default
+    assert config.task_weights == {**DEFAULT_WEIGHTS, "explanation": 2.0}
+    assert load_config(Stage2Config, "stage2-quick").task_weights == DEFAULT_WEIGHTS  # the default itself is untouched
+    standard = load_config(Stage2Config, "standard", ["task_weights.explanation=2"])  # a preset's own mapping is merged into
+    assert standard.task_weights["ranking"] == 2.0 and standard.task_weights["explanation"] == 2.0

@@ -17,6 +17,7 @@ from itemlm.train.stage2 import (
     Stage2Config,
     build_bridge,
     load_everything,
+    sample_tasks,
     train_stage2,
 )
 from tests.test_llm import make_tiny_llm
@@ -336,3 +337,24 @@ def test_consensus_answers_are_seeded_and_come_from_the_greedy_answer_and_the_sa
 def test_eval_consensus_must_be_a_count(tiny_llm_folder, data_home, tmp_path):
     with pytest.raises(InputError, match="eval_consensus.*negative"):
         tiny_config(tiny_llm_folder, data_home, tmp_path / "run", eval_consensus=-2)
+
+
+def test_the_explanation_task_trains_evaluates_and_gives_the_chat_its_reasons(tiny_llm_folder, data_home, tmp_path, monkeypatch):
+    plain = tiny_config(tiny_llm_folder, data_home, tmp_path / "plain")
+    assert "explanation" not in sample_tasks(plain)  # runs that do not weigh it train and evaluate as before
+    config = tiny_config(tiny_llm_folder, data_home, tmp_path / "why", steps=2, **{"task_weights.explanation": 5.0})
+    assert sample_tasks(config)[-1] == "explanation"
+    final = train_stage2(config, progress=False, evaluate=True)
+    report = json.loads((tmp_path / "why" / "metrics.json").read_text())
+    assert {"seen", "unseen"} <= set(report["test"]["explanation"]) and "SC" in report["test"]["explanation"]["seen"]
+    model = ItemLanguageModel.from_pretrained(final)
+    assert "explanation" in model.trained_tasks and "item_title" in model.trained_tasks
+    asked = []
+    monkeypatch.setattr(model, "generate", lambda prompts, *a, **k: asked.extend(prompts) or ["Because it is also a crime film. More."] * len(prompts))
+    reasons = model.explain([0, 1], [2, 3])
+    assert reasons == [f"{model.catalogue.titles[i]} — because it is also a crime film." for i in (2, 3)]
+    assert all("<item:0>" in p and "<item:1>" in p for p in asked) and "<item:2>" in asked[0] and "<item:3>" in asked[1]
+    model.trained_tasks = []  # a model without the task continues the conversational answer from the title
+    asked.clear()
+    assert model.explain([0], [2]) == [f"{model.catalogue.titles[2]} — because Because it is also a crime film."]
+    assert "<item:2>" not in asked[0]

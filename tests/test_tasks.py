@@ -13,6 +13,7 @@ from itemlm.tasks.mixture import mix_samples
 from itemlm.tasks.phrasing import natural_join, pitch_text, reason_text, short_description, tag_phrase
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import (
+    ALL_TASKS,
     DOMAINS,
     ITEM_TASKS,
     REC_TASKS,
@@ -68,7 +69,7 @@ def test_placeholders_parse():
 def test_every_task_has_one_held_out_phrasing(domain):
     field = {"user_profile": "{user}", "straightforward": "{user}", "sequential": "{history}",
              "conversational": "{liked}"}
-    for task in TASKS:
+    for task in ALL_TASKS:
         every = templates_for(task, domain, "all")
         assert len(every) >= 4 and sum(t.held_out for t in every) == 1, task
         assert not any(t.held_out for t in templates_for(task, domain, "seen"))
@@ -278,3 +279,28 @@ def test_ml100k_sample_counts_and_speed(ml100k):
     assert train_counts["item_title"] == int((~ml100k.items["text_held_out"]).sum())
     assert test_counts["sequential"] == len(split.test)
     assert train_counts["sequential"] == 3 * ml100k.num_users  # every user has >= 4 training items
+
+
+def test_explanation_task_reads_the_item_and_says_what_it_shares_with_the_liked_ones(ml100k):
+    split = leave_one_out_split(ml100k)
+    assert "explanation" not in {s.task for s in build_samples(ml100k, split, "valid", max_per_task=5)}  # only when asked
+    facts = ItemFacts.from_dataset(ml100k, "movies")
+    train = build_samples(ml100k, split, "train", tasks=["explanation"])
+    assert len(train) > 1000 and {s.task for s in train} == {"explanation"}
+    also = 0
+    for s in train[:400]:
+        item = s.item
+        liked = [i for i in s.prompt_items() if i != item]
+        assert s.template.startswith("explanation.") and item in s.prompt_items() and liked
+        assert not facts.held_out[item] and not s.text_held_out_subject  # training never explains a text-held-out item
+        assert s.target.startswith("Because it is ") and s.target.endswith(" film.")
+        genres = [g.lower() for g in facts.tags[item]]
+        assert any(g.split("'")[0] in s.target.lower() for g in genres), (s.target, genres)
+        if s.target.startswith("Because it is also "):
+            also += 1
+            liked_genres = {g.lower() for i in liked for g in facts.tags[i]}
+            assert set(genres) & liked_genres
+    assert also > 200  # most next items share a genre with what the user liked
+    test = build_samples(ml100k, split, "test", tasks=["explanation"], prompts="all")
+    assert {s.held_out_prompt for s in test} == {False, True}
+    assert any(s.text_held_out_subject for s in test)  # evaluation covers every item and marks the held-out ones

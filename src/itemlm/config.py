@@ -7,6 +7,7 @@ Presets ship inside the package (`itemlm/configs/*.yaml`) and are found by bare 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from pathlib import Path
@@ -198,10 +199,15 @@ def load_config(cls: type[T], name_or_path: str | Path, overrides: list[str] | N
     """
     path = preset_path(name_or_path)
     values = read_config_chain(path)
+    defaults = default_values(cls)
     given: dict[str, str] = {}
     for override in overrides or []:
         keys, value = parse_override(override)
         target = values
+        if len(keys) > 1 and keys[0] not in values and isinstance(defaults.get(keys[0]), dict):
+            # one entry of a mapping the preset leaves at its default (`task_weights.explanation=2`) is
+            # laid over that default, not a mapping of its own
+            values[keys[0]] = copy.deepcopy(defaults[keys[0]])
         for depth, key in enumerate(keys[:-1]):
             target = target.setdefault(key, {})
             if not isinstance(target, dict):

@@ -12,7 +12,8 @@ import torch
 
 from itemlm.errors import InputError
 from itemlm.models.constrained import TitleTrie, constrained_beam_search
-from itemlm.tasks.templates import find_placeholders, item_placeholder, user_placeholder
+from itemlm.tasks.phrasing import natural_join
+from itemlm.tasks.templates import find_placeholders, item_placeholder, templates_for, user_placeholder
 
 
 class ItemLanguageAPI:
@@ -20,18 +21,23 @@ class ItemLanguageAPI:
 
     @torch.no_grad()
     def explain(self, liked: list[int], items: list[int], max_new_tokens: int = 24) -> list[str]:
-        """Why each of `items` suits someone who liked `liked`, in the model's own words: the
-        conversational task's answer ("Title — because ..."), with the title given and the reason
-        generated, cut at its first sentence."""
-        liked_text = ", ".join(item_placeholder(i) for i in liked[-3:])
+        """Why each of `items` suits someone who liked `liked`, in the model's own words, as "Title —
+        because ...", cut at the reason's first sentence. A model trained on the explanation task reads
+        each item's vectors and answers "why should I watch <item>?"; an older one continues the
+        conversational task's answer from the title alone."""
+        if not items:
+            return []
+        liked_text = natural_join([item_placeholder(i) for i in liked[-3:]])
+        titles = [self.catalogue.titles[item] for item in items]
+        if "explanation" in self.trained_tasks:
+            ask = next(t for t in templates_for("explanation", self.catalogue.domain, "seen") if t.domain)
+            answers = self.generate([ask.fill(liked=liked_text, item=item_placeholder(i)) for i in items], max_new_tokens)
+            reasons = [_first_sentence(answer) for answer in answers]
+            return [f"{title} — {r[0].lower()}{r[1:]}" if r else f"{title}." for title, r in zip(titles, reasons)]
         noun = "watch" if self.catalogue.domain == "movies" else "buy"
         prompts = [f"I loved {liked_text}; what should I {noun} next?"] * len(items)
-        prefixes = [f"{self.catalogue.titles[item]} — because" for item in items]
-        reasons = []
-        for prefix, text in zip(prefixes, self.generate(prompts, max_new_tokens, prefixes) if items else []):
-            sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
-            reasons.append(f"{prefix} {sentence}" if sentence else prefix.removesuffix(" — because") + ".")
-        return reasons
+        answers = self.generate(prompts, max_new_tokens, [f"{title} — because" for title in titles])
+        return [f"{title} — because {_first_sentence(a)}" if _first_sentence(a) else f"{title}." for title, a in zip(titles, answers)]
 
     @property
     def trie(self) -> TitleTrie:
@@ -136,3 +142,7 @@ class ItemLanguageAPI:
         """The model's free-form answer to one message (placeholders allowed in it). A conversation
         of several turns, with preferences kept between them, is `itemlm.chat.session.ChatSession`."""
         return self.generate([message], max_new_tokens)[0]
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]

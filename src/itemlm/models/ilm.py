@@ -74,6 +74,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self._trie: TitleTrie | None = None
         self._best_popularity: list[float] | None = None  # per trie node (popularity_bonus)
         self.popularity_prior = 0.0  # trie generation: weight of the items' popularity (0: the LLM alone)
+        self.trained_tasks: list[str] = []  # what stage 2 trained the bridge on (empty: not recorded)
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
         self.no_repeat_ngram = NO_REPEAT_NGRAM  # greedy answers never repeat a 3-gram (decode.forbid_repeated_ngrams)
         # free answers: 0 = greedy; n > 0 = the consensus of the greedy answer and n sampled ones (consensus.py)
@@ -322,6 +323,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
         model.unknown_titles = UnknownTitles.load(folder)
         model.popularity_prior = float(meta.get("popularity_prior", 0.0))
+        model.trained_tasks = [str(task) for task in meta.get("tasks") or []]
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker
 

@@ -16,7 +16,7 @@ from itemlm.errors import InputError
 from itemlm.tasks.sample import Sample
 from itemlm.tasks.seeding import named_rng
 from itemlm.tasks.targets import TargetBuilder
-from itemlm.tasks.templates import PROMPT_SETS, TASKS, infer_domain, templates_for
+from itemlm.tasks.templates import ALL_TASKS, PROMPT_SETS, TASKS, infer_domain, templates_for
 
 STAGES = ("train", "valid", "test")
 
@@ -35,7 +35,8 @@ def build_samples(
     positions_per_user: int = 3,
     strict_text_holdout: bool = False,
 ) -> list[Sample]:
-    """Samples of `tasks` (default all) for one stage, grouped by task in `TASKS` order.
+    """Samples of `tasks` (default: the paper's eight, `TASKS`) for one stage, grouped by task in
+    `ALL_TASKS` order.
 
     prompts: "seen" (training phrasings), "unseen" (the held-out phrasing) or "all": every subject
         twice, once in a seen phrasing and once in the held-out one, so that the two prompt sets
@@ -55,9 +56,9 @@ def build_samples(
         raise InputError(f"prompts must be one of {', '.join(PROMPT_SETS)}, got '{prompts}'")
     if stage == "train" and prompts != "seen":
         raise InputError("training samples use only the seen phrasings (prompts='seen')")
-    unknown = [t for t in (tasks or ()) if t not in TASKS]
+    unknown = [t for t in (tasks or ()) if t not in ALL_TASKS]
     if unknown:
-        raise InputError(f"unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASKS)}")
+        raise InputError(f"unknown task(s) {', '.join(unknown)}; tasks are {', '.join(ALL_TASKS)}")
     if history_length < 1 or positions_per_user < 1:
         raise InputError("history_length and positions_per_user must be at least 1")
     if max_per_task is not None and max_per_task < 0:
@@ -68,7 +69,7 @@ def build_samples(
     builder = TargetBuilder(dataset, split, stage, seed=int(seed), history_length=history_length, domain=domain,
                             positions_per_user=positions_per_user, strict=strict_text_holdout)
     samples: list[Sample] = []
-    for task in (t for t in TASKS if tasks is None or t in tasks):
+    for task in (t for t in ALL_TASKS if (t in TASKS if tasks is None else t in tasks)):
         drafts = builder.drafts(task)
         if max_per_task is not None and len(drafts) > max_per_task:
             keep = named_rng(seed, stage, task, "subset").choice(len(drafts), size=max_per_task, replace=False)

@@ -56,16 +56,23 @@ def profile_text(top_tags: Sequence[str], titles: Sequence[str], verb: str) -> s
 def reason_text(title: str, shared_tags: Sequence[str], own_tags: Sequence[str], domain: str) -> str:
     """"Heat (1995) — because it is also a crime film." (tags shared with the liked items), else the
     target's own tags ("because it is a crime film"), else the title alone."""
+    why = why_text(shared_tags, own_tags, domain)
+    return f"{title} — {why[0].lower()}{why[1:]}" if why else f"{title}."
+
+
+def why_text(shared_tags: Sequence[str], own_tags: Sequence[str], domain: str) -> str:
+    """"Because it is also a crime film." (tags shared with the liked items), else "Because it is a
+    crime film." (the item's own tags), else "" (nothing to say)."""
     noun = "film" if domain == "movies" else "product"
 
     def kind(tags: Sequence[str]) -> str:
         return with_article(natural_join([tag_phrase(t) for t in tags]) + " " + noun)
 
     if shared_tags:
-        return f"{title} — because it is also {kind(shared_tags)}."
+        return f"Because it is also {kind(shared_tags)}."
     if own_tags:
-        return f"{title} — because it is {kind(own_tags)}."
-    return f"{title}."
+        return f"Because it is {kind(own_tags)}."
+    return ""
 
 
 def short_description(text: str, max_chars: int = MAX_DESCRIPTION_CHARS) -> str:

@@ -4,6 +4,8 @@
   uses only items whose text is not held out; evaluation covers every item and marks the held-out
   ones (`Sample.text_held_out_subject`), so the two groups can be scored apart.
 - user_profile: the user's *training* history (top tags, a few recent titles), at every stage.
+- explanation: why a user's next item suits what they liked (tags shared with the liked items);
+  like the item tasks, training never explains an item whose text is held out.
 - sequential / straightforward / conversational: training targets are positions inside a user's
   training sequence with only the items before them as context; validation and test targets are
   the split's, with everything the user had consumed before them as context. Validation and test
@@ -21,7 +23,7 @@ from itemlm.data.dataset import InteractionDataset
 from itemlm.data.splits import Split
 from itemlm.tasks.facts import ItemFacts
 from itemlm.tasks.histories import Histories, with_ratings
-from itemlm.tasks.phrasing import natural_join, profile_text, reason_text, short_description
+from itemlm.tasks.phrasing import natural_join, profile_text, reason_text, short_description, why_text
 from itemlm.tasks.seeding import named_rng
 from itemlm.tasks.templates import ITEM_TASKS, item_placeholder, user_placeholder
 
@@ -67,6 +69,8 @@ class TargetBuilder:
             return self.item_drafts(task)
         if task == "user_profile":
             return self.profile_drafts()
+        if task == "explanation":
+            return self.explanation_drafts()
         return self.rec_drafts(task)
 
     def liked(self, ratings: np.ndarray) -> np.ndarray:
@@ -174,6 +178,25 @@ class TargetBuilder:
                 reason = reason_text(title, shared, facts.pick_tags(facts.tags[target], limit), facts.domain)
                 liked = natural_join([item_placeholder(i) for i in liked_items])
                 drafts.append(Draft({"liked": liked}, reason, user=u, target_item=target))
+        return drafts
+
+    def explanation_drafts(self) -> list[Draft]:
+        """Each recommendation case's next item, explained to the user by the tags it shares with the
+        1-3 items they liked (else its own tags); the item is in the prompt, as vectors."""
+        facts, drafts = self.facts, []
+        rng = named_rng(self.seed, self.stage, "explanation", "liked")
+        for u, items, ratings, target in self.rec_cases("explanation"):
+            if self.stage == "train" and facts.held_out[target]:
+                continue
+            liked_items = self.pick_liked(rng, items, ratings)
+            liked_tags = {t for i in liked_items for t in facts.tags[i]}
+            limit = min(2, facts.tag_limit)
+            shared = facts.pick_tags([t for t in facts.tags[target] if t in liked_tags], limit)
+            why = why_text(shared, facts.pick_tags(facts.tags[target], limit), facts.domain)
+            if liked_items and why:
+                liked = natural_join([item_placeholder(i) for i in liked_items])
+                drafts.append(Draft({"liked": liked, "item": item_placeholder(target)}, why, item=target, user=u,
+                                    text_held_out_subject=bool(facts.held_out[target])))
         return drafts
 
     def pick_liked(self, rng: np.random.Generator, items: np.ndarray, ratings: np.ndarray) -> list[int]:

@@ -32,7 +32,12 @@ ITEM_TASKS = ("item_title", "item_genres", "item_description", "item_pitch")
 USER_TASKS = ("user_profile",)
 REC_TASKS = ("sequential", "straightforward", "conversational")
 """Recommendation: the target names an item to recommend (`Sample.target_item`)."""
-TRAINING_TASKS = (*TASKS, "ranking")
+EXTRA_TASKS = ("explanation",)
+"""Tasks beyond the paper's eight, trained and evaluated only when a mixture weighs them.
+explanation: why an item suits someone who liked others ("Because it is also a crime film."),
+the item given as vectors, so the reason is read from them (the chat's "why")."""
+ALL_TASKS = (*TASKS, *EXTRA_TASKS)
+TRAINING_TASKS = (*ALL_TASKS, "ranking")
 """What a stage-2 mixture can weigh: the templated tasks plus ranking mode (`itemlm.rank`)."""
 
 DOMAINS = ("movies", "products")
@@ -177,13 +182,25 @@ TEMPLATES: tuple[Template, ...] = tuple(
         products="I loved {liked}; what should I buy next?",
         held_out="My favourites lately: {liked}. Any suggestion?",
     )
+    + _task_templates("explanation", [
+        "I liked {liked}. Why would I like {item}?",
+        "Why recommend {item} to someone who enjoyed {liked}?",
+        "What makes {item} a good pick after {liked}?",
+        "I enjoyed {liked}. What would I like about {item}?",
+        "Fans of {liked}: why try {item}?",
+        "Explain why {item} suits a fan of {liked}.",
+    ],
+        movies="I loved {liked}; why should I watch {item}?",
+        products="I loved {liked}; why should I buy {item}?",
+        held_out="Given that {liked} were favourites, what speaks for {item}?",
+    )
 )
 
 
 def templates_for(task: str, domain: str, prompts: str = "all") -> list[Template]:
     """The phrasings of `task` for `domain`: "seen" (training ones), "unseen" (the held-out one) or "all"."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task '{task}'; tasks are {', '.join(TASKS)}")
+    if task not in ALL_TASKS:
+        raise ValueError(f"unknown task '{task}'; tasks are {', '.join(ALL_TASKS)}")
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain '{domain}'; expected one of {', '.join(DOMAINS)}")
     if prompts not in PROMPT_SETS:

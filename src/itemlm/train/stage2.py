@@ -49,7 +49,7 @@ from itemlm.tasks.build import build_samples
 from itemlm.tasks.facts import ItemFacts
 from itemlm.tasks.curriculum import check_curriculum, phase_start, phase_value, schedule_batches
 from itemlm.tasks.sample import group_by_task
-from itemlm.tasks.templates import PROMPT_SETS, TRAINING_TASKS, infer_domain
+from itemlm.tasks.templates import EXTRA_TASKS, PROMPT_SETS, TASKS, TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
 from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
@@ -151,6 +151,19 @@ class Stage2Config:
     @property
     def out(self) -> Path:
         return Path(self.output_dir or f"runs/stage2/{self.name}")
+
+
+def weighed(config: Stage2Config, task: str) -> bool:
+    """Whether the mixture or a curriculum phase gives `task` a weight above 0."""
+    weights = [config.task_weights, *(phase.get("task_weights") or {} for phase in config.curriculum)]
+    return any(w.get(task, 0) > 0 for w in weights)
+
+
+def sample_tasks(config: Stage2Config) -> list[str]:
+    """The templated tasks a run builds samples of, for training and for its evaluation: the paper's
+    eight always, and an extra task (`EXTRA_TASKS`) only when it is weighed, so that runs without it
+    train and evaluate exactly as before."""
+    return [*TASKS, *(task for task in EXTRA_TASKS if weighed(config, task))]
 
 
 def cf_input_scale(item_vectors: np.ndarray) -> float:
@@ -320,7 +333,8 @@ def train_stage2(
     llm.system_prompt = config.system_prompt
     model = ItemLanguageModel(llm, bridge, config.bridge, catalogue)
     pad_to_multiple = speed_path(config, model, accelerator.device)
-    train_samples = build_samples(dataset, split, "train", seed=config.seed, history_length=config.history_length, prompts="seen")
+    tasks = sample_tasks(config)
+    train_samples = build_samples(dataset, split, "train", tasks=tasks, seed=config.seed, history_length=config.history_length, prompts="seen")
     steps = config.steps if bridge is not None else 0  # text-only has nothing to train
     samples_by_task = group_by_task(train_samples)
     ranker = None
@@ -488,6 +502,7 @@ def train_stage2(
         "trainable_parameters": count_parameters(trained),
         "system_prompt": config.system_prompt,
         "popularity_prior": config.popularity_prior,
+        "tasks": [task for task in TRAINING_TASKS if task in samples_by_task and weighed(config, task)],
     }
     final = model.save_pretrained(out / "model", meta)
     train_seconds = time.perf_counter() - started
@@ -509,7 +524,7 @@ def train_stage2(
         eval_model = ItemLanguageModel.from_pretrained(final, dtype=config.eval_dtype)
         # finished parts of an interrupted evaluation of these very weights are read back, not redone
         parts, fingerprint = out / "evaluation-parts", folder_digest(final)
-        test_samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length,
+        test_samples = build_samples(dataset, split, "test", tasks=tasks, seed=config.eval_seed, history_length=config.history_length,
                                      prompts=config.eval_prompts)
         eval_model.consensus = config.eval_consensus
         report["test"], per_example = evaluate_stage2(

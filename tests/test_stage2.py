@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from itemlm.chat.session import ChatSession
+from itemlm.chat.session import UNREAD_NOTE, ChatSession
 from itemlm.config import load_config
 from itemlm.errors import InputError
 from itemlm.models.bridges import freeze_unused
@@ -158,6 +158,8 @@ def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, d
     reply = session.respond("What is Heat about?")
     assert reply.kind == "description" and reply.about == session.find_titles("Heat")[0]
     assert reply.text.startswith("Heat (1995): ") and session.state()["prefs"] == before
+    heat = reply.about
+    assert reply.text.endswith(UNREAD_NOTE) == bool(model.catalogue.text_held_out[heat])
     # a disliked title is never recommended, a later list repeats nothing already shown, the state round-trips
     reply = session.respond("I hated Casino but liked Toy Story")
     titles = model.catalogue.titles
@@ -166,6 +168,12 @@ def test_chat_session_handles_titles_refinements_and_unknowns(tiny_llm_folder, d
     assert not set(again) & set(items) and not set(again) & set(session.prefs.disliked + session.prefs.liked)
     restored = ChatSession(model, k=3, candidates=10).load_state(session.state())
     assert restored.state() == session.state() and len(restored.turns) == 10
+    kept = model.catalogue.text_held_out
+    flipped = kept.copy()
+    flipped[heat] = not kept[heat]  # an item whose text training never read says so, the others do not
+    model.catalogue.text_held_out = flipped
+    assert session.respond("What is Heat about?").text.endswith(UNREAD_NOTE) == bool(flipped[heat])
+    model.catalogue.text_held_out = kept
 
 
 def test_collated_batch_puts_each_bridge_vector_in_its_slot_on_either_side(tiny_llm_folder, data_home, tmp_path):

@@ -31,6 +31,7 @@ LIGHT_WORDS = ("less violent", "lighter", "no violence", "not violent", "gentler
 NEWER_WORDS = ("newer", "more recent", "recent", "modern")
 OLDER_WORDS = ("older", "classic", "vintage")
 DISLIKE = re.compile(r"\b(hated?|disliked?|didn'?t like|did not like|don'?t like|do not like|not a fan of|can'?t stand|boring|awful|no more)\b")
+UNREAD_NOTE = "(No text about this title was in my training: this is a guess from how people watch it.)"
 QUESTION = re.compile(r"\b(what is|what's|whats|what was)\b.*\babout\b|\b(tell me (more )?about|describe)\b")
 HELP = (
     "Name a few titles you liked (e.g. 'I loved Heat and Casino') or disliked ('I hated Casino'), "
@@ -241,6 +242,8 @@ class ChatSession:
         if item is not None:
             yield f"{titles[item]}: "
             answer = self.describe(item)
+            if self.model.catalogue.text_held_out[item]:
+                answer += f" {UNREAD_NOTE}"
             yield answer
             return Reply(f"{titles[item]}: {answer}", "description", about=item)
         liked, disliked, notes = self.take_opinions(text)

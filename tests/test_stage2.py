@@ -358,11 +358,17 @@ def test_the_explanation_task_trains_evaluates_and_gives_the_chat_its_reasons(ti
     model = ItemLanguageModel.from_pretrained(final)
     assert "explanation" in model.trained_tasks and "item_title" in model.trained_tasks
     asked = []
-    monkeypatch.setattr(model, "generate", lambda prompts, *a, **k: asked.extend(prompts) or ["Because it is also a crime film. More."] * len(prompts))
+    prefixes = []
+    def answer(prompts, max_new_tokens, answer_prefixes=None):
+        asked.extend(prompts)
+        prefixes.append(answer_prefixes)
+        return [" also a crime film. More."] * len(prompts)
+    monkeypatch.setattr(model, "generate", answer)
     reasons = model.explain([0, 1], [2, 3])
     assert reasons == [f"{model.catalogue.titles[i]} — because it is also a crime film." for i in (2, 3)]
+    assert prefixes == [["Because it is"] * 2]  # the task's answer start is given, the rest is generated
     assert all("<item:0>" in p and "<item:1>" in p for p in asked) and "<item:2>" in asked[0] and "<item:3>" in asked[1]
     model.trained_tasks = []  # a model without the task continues the conversational answer from the title
     asked.clear()
-    assert model.explain([0], [2]) == [f"{model.catalogue.titles[2]} — because Because it is also a crime film."]
+    assert model.explain([0], [2]) == [f"{model.catalogue.titles[2]} — because also a crime film."]
     assert "<item:2>" not in asked[0]

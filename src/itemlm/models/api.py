@@ -16,6 +16,10 @@ from itemlm.tasks.phrasing import natural_join
 from itemlm.tasks.templates import find_placeholders, item_placeholder, templates_for, user_placeholder
 
 
+EXPLANATION_START = "Because it is"
+"""How every answer of the explanation task starts ("Because it is also a crime film.")."""
+
+
 class ItemLanguageAPI:
     """The user-facing half of `ItemLanguageModel`."""
 
@@ -29,11 +33,11 @@ class ItemLanguageAPI:
             return []
         liked_text = natural_join([item_placeholder(i) for i in liked[-3:]])
         titles = [self.catalogue.titles[item] for item in items]
-        if "explanation" in self.trained_tasks:
+        if "explanation" in self.trained_tasks:  # the answer starts as the task's answers do: its format is given, its words are not
             ask = next(t for t in templates_for("explanation", self.catalogue.domain, "seen") if t.domain)
-            answers = self.generate([ask.fill(liked=liked_text, item=item_placeholder(i)) for i in items], max_new_tokens)
-            reasons = [_first_sentence(answer) for answer in answers]
-            return [f"{title} — {r[0].lower()}{r[1:]}" if r else f"{title}." for title, r in zip(titles, reasons)]
+            answers = self.generate([ask.fill(liked=liked_text, item=item_placeholder(i)) for i in items], max_new_tokens,
+                                    [EXPLANATION_START] * len(items))
+            return [f"{title} — because it is {_first_sentence(a)}" if _first_sentence(a) else f"{title}." for title, a in zip(titles, answers)]
         noun = "watch" if self.catalogue.domain == "movies" else "buy"
         prompts = [f"I loved {liked_text}; what should I {noun} next?"] * len(items)
         answers = self.generate(prompts, max_new_tokens, [f"{title} — because" for title in titles])

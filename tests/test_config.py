@@ -35,6 +35,11 @@ def test_every_preset_loads(preset):
         assert config.mf.tuned and config.system_prompt == "" and config.dataset == "ml-100k-text"
         for budget in (DEMO_BUDGET, FAST_BUDGET):  # the demo's budgets are overrides of this preset
             assert load_config(Stage2Config, preset, budget).steps > 0
+    elif preset == "standard-chat":  # the standard recipe + the explanation task, in the mixture and the closing phase
+        config, standard = load_config(Stage2Config, preset), load_config(Stage2Config, "standard")
+        assert config.task_weights == {**standard.task_weights, "explanation": 2.0}
+        assert config.curriculum[-1]["task_weights"]["explanation"] > 0 and config.steps == sum(p["steps"] for p in config.curriculum)
+        assert config.warm_start == standard.warm_start and config.learning_rate == standard.learning_rate
     else:
         config = load_config(Stage1Config, preset)
         assert config.steps > 0 and config.variant.startswith("ilm-it")

@@ -35,13 +35,14 @@ class ItemLanguageAPI:
         titles = [self.catalogue.titles[item] for item in items]
         if "explanation" in self.trained_tasks:  # the answer starts as the task's answers do: its format is given, its words are not
             ask = next(t for t in templates_for("explanation", self.catalogue.domain, "seen") if t.domain)
-            answers = self.generate([ask.fill(liked=liked_text, item=item_placeholder(i)) for i in items], max_new_tokens,
-                                    [EXPLANATION_START] * len(items))
-            return [f"{title} — because it is {_first_sentence(a)}" if _first_sentence(a) else f"{title}." for title, a in zip(titles, answers)]
-        noun = "watch" if self.catalogue.domain == "movies" else "buy"
-        prompts = [f"I loved {liked_text}; what should I {noun} next?"] * len(items)
-        answers = self.generate(prompts, max_new_tokens, [f"{title} — because" for title in titles])
-        return [f"{title} — because {_first_sentence(a)}" if _first_sentence(a) else f"{title}." for title, a in zip(titles, answers)]
+            prompts = [ask.fill(liked=liked_text, item=item_placeholder(i)) for i in items]
+            answers, lead = self.generate(prompts, max_new_tokens, [EXPLANATION_START] * len(items)), "because it is"
+        else:
+            noun = "watch" if self.catalogue.domain == "movies" else "buy"
+            prompts = [f"I loved {liked_text}; what should I {noun} next?"] * len(items)
+            answers, lead = self.generate(prompts, max_new_tokens, [f"{title} — because" for title in titles]), "because"
+        sentences = [_first_sentence(answer) for answer in answers]
+        return [f"{title} — {lead} {sentence}" if sentence else f"{title}." for title, sentence in zip(titles, sentences)]
 
     @property
     def trie(self) -> TitleTrie:

@@ -172,10 +172,7 @@ class TargetBuilder:
                 liked_items = self.pick_liked(rng, items, ratings)
                 if not liked_items:
                     continue
-                liked_tags = {t for i in liked_items for t in facts.tags[i]}
-                limit = min(2, facts.tag_limit)
-                shared = facts.pick_tags([t for t in facts.tags[target] if t in liked_tags], limit)
-                reason = reason_text(title, shared, facts.pick_tags(facts.tags[target], limit), facts.domain)
+                reason = reason_text(title, *self.reason_tags(liked_items, target), facts.domain)
                 liked = natural_join([item_placeholder(i) for i in liked_items])
                 drafts.append(Draft({"liked": liked}, reason, user=u, target_item=target))
         return drafts
@@ -189,15 +186,20 @@ class TargetBuilder:
             if self.stage == "train" and facts.held_out[target]:
                 continue
             liked_items = self.pick_liked(rng, items, ratings)
-            liked_tags = {t for i in liked_items for t in facts.tags[i]}
-            limit = min(2, facts.tag_limit)
-            shared = facts.pick_tags([t for t in facts.tags[target] if t in liked_tags], limit)
-            why = why_text(shared, facts.pick_tags(facts.tags[target], limit), facts.domain)
+            why = why_text(*self.reason_tags(liked_items, target), facts.domain)
             if liked_items and why:
                 liked = natural_join([item_placeholder(i) for i in liked_items])
                 drafts.append(Draft({"liked": liked, "item": item_placeholder(target)}, why, item=target, user=u,
                                     text_held_out_subject=bool(facts.held_out[target])))
         return drafts
+
+    def reason_tags(self, liked_items: list[int], target: int) -> tuple[list[str], list[str]]:
+        """What a reason for `target` names: the tags it shares with the liked items, and its own (at most 2 each)."""
+        facts = self.facts
+        liked_tags = {t for i in liked_items for t in facts.tags[i]}
+        limit = min(2, facts.tag_limit)
+        shared = facts.pick_tags([t for t in facts.tags[target] if t in liked_tags], limit)
+        return shared, facts.pick_tags(facts.tags[target], limit)
 
     def pick_liked(self, rng: np.random.Generator, items: np.ndarray, ratings: np.ndarray) -> list[int]:
         """1-3 items from the last `LIKED_WINDOW` of the history, highly rated ones when there are any."""

@@ -13,6 +13,7 @@ from itemlm.config import load_config
 from itemlm.errors import InputError
 from itemlm.models.bridges import freeze_unused
 from itemlm.models.ilm import ItemLanguageModel
+from itemlm.tasks.phrasing import capitalized, kind_phrase
 from itemlm.train.stage2 import (
     Stage2Config,
     build_bridge,
@@ -127,6 +128,13 @@ def test_mlp_and_text_only_bridges_train_and_save(tiny_llm_folder, data_home, tm
         model = ItemLanguageModel.from_pretrained(folder)
         assert model.bridge_kind == bridge
         assert isinstance(model.describe(0, max_new_tokens=4), str)
+        # an item whose text training never read is described by the genres the model reads from its vectors
+        unread = int(np.flatnonzero(model.catalogue.text_held_out)[0])
+        genres = model.read_genres([unread])[0]
+        assert set(genres) <= set(model.catalogue.tag_names.values()) and len(genres) <= 3
+        assert model.describe(unread, max_new_tokens=4) == capitalized(kind_phrase(genres, model.catalogue.domain)) + "."
+        with pytest.raises(InputError, match="item 99999 is not in the catalogue"):
+            model.describe(99999)
         named = model.name([0, 3])  # always a catalogue title, with its log-probability
         assert [len(n) for n in named] == [3, 3] and all(model.catalogue.titles[i] == t and s <= 0 for i, t, s in named)
         assert model.name([]) == []

@@ -10,7 +10,7 @@ from itemlm.errors import InputError
 from itemlm.tasks.build import build_samples
 from itemlm.tasks.facts import ItemFacts
 from itemlm.tasks.mixture import mix_samples
-from itemlm.tasks.phrasing import natural_join, pitch_text, reason_text, short_description, tag_phrase
+from itemlm.tasks.phrasing import capitalized, kind_phrase, natural_join, pitch_text, read_tags, reason_text, short_description, tag_phrase
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import (
     ALL_TASKS,
@@ -109,6 +109,19 @@ def test_pitch_profile_and_reason_read_naturally(movies):
     )
     assert natural_join(["a"]) == "a" and natural_join(["a", "b", "c"]) == "a, b and c"
     assert tag_phrase("Sci-Fi") == "sci-fi" and tag_phrase("DVD Players") == "DVD players"
+
+
+def test_tags_read_from_a_free_answer_and_the_phrase_built_from_them():
+    known = {"action": "Action", "thriller": "Thriller", "sci-fi": "Sci-Fi", "children's": "Children's"}
+    # the catalogue's spelling, in the answer's order, no repeats, no words that are no tag, at most three
+    assert read_tags("Action, Thriller, Action, Horror, Thrilling", known) == ["Action", "Thriller"]
+    assert read_tags("sci-fi and children's.", known) == ["Sci-Fi", "Children's"]
+    assert read_tags("Action/Thriller; Sci-Fi, Children's", known) == ["Action", "Thriller", "Sci-Fi"]
+    assert read_tags("Action, Thriller", known, limit=1) == ["Action"]
+    assert read_tags("", known) == [] and read_tags("A fine film", known) == []
+    assert capitalized(kind_phrase(["Action", "Sci-Fi"], "movies")) == "An action and sci-fi film"
+    assert kind_phrase([], "movies") == "a film" and kind_phrase(["Mascara"], "products") == "a mascara product"
+    assert capitalized("") == ""
 
 
 def test_conversational_reason_uses_shared_tags(movies):

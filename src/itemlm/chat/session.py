@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 
 from itemlm.chat.titles import TitleIndex
 from itemlm.models.ilm import ItemLanguageModel
-from itemlm.tasks.templates import item_placeholder
 
 VIOLENT = {"action", "war", "crime", "horror", "thriller"}
 LIGHT_WORDS = ("less violent", "lighter", "no violence", "not violent", "gentler", "family")
@@ -208,8 +207,9 @@ class ChatSession:
         return [Recommendation(item, self.model.catalogue.titles[item], score, reason) for (item, score), reason in zip(picks, reasons)]
 
     def describe(self, item: int, max_new_tokens: int | None = None) -> str:
-        """The model's own answer to "What is <item> about?" (a training prompt of item_description)."""
-        return self.model.generate([f"What is {item_placeholder(item)} about?"], max_new_tokens or self.max_new_tokens)[0]
+        """The model's own answer to "What is <item> about?" (a training prompt of item_description);
+        for an item whose text it never read, the genres it reads from the item's vectors."""
+        return self.model.describe(item, max_new_tokens or self.max_new_tokens)
 
     # -------------------------------------------------------------- answering
     def respond(self, text: str) -> Reply:

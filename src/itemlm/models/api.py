@@ -12,7 +12,7 @@ import torch
 
 from itemlm.errors import InputError
 from itemlm.models.constrained import TitleTrie, constrained_beam_search
-from itemlm.tasks.phrasing import natural_join
+from itemlm.tasks.phrasing import capitalized, kind_phrase, natural_join, read_tags
 from itemlm.tasks.templates import find_placeholders, item_placeholder, templates_for, user_placeholder
 
 
@@ -89,8 +89,29 @@ class ItemLanguageAPI:
         found = self.recommend_prompts([f"What is the title of {item_placeholder(i)}?" for i in items], 1, num_beams=num_beams) if items else []
         return [(best[0][0], self.catalogue.titles[best[0][0]], best[0][1]) for best in found]
 
+    @torch.no_grad()
+    def read_genres(self, items: list[int], max_new_tokens: int = 16) -> list[list[str]]:
+        """Each item's genres (categories) as the model reads them from its vectors: its answer to the
+        item_genres question, cut to tags the catalogue has (no repeats, at most three)."""
+        ask = next(t for t in templates_for("item_genres", self.catalogue.domain, "seen") if t.domain)
+        answers = self.generate([ask.fill(item=item_placeholder(i)) for i in items], max_new_tokens) if items else []
+        return [read_tags(answer, self.catalogue.tag_names) for answer in answers]
+
+    def genre_sentences(self, items: list[int]) -> list[str]:
+        """"A drama and romance film." per item, from the model's `read_genres`."""
+        return [capitalized(kind_phrase(tags, self.catalogue.domain)) + "." for tags in self.read_genres(items)]
+
     def describe(self, item: int, max_new_tokens: int = 48) -> str:
-        return self.generate([f"Pitch {item_placeholder(item)} in one sentence."], max_new_tokens)[0]
+        """The model's answer to "What is <item> about?". For an item whose text training never read,
+        what the model can tell from its vectors, its genres (`genre_sentences`): asked freely, it
+        describes whatever film the item's title vectors resemble ("The movie "Jogging Shame" (1992)
+        is ..."), which scores lower against the item's real description than the genre sentence
+        does, and is invented (docs/benchmarks.md, "Descriptions of items the model never read about")."""
+        if not 0 <= item < self.catalogue.num_items:
+            raise InputError(f"item {item} is not in the catalogue (0..{self.catalogue.num_items - 1})")
+        if self.catalogue.text_held_out[item]:
+            return self.genre_sentences([item])[0]
+        return self.generate([f"What is {item_placeholder(item)} about?"], max_new_tokens)[0]
 
     def profile(self, user: int, max_new_tokens: int = 48) -> str:
         return self.generate([f"Describe the taste of {user_placeholder(user)}."], max_new_tokens)[0]

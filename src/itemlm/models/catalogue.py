@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from itemlm.data.text_views import display_title
 from itemlm.errors import InputError
 from itemlm.io import read_json, read_parquet, read_safetensors
+from itemlm.tasks.facts import row_tags
 
 
 @dataclass
@@ -33,6 +35,11 @@ class Catalogue:
     @property
     def num_items(self) -> int:
         return len(self.items)
+
+    @cached_property
+    def tag_names(self) -> dict[str, str]:
+        """Every genre (else category) the items carry, keyed by its lowercase spelling."""
+        return {tag.lower(): tag for row in self.items.to_dict("records") for tag in row_tags(row)}
 
     def log_popularity(self) -> np.ndarray:
         """Per item: log of its share of the training interactions, add-one smoothed (never -inf)."""

@@ -6,7 +6,7 @@ that item or user (the text-only bridge replaces it by the item's title instead)
 one sequence of input embeddings for the frozen LLM.
 
     model = ItemLanguageModel.from_pretrained("runs/stage2/demo/model")
-    model.describe(0)                         # "Toy Story (1995) is an animation ..."
+    model.describe(0)                         # "What is <item:0> about?", answered
     model.recommend(history=[0, 49, 180], k=5)
     model.answer("I loved <item:11> and <item:12>; something lighter?")
 

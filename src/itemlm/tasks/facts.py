@@ -19,6 +19,13 @@ COMMON_TAG_SHARE = 0.5
 nothing about an item, so pitches, profiles and reasons leave it out."""
 
 
+def row_tags(row: dict) -> list[str]:
+    """An item-table row's genres (else its categories) as written, without placeholders or repeats."""
+    field = str(row.get("genres") or "").strip() or str(row.get("categories") or "").strip()
+    tags = [t.strip() for t in field.split(",")]
+    return list(dict.fromkeys(t for t in tags if t.lower() not in PLACEHOLDER_TAGS))
+
+
 @dataclass
 class ItemFacts:
     """Per item (index order), the metadata targets are built from; computed once per dataset."""
@@ -36,11 +43,7 @@ class ItemFacts:
     @classmethod
     def from_dataset(cls, dataset: InteractionDataset, domain: str) -> ItemFacts:
         rows = dataset.items.to_dict("records")
-        raw_tags = []
-        for row in rows:
-            field = str(row.get("genres") or "").strip() or str(row.get("categories") or "").strip()
-            tags = [t.strip() for t in field.split(",")]
-            raw_tags.append(list(dict.fromkeys(t for t in tags if t.lower() not in PLACEHOLDER_TAGS)))
+        raw_tags = [row_tags(row) for row in rows]
         counts = Counter(t for tags in raw_tags for t in tags)
         share = {t: c / max(1, len(rows)) for t, c in counts.items()}
         if domain == "products":

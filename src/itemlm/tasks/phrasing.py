@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from itemlm.data.text_views import SENTENCE_END
 
@@ -35,12 +35,34 @@ def tag_phrase(tag: str) -> str:
     return _WORD.sub(lower, tag)
 
 
-def pitch_text(title: str, tags: Sequence[str], brand: str, domain: str) -> str:
-    """"Heat (1995) is an action, crime and thriller film." / "Lash Blast is a mascara product by CoverGirl."."""
+def capitalized(text: str) -> str:
+    """The first letter upper-cased, the rest as written ("an action film" -> "An action film")."""
+    return text[:1].upper() + text[1:]
+
+
+def kind_phrase(tags: Sequence[str], domain: str) -> str:
+    """"an action, crime and thriller film" / "a mascara product" / "a film" (no tags)."""
     noun = "film" if domain == "movies" else "product"
     kind = natural_join([tag_phrase(t) for t in tags])
+    return with_article(f"{kind} {noun}" if kind else noun)
+
+
+def read_tags(answer: str, known: Mapping[str, str], limit: int = 3) -> list[str]:
+    """The tags a free answer names ("Comedy, Drama and Romance."), as the catalogue writes them:
+    `known` maps a lowercase tag to its spelling; parts that are no tag and repeats are dropped;
+    at most `limit`, in the answer's order."""
+    found: list[str] = []
+    for part in re.split(r"[,;/\n]|\band\b", answer):
+        tag = known.get(part.strip().strip(".!").strip().lower())
+        if tag and tag not in found:
+            found.append(tag)
+    return found[:limit]
+
+
+def pitch_text(title: str, tags: Sequence[str], brand: str, domain: str) -> str:
+    """"Heat (1995) is an action, crime and thriller film." / "Lash Blast is a mascara product by CoverGirl."."""
     by = f" by {brand}" if brand else ""
-    return f"{title} is {with_article(f'{kind} {noun}' if kind else noun)}{by}."
+    return f"{title} is {kind_phrase(tags, domain)}{by}."
 
 
 def profile_text(top_tags: Sequence[str], titles: Sequence[str], verb: str) -> str:
@@ -63,15 +85,10 @@ def reason_text(title: str, shared_tags: Sequence[str], own_tags: Sequence[str],
 def why_text(shared_tags: Sequence[str], own_tags: Sequence[str], domain: str) -> str:
     """"Because it is also a crime film." (tags shared with the liked items), else "Because it is a
     crime film." (the item's own tags), else "" (nothing to say)."""
-    noun = "film" if domain == "movies" else "product"
-
-    def kind(tags: Sequence[str]) -> str:
-        return with_article(natural_join([tag_phrase(t) for t in tags]) + " " + noun)
-
     if shared_tags:
-        return f"Because it is also {kind(shared_tags)}."
+        return f"Because it is also {kind_phrase(shared_tags, domain)}."
     if own_tags:
-        return f"Because it is {kind(own_tags)}."
+        return f"Because it is {kind_phrase(own_tags, domain)}."
     return ""
 
 

@@ -1,0 +1,117 @@
+"""Descriptions started from the model's own genre reading: an inference-only probe for unread items.
+
+For an item whose text training never read, the bridge's title vectors interpolate other titles and
+the LLM describes a film that does not exist ("The movie "Jogging Shame" (1992) is a 1980s British
+comedy-drama ..."), below the CF neighbour's reference. Its genre answers, though, carry over to
+those items (the tag vectors are read from the CF vector). This script asks the run's model, on the
+evaluation's own item_description examples (`evaluation_plan`: the same subjects and phrasings):
+
+    own        the run's own answers (from its per_example.json)
+    genres     the model's genre reading as a sentence, "A comedy and drama film."
+               (`ItemLanguageModel.genre_sentences`, the shape of the genres-only floor; what
+               `describe` and the chat say of an item whose text the model never read)
+    grounded   the description question again, the answer started with that sentence's phrase and
+               continued by the model; with --consensus N, the continuation is the consensus of the
+               greedy one and N samples (`itemlm.models.consensus`)
+
+and scores each with the run's sentence encoder against the references, beside the CF neighbour's
+and the true genres-only floors on the same examples, with paired bootstraps of each variant
+against the run's own answers and against the CF neighbour's floor. Text-seen and text-held-out
+subjects are reported apart. Numbers only (no dataset text).
+
+    .venv/bin/python benchmarks/grounded_description_probe.py \\
+        --run results/standard/cells/ml-100k-text/<cell>/run --out docs/results/grounded_descriptions_ml100k.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from evaluate_tasks import scored_examples, write_result  # this folder's script: a run's per-example records
+
+VARIANTS = ("genres", "grounded")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="a finished `itemlm stage2` run with its per_example.json")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--consensus", type=int, default=0, help="grounded answers: the consensus of the greedy one and N samples (0: greedy)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+    from tqdm import tqdm
+
+    from itemlm.bench.floors import floor_answers
+    from itemlm.bench.stats import paired_comparison
+    from itemlm.config import from_dict
+    from itemlm.data.prepare import load_dataset
+    from itemlm.data.splits import make_split
+    from itemlm.eval.semantic_similarity import semantic_similarity
+    from itemlm.eval.stage2_eval import evaluation_plan, example_key
+    from itemlm.models.ilm import ItemLanguageModel
+    from itemlm.tasks.build import build_samples
+    from itemlm.tasks.facts import ItemFacts
+    from itemlm.train.stage2 import Stage2Config
+
+    started = time.perf_counter()
+    config = from_dict(Stage2Config, json.loads((args.run / "config.json").read_text()))
+    dataset = load_dataset(config.dataset, config.data_home)
+    split = make_split(dataset, config.split)
+    model = ItemLanguageModel.from_pretrained(args.run / "model", dtype=config.eval_dtype)
+    domain = model.catalogue.domain
+    facts = ItemFacts.from_dataset(dataset, domain)
+    samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length,
+                            prompts="all", tasks=["item_description"])
+    plan = evaluation_plan(samples, config.eval_text_samples, 0, config.eval_seed)
+    scored = scored_examples(args.run)["item_description"]
+    cf = SimpleNamespace(item_vectors=model.catalogue.item_vectors, user_vectors=None)
+
+    report: dict = {"run": str(args.run), "encoder": config.sc_encoder, "consensus": args.consensus, "prompt_sets": {}}
+    for prompt_set in ("seen", "unseen"):
+        chosen = plan["item_description", prompt_set]
+        references = [s.target for s in chosen]
+        held = np.array([s.text_held_out_subject for s in chosen])
+        own_by_key = dict(zip(scored[prompt_set]["key"], scored[prompt_set]["SC"]))
+        scores = {"own": np.array([own_by_key[example_key(s)] for s in chosen])}
+        floors = floor_answers("item_description", chosen, samples, facts, cf, config.eval_seed)
+        for name in ("CF neighbour's reference", "genres only"):
+            scores[f"floor: {name}"] = semantic_similarity(floors[name], references, config.sc_encoder)
+        items, prompts = [s.item for s in chosen], [s.prompt for s in chosen]
+        answers: dict[str, list[str]] = {}
+        for start in tqdm(range(0, len(chosen), args.batch_size), desc=f"{prompt_set} prompts", leave=False):
+            batch = slice(start, start + args.batch_size)
+            sentences = model.genre_sentences(items[batch])
+            answers.setdefault("genres", []).extend(sentences)
+            leads = [sentence.removesuffix(".") for sentence in sentences]
+            continued = model.generate(prompts[batch], config.max_target_tokens, leads, consensus=args.consensus)
+            answers.setdefault("grounded", []).extend(lead + rest for lead, rest in zip(leads, continued))
+        for variant in VARIANTS:
+            scores[variant] = semantic_similarity(answers[variant], references, config.sc_encoder)
+        part: dict = {"n": len(chosen)}
+        for group, mask in (("text_seen", ~held), ("text_held_out", held)):
+            if not mask.any():
+                continue
+            entry: dict = {"n": int(mask.sum())}
+            entry["SC"] = {name: round(float(values[mask].mean()), 4) for name, values in scores.items()}
+            for variant in VARIANTS:
+                entry[f"{variant}_minus_own"] = paired_comparison(scores[variant][mask], scores["own"][mask]).to_dict()
+                entry[f"{variant}_minus_cf_neighbour"] = paired_comparison(
+                    scores[variant][mask], scores["floor: CF neighbour's reference"][mask]).to_dict()
+            part[group] = entry
+            print(f"{prompt_set} / {group}: " + ", ".join(f"{k} {v:.3f}" for k, v in entry["SC"].items()))
+        report["prompt_sets"][prompt_set] = part
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    write_result(report, args.out, shown={"seconds": report["seconds"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -110,6 +110,20 @@ def write_result(result: dict, out: Path | None, shown: dict | None = None) -> N
     print(json.dumps(result if shown is None else shown, indent=1))
 
 
+def load_run(run: Path):
+    """A finished stage-2 run's config, dataset, split and model (in its evaluation's float type)."""
+    from itemlm.config import from_dict
+    from itemlm.data.prepare import load_dataset
+    from itemlm.data.splits import make_split
+    from itemlm.models.ilm import ItemLanguageModel
+    from itemlm.train.stage2 import Stage2Config
+
+    config = from_dict(Stage2Config, json.loads((run / "config.json").read_text()))
+    dataset = load_dataset(config.dataset, config.data_home)
+    split = make_split(dataset, config.split)
+    return config, dataset, split, ItemLanguageModel.from_pretrained(run / "model", dtype=config.eval_dtype)
+
+
 def scored_examples(run: Path) -> dict:
     """A run's per-example records: its full evaluation's, then any task scored on its own by this script."""
     path = run / "per_example.json"

@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from evaluate_tasks import load_run  # this folder's script: a finished run's config, data and model
 
 START = "Because it is"
 
@@ -45,23 +46,15 @@ def main() -> None:
     from tqdm import tqdm
 
     from itemlm.bench.stats import paired_comparison
-    from itemlm.config import from_dict
-    from itemlm.data.prepare import load_dataset
-    from itemlm.data.splits import make_split
     from itemlm.eval.semantic_similarity import semantic_similarity
     from itemlm.eval.stage2_eval import evaluation_plan
     from itemlm.io import atomic_write_text
-    from itemlm.models.ilm import ItemLanguageModel
     from itemlm.tasks.build import build_samples
     from itemlm.tasks.facts import ItemFacts
     from itemlm.tasks.phrasing import tag_phrase
-    from itemlm.train.stage2 import Stage2Config
 
     started = time.perf_counter()
-    config = from_dict(Stage2Config, json.loads((args.run / "config.json").read_text()))
-    dataset = load_dataset(config.dataset, config.data_home)
-    split = make_split(dataset, config.split)
-    model = ItemLanguageModel.from_pretrained(args.run / "model", dtype=config.eval_dtype)
+    config, dataset, split, model = load_run(args.run)
     facts = ItemFacts.from_dataset(dataset, model.catalogue.domain)
     samples = build_samples(dataset, split, "test", tasks=["explanation"], seed=config.eval_seed,
                             history_length=config.history_length, prompts="all")

@@ -20,20 +20,19 @@ against the run's own answers and against the CF neighbour's floor. Text-seen an
 subjects are reported apart. Numbers only (no dataset text).
 
     .venv/bin/python benchmarks/grounded_description_probe.py \\
-        --run results/standard/cells/ml-100k-text/<cell>/run --out docs/results/grounded_descriptions_ml100k.json
+        --run results/standard/cells/ml-100k-text/<cell>/run --out docs/results/grounded_descriptions_<cell>_ml100k.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from evaluate_tasks import scored_examples, write_result  # this folder's script: a run's per-example records
+from evaluate_tasks import load_run, scored_examples, write_result  # this folder's script: runs and their per-example records
 
 VARIANTS = ("genres", "grounded")
 
@@ -51,21 +50,13 @@ def main() -> None:
 
     from itemlm.bench.floors import floor_answers
     from itemlm.bench.stats import paired_comparison
-    from itemlm.config import from_dict
-    from itemlm.data.prepare import load_dataset
-    from itemlm.data.splits import make_split
     from itemlm.eval.semantic_similarity import semantic_similarity
     from itemlm.eval.stage2_eval import evaluation_plan, example_key
-    from itemlm.models.ilm import ItemLanguageModel
     from itemlm.tasks.build import build_samples
     from itemlm.tasks.facts import ItemFacts
-    from itemlm.train.stage2 import Stage2Config
 
     started = time.perf_counter()
-    config = from_dict(Stage2Config, json.loads((args.run / "config.json").read_text()))
-    dataset = load_dataset(config.dataset, config.data_home)
-    split = make_split(dataset, config.split)
-    model = ItemLanguageModel.from_pretrained(args.run / "model", dtype=config.eval_dtype)
+    config, dataset, split, model = load_run(args.run)
     domain = model.catalogue.domain
     facts = ItemFacts.from_dataset(dataset, domain)
     samples = build_samples(dataset, split, "test", seed=config.eval_seed, history_length=config.history_length,

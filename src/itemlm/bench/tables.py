@@ -11,7 +11,7 @@ from itemlm.bench.markdown import fmt, table
 from itemlm.bench.records import cell_record
 from itemlm.bench.summaries import SummaryStore, trained_llm_type, trie_generation_seconds
 from itemlm.bench.references import NAMES as REFERENCE_NAMES
-from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
+from itemlm.bench.results import DatasetResults
 from itemlm.eval.stage2_eval import RANKED_TASKS
 
 ABLATION_HEADER = ["model", "stage-1 i2t R@10, text-seen", "stage-1 i2t R@10, text-held-out", "SC avg", "SC avg, text-held-out", "sequential HR@10", "straightforward HR@10"]

@@ -36,5 +36,5 @@ def test_demo_runs_the_whole_pipeline_on_the_embedded_assets(tmp_path):
         capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for expected in ("MF-als", "stage 2 done", "names_title", "truth:", "itemlm chat --model"):
+    for expected in ("MF-als", "stage 2 done", "names_title", "truth:", "what the chat says of it", "itemlm chat --model"):
         assert expected in result.stdout, expected

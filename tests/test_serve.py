@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
@@ -117,6 +118,12 @@ def test_feedback_recommendations_and_items(client, model):
     detail = client.get(f"/v1/items/{toy_story['id']}").json()
     assert detail["title"] == "Toy Story (1995)" and isinstance(detail["model_description"], str) and "comedy" in detail["tags"]
     assert client.get(f"/v1/items/{toy_story['id']}", params={"describe": False}).json()["model_description"] is None
+    # an item whose text training never read says so, and the model's description of it is the genres it reads
+    unread = int(np.flatnonzero(model.catalogue.text_held_out)[0])
+    unread_detail = client.get(f"/v1/items/{model.catalogue.items['item_id'].iloc[unread]}").json()
+    read = model.catalogue.items["item_id"].astype(str).tolist().index(toy_story["id"])
+    assert unread_detail["model_read_text"] is False and detail["model_read_text"] is not bool(model.catalogue.text_held_out[read])
+    assert unread_detail["model_description"] == model.describe(unread)
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["items"] == model.catalogue.num_items and health["sessions"] >= 1
     page = client.get("/")

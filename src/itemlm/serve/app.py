@@ -288,7 +288,8 @@ def create_app(
         index = catalogue.index(item_id)
         text = catalogue.records[index].get("description")
         said = await worker.run(lambda: new_session(5, None).describe(index)) if describe else None
-        return ItemDetail(**catalogue.view(index).model_dump(), description=str(text) if text else None, model_description=said)
+        return ItemDetail(**catalogue.view(index).model_dump(), description=str(text) if text else None, model_description=said,
+                          model_read_text=not model.catalogue.text_held_out[index])
 
     # ------------------------------------------------------------------ service
     @app.get("/healthz")

@@ -94,6 +94,9 @@ class Item(BaseModel):
 class ItemDetail(Item):
     description: str | None = Field(default=None, description="The catalogue's own text, where it has one.")
     model_description: str | None = Field(default=None, description="What the model says the item is about.")
+    model_read_text: bool = Field(default=True, description=(
+        "Whether the model's training read this item's text; when not, model_description is the genres the model "
+        "reads from the item's CF vector, a guess from how people use it."))
 
 
 class Recommendations(BaseModel):

@@ -34,7 +34,7 @@ class ItemLanguageAPI:
         liked_text = natural_join([item_placeholder(i) for i in liked[-3:]])
         titles = [self.catalogue.titles[item] for item in items]
         if "explanation" in self.trained_tasks:  # the answer starts as the task's answers do: its format is given, its words are not
-            ask = next(t for t in templates_for("explanation", self.catalogue.domain, "seen") if t.domain)
+            ask = self._domain_question("explanation")
             prompts = [ask.fill(liked=liked_text, item=item_placeholder(i)) for i in items]
             answers, lead = self.generate(prompts, max_new_tokens, [EXPLANATION_START] * len(items)), "because it is"
         else:
@@ -43,6 +43,10 @@ class ItemLanguageAPI:
             answers, lead = self.generate(prompts, max_new_tokens, [f"{title} — because" for title in titles]), "because"
         sentences = [_first_sentence(answer) for answer in answers]
         return [f"{title} — {lead} {sentence}" if sentence else f"{title}." for title, sentence in zip(titles, sentences)]
+
+    def _domain_question(self, task: str):
+        """The task's training phrasing written for this catalogue's domain ("What genre of film is {item}?")."""
+        return next(t for t in templates_for(task, self.catalogue.domain, "seen") if t.domain)
 
     @property
     def trie(self) -> TitleTrie:
@@ -93,7 +97,7 @@ class ItemLanguageAPI:
     def read_genres(self, items: list[int], max_new_tokens: int = 16) -> list[list[str]]:
         """Each item's genres (categories) as the model reads them from its vectors: its answer to the
         item_genres question, cut to tags the catalogue has (no repeats, at most three)."""
-        ask = next(t for t in templates_for("item_genres", self.catalogue.domain, "seen") if t.domain)
+        ask = self._domain_question("item_genres")
         answers = self.generate([ask.fill(item=item_placeholder(i)) for i in items], max_new_tokens) if items else []
         return [read_tags(answer, self.catalogue.tag_names) for answer in answers]
 

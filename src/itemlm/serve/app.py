@@ -287,7 +287,7 @@ def create_app(
     async def get_item(item_id: Annotated[str, Path(max_length=200)], describe: bool = True) -> ItemDetail:
         index = catalogue.index(item_id)
         text = catalogue.records[index].get("description")
-        said = await worker.run(lambda: new_session(5, None).describe(index)) if describe else None
+        said = await worker.run(lambda: model.describe(index)) if describe else None
         return ItemDetail(**catalogue.view(index).model_dump(), description=str(text) if text else None, model_description=said,
                           model_read_text=not model.catalogue.text_held_out[index])
 

@@ -37,6 +37,11 @@ def subject(key: str) -> str:
     return f"{task}|{rest}"
 
 
+def subject_item(key: str) -> int:
+    """The item an example key is about: "item_title|item_title.2|item=4|..." -> 4."""
+    return int(key.split("item=")[1].split("|")[0])
+
+
 def scores(records: dict, metric: str = "SC", by=lambda key: key) -> dict[str, float]:
     return {by(k): float(v) for k, v in zip(records["key"], records[metric])}
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from evaluate_tasks import scored_examples, write_result  # this folder's script: a run's per-example records
+from evaluate_tasks import scored_examples, subject_item, write_result  # this folder's script: a run's per-example records
 
 
 
@@ -53,12 +53,11 @@ def exact_fit(model, facts, seen: np.ndarray, config) -> np.ndarray:
     return (nearest == targets.classes[:, :title]).all(1).numpy()
 
 
-def title_fits(model, titles: list[str], slots: int) -> np.ndarray:
+def title_fits(tokenizer, titles: list[str], slots: int) -> np.ndarray:
     """Per title: whether its first `slots` tokens, the part the warm start writes into the
     vectors, already name the item (names_title of those tokens decoded)."""
     from itemlm.eval.naming import names_title
 
-    tokenizer = model.llm.tokenizer
     cut = [tokenizer.decode(ids[:slots]) for ids in tokenizer(titles, add_special_tokens=False).input_ids]
     return np.array([names_title(text, title) for text, title in zip(cut, titles)])
 
@@ -68,7 +67,7 @@ def named_subjects(run: Path) -> dict[int, bool]:
     records = scored_examples(run).get("item_title", {}).get("seen")
     if records is None:
         raise SystemExit(f"{run}: no item_title evaluation (run benchmarks/evaluate_tasks.py --tasks item_title)")
-    return {int(key.split("item=")[1].split("|")[0]): bool(named)
+    return {subject_item(key): bool(named)
             for key, named, held in zip(records["key"], records["names_title"], records["text_held_out"]) if not held}
 
 
@@ -108,7 +107,7 @@ def main() -> None:
     twin = (cosine.max(1).values > 0.999).numpy()
     exact = exact_fit(model, ItemFacts.from_dataset(dataset, catalogue.domain), seen, config)
     slots = model.bridge.num_tokens - config.warm_start.tag_tokens
-    fits = title_fits(model, [catalogue.titles[i] for i in seen], slots)
+    fits = title_fits(model.llm.tokenizer, [catalogue.titles[i] for i in seen], slots)
     position = {item: row for row, item in enumerate(seen)}
     rows = np.array([position[i] for i in named])
     hits = np.array(list(named.values()))

@@ -28,12 +28,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from evaluate_tasks import scored_examples, write_result  # this folder's script: a run's per-example records
+from evaluate_tasks import scored_examples, subject_item, write_result  # this folder's script: a run's per-example records
+from naming_limits import title_fits  # this folder's script: does a title survive being cut to the title vectors
+
+from itemlm.eval.naming import bare_title, normalize
 
 
 def words(text: str) -> list[str]:
-    from itemlm.eval.naming import bare_title, normalize
-
     return normalize(bare_title(text)).split()
 
 
@@ -63,12 +64,6 @@ def reading(answers: list[str], titles: list[str], names: list[bool]) -> dict:
     }
 
 
-def evaluation_parts(run: Path) -> dict:
-    """prompt set -> records of the item_title task from an evaluation still running (its saved parts)."""
-    return {path.stem.rsplit("-", 1)[1]: json.loads(path.read_text())["records"]
-            for path in sorted((run / "evaluation-parts").glob("item_title-*.json"))}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a finished `itemlm stage2` run (its item_title evaluation)")
@@ -77,7 +72,6 @@ def main() -> None:
 
     from itemlm.config import from_dict
     from itemlm.data.prepare import load_dataset
-    from itemlm.eval.naming import names_title
     from itemlm.models.llm import FrozenLLM
     from itemlm.train.stage2 import Stage2Config, text_seen_items
 
@@ -89,24 +83,26 @@ def main() -> None:
     slots = vectors - config.warm_start.tag_tokens if config.warm_start.enabled else vectors
     tokenizer = FrozenLLM.load(config.llm).tokenizer
     seen = text_seen_items(dataset)
-    token_ids = tokenizer([titles[i] for i in seen], add_special_tokens=False).input_ids
-    fits = [names_title(tokenizer.decode(ids[:slots]), titles[i]) for ids, i in zip(token_ids, seen)]
+    seen_titles = [titles[i] for i in seen]
+    token_ids = tokenizer(seen_titles, add_special_tokens=False).input_ids
+    fits = title_fits(tokenizer, seen_titles, slots)
     result: dict = {
         "run": str(args.run), "dataset": config.dataset, "vectors_per_item": vectors, "title_slots": slots,
         "title_tokens_median": float(np.median([len(ids) for ids in token_ids])),
         "titles_fitting_slots": round(float(np.mean(fits)), 4),
     }
-    records = scored_examples(args.run).get("item_title") or evaluation_parts(args.run)
+    records = scored_examples(args.run).get("item_title")
     if not records:
-        raise SystemExit(f"{args.run}: no item_title evaluation in per_example.json or evaluation parts")
+        raise SystemExit(f"{args.run}: no item_title evaluation (per_example.json; a finished run has one)")
     for prompt_set, rows in records.items():
-        items = [int(key.split("item=")[1].split("|")[0]) for key in rows["key"]]
+        items = [subject_item(key) for key in rows["key"]]
         held = np.asarray(rows["text_held_out"], dtype=bool)
-        result[prompt_set] = {
-            group: reading([rows["generated"][i] for i in np.flatnonzero(mask)], [titles[items[i]] for i in np.flatnonzero(mask)],
-                           [rows["names_title"][i] for i in np.flatnonzero(mask)])
-            for group, mask in (("text_seen", ~held), ("text_held_out", held)) if mask.any()
-        }
+        result[prompt_set] = {}
+        for group, mask in (("text_seen", ~held), ("text_held_out", held)):
+            picked = np.flatnonzero(mask)
+            if len(picked):
+                result[prompt_set][group] = reading([rows["generated"][i] for i in picked], [titles[items[i]] for i in picked],
+                                                    [rows["names_title"][i] for i in picked])
     write_result(result, args.out)
 
 

@@ -156,6 +156,20 @@ def test_per_bridge_settings_reach_that_bridge_and_its_variants_only():
         BenchConfig(**{**vars(grid), "per_bridge": {"qformer": ["steps=1"]}})
 
 
+@pytest.mark.parametrize("where, change", [
+    ("stage2", {"stage2": [{"steps": 300}]}),  # YAML's `- steps: 300` instead of `- steps=300`
+    ("stage1", {"stage1": ["steps"]}),
+    ("per_bridge.mlp", {"per_bridge": {"mlp": [{"steps": 3}]}}),
+    ("per_query.1", {"per_query": {1: [7]}}),
+    ("variants.cold.stage2", {"variants": {"cold": {"bridge": "mlp", "stage2": [{"warm_start.enabled": False}]}}}),
+    ("per_dataset.beauty.stage2", {"per_dataset": {"beauty": {"stage2": [{"steps": 3}]}}}),
+])
+def test_overrides_that_are_not_key_value_texts_are_named_before_any_cell_runs(where, change):
+    grid = load_config(BenchConfig, "bench-quick")
+    with pytest.raises(InputError, match=f"{where}: expected key=value overrides"):
+        BenchConfig(**{**vars(grid), **change})
+
+
 def test_bench_config_errors_name_the_field():
     with pytest.raises(InputError, match="unknown bridge 'qformer'"):
         load_config(BenchConfig, "bench-quick", ["bridges=[qformer]"])

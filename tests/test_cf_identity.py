@@ -35,3 +35,23 @@ def test_the_same_vectors_pass_and_any_other_factorization_is_refused_with_both_
 def test_a_model_without_the_record_is_read_with_a_warning(tmp_path, capsys):
     check_same_cf(tmp_path, vectors(MFConfig(factors=4)))
     assert "cannot check" in capsys.readouterr().err
+
+
+def test_a_users_own_cf_model_must_fit_the_dataset_and_its_training_data(tmp_path, tiny_dataset):
+    from itemlm.cf.cache import load_or_train_mf
+    from itemlm.cf.mf import train_mf
+    from itemlm.data.splits import leave_one_out_split
+
+    split = leave_one_out_split(tiny_dataset)
+    fitted = train_mf(split, MFConfig(factors=4, iterations=2), dataset="tiny")
+    fitted.save_pretrained(tmp_path / "mine")
+    loaded, folder = load_or_train_mf(split, MFConfig(), dataset="tiny", folder=tmp_path / "mine")
+    assert folder == tmp_path / "mine" and np.array_equal(loaded.item_vectors, fitted.item_vectors)
+    short = CFEmbeddings(fitted.user_vectors, fitted.item_vectors[:-1], fitted.config, "tiny", "leave-one-out", fitted.train_fingerprint)
+    short.save_pretrained(tmp_path / "short")
+    with pytest.raises(InputError, match=r"short: embeddings of \d+ users and \d+ items do not match dataset 'tiny'"):
+        load_or_train_mf(split, MFConfig(), dataset="tiny", folder=tmp_path / "short")
+    other = CFEmbeddings(fitted.user_vectors, fitted.item_vectors, fitted.config, "tiny", "leave-one-out", "fitted on the test period")
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(InputError, match="fitted on other data than this split of 'tiny'"):
+        load_or_train_mf(split, MFConfig(), dataset="tiny", folder=tmp_path / "other")

@@ -87,9 +87,25 @@ def test_stage2_overrides_of_the_wrong_shape_are_named():
 
     for override, message in [("task_weights=[1,2]", "'task_weights' must be a mapping"), ("bridge=foo", "override 'bridge=foo'"),
                               ("ranking.candidates=40", "ranking.candidates must be between"),
-                              ("eval_prompts=both", "'eval_prompts' must be one of seen, unseen, all")]:
+                              ("eval_prompts=both", "'eval_prompts' must be one of seen, unseen, all"),
+                              # checked before any training, not when the finished run reloads its model
+                              ("eval_dtype=fp16", "'eval_dtype' must be one of auto, float32"),
+                              ("llm_dtype=half", "'llm_dtype' must be one of auto, float32"),
+                              ("task_weights.item_title=abc", "'task_weights.item_title' must be a number >= 0, got 'abc'"),
+                              ("task_weights.sequential=-1", "'task_weights.sequential' must be a number >= 0"),
+                              ("task_weights.sequential=.nan", "'task_weights.sequential' must be a number >= 0"),
+                              ("task_weights.novel=1", "'task_weights' names unknown tasks: novel"),
+                              ("curriculum=[{steps: 10, task_weights: {item_title: null}}]",
+                               "'curriculum\\[0\\].task_weights.item_title' must be a number >= 0, got None")]:
         with pytest.raises(InputError, match=message):
             load_config(Stage2Config, "standard", [override])
+
+
+def test_unknown_keys_of_mixed_types_are_named(tmp_path):
+    path = tmp_path / "odd.yaml"
+    path.write_text("on: 1\nzebra: 2\n")  # YAML reads `on` as the boolean true
+    with pytest.raises(InputError, match="is not a setting"):
+        load_config(Stage1Config, path)
 
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path):

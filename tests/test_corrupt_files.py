@@ -79,3 +79,55 @@ def test_a_half_written_last_metrics_line_is_dropped_on_resume(tmp_path):
     log = MetricsLog(path, keep_through_step=20)
     log.close()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10, 20]
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "garbage", "wrong encoding"])
+def test_a_broken_qformer_or_ranking_folder_is_one_input_error_naming_the_file(tmp_path, how):
+    from itemlm.models.qformer import ItemQFormer
+    from itemlm.rank.ranker import Ranker
+
+    weights = good_bytes("safetensors", tmp_path)
+    cases = [  # (folder, {file: bytes}, loader, the file the message names)
+        ("qformer-config", {"config.json": broken("json", how, tmp_path), "model.safetensors": weights}, ItemQFormer.from_pretrained, "config.json"),
+        ("qformer-weights", {"config.json": b"{}", "model.safetensors": broken("safetensors", how, tmp_path)}, ItemQFormer.from_pretrained, "model.safetensors"),
+        ("ranking-head", {"ranking.json": b"{}", "head.safetensors": broken("safetensors", how, tmp_path)}, Ranker.from_pretrained, "head.safetensors"),
+        ("ranking-json", {"ranking.json": broken("json", how, tmp_path), "head.safetensors": weights}, Ranker.from_pretrained, "ranking.json"),
+    ]
+    for name, files, load, named in cases:
+        folder = tmp_path / name
+        folder.mkdir()
+        for file, data in files.items():
+            (folder / file).write_bytes(data)
+        with pytest.raises(InputError) as error:
+            load(folder)
+        assert named in str(error.value) and "\n" not in str(error.value), (name, str(error.value))
+
+
+def test_model_folder_files_of_the_wrong_shape_are_named(tmp_path):
+    from itemlm.models.qformer import ItemQFormer
+    from itemlm.rank.ranker import Ranker
+
+    weights = good_bytes("safetensors", tmp_path)
+    cases = [  # (folder, {file: bytes}, loader, what the message says)
+        ("list-config", {"config.json": b"[1, 2]", "model.safetensors": weights}, ItemQFormer.from_pretrained, "must hold a JSON object, not list"),
+        ("foreign-weights", {"config.json": b"{}", "model.safetensors": weights}, ItemQFormer.from_pretrained, "weights do not fit its config.json"),
+        ("typo-config", {"config.json": b'{"num_queries": "eight"}', "model.safetensors": weights}, ItemQFormer.from_pretrained, "do not fit"),
+        ("no-head", {"ranking.json": b"{}"}, Ranker.from_pretrained, "missing ranking head weights file"),
+        ("no-retriever", {"ranking.json": b"{}", "head.safetensors": weights}, Ranker.from_pretrained, "missing retriever config"),
+    ]
+    for name, files, load, message in cases:
+        folder = tmp_path / name
+        folder.mkdir()
+        for file, data in files.items():
+            (folder / file).write_bytes(data)
+        with pytest.raises(InputError, match=message) as error:
+            load(folder)
+        assert name in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_record_that_is_not_a_json_object_is_named(tmp_path):
+    from itemlm.io import read_json_object
+
+    (tmp_path / "record.json").write_text("[]")
+    with pytest.raises(InputError, match="record.json: CF vectors record must hold a JSON object, not list"):
+        read_json_object(tmp_path / "record.json", "CF vectors record")

@@ -57,7 +57,8 @@ def test_a_task_in_two_phases_does_not_replay_the_same_order():
     "phases, message",
     [
         ([{"steps": 0, "task_weights": {"item_title": 1}}], "curriculum[0].steps"),
-        ([{"steps": 2, "task_weights": {"item_titel": 1}}], "unknown task in 'curriculum[0].task_weights': item_titel"),
+        ([{"steps": 2, "task_weights": {"item_titel": 1}}], "'curriculum[0].task_weights' names unknown tasks: item_titel"),
+        ([{"steps": 2, "task_weights": {"item_title": "1"}}], "'curriculum[0].task_weights.item_title' must be a number >= 0, got '1'"),
         ([{"steps": 2, "task_weights": {}}], "curriculum[0].task_weights"),
         ([{"steps": 2, "task_weights": [1]}], "curriculum[0].task_weights"),
         ([{"steps": 2, "task_weights": {"item_title": 1}, "lr": 1}], "curriculum[0]"),

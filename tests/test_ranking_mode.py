@@ -155,9 +155,12 @@ def test_sasrec_retriever_saves_loads_and_scores_identically(split, tmp_path):
 def test_corrupt_retriever_folder_is_one_clear_error(tmp_path):
     (tmp_path / "retriever.json").write_text("{")
     (tmp_path / "retriever.safetensors").write_bytes(b"garbage")
-    with pytest.raises(InputError, match="unreadable retriever"):
+    with pytest.raises(InputError, match="retriever.json: not a readable retriever config"):
         Retriever.from_pretrained(tmp_path)
-    with pytest.raises(InputError, match="missing"):
+    (tmp_path / "retriever.json").write_text('{"kind": "sasrec", "num_items": 3}')
+    with pytest.raises(InputError, match="retriever.safetensors: not a readable retriever weights file"):
+        Retriever.from_pretrained(tmp_path)
+    with pytest.raises(InputError, match="nothing/retriever.json: missing retriever config"):
         Retriever.from_pretrained(tmp_path / "nothing")
 
 

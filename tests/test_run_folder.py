@@ -26,8 +26,11 @@ def test_a_folder_holding_a_run_needs_resume_or_overwrite(tmp_path):
         claim_run_folder(tmp_path, CONFIG)
     claim_run_folder(tmp_path, CONFIG, resume=True)  # same settings: fine, nothing deleted
     assert (tmp_path / "checkpoints").exists()
+    (tmp_path / "anchor_targets.safetensors").write_bytes(b"vectors of the earlier run")  # read back by step
+    (tmp_path / "evaluation-parts").mkdir()
     claim_run_folder(tmp_path, dict(CONFIG, steps=5), overwrite=True)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+    assert not (tmp_path / "anchor_targets.safetensors").exists() and not (tmp_path / "evaluation-parts").exists()
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == 5
 
 

@@ -78,8 +78,10 @@ def test_placeholders_become_bridge_vectors(tiny_llm_folder, data_home, tmp_path
     assert embeds.shape[1] == text_tokens + 2  # two query vectors for the one item
     text_only = ItemLanguageModel(llm, None, "text-only", catalogue)
     assert "Toy Story (1995)" in text_only.render_text_only("Which movie is <item:0>?")
-    with pytest.raises(Exception, match="not in the catalogue"):
-        model.prompt_pieces("<item:99999>")
+    for bridged in (model, text_only):  # the text-only bridge renders titles first: it checks too
+        for placeholder in ("<item:99999>", "<user:99999>"):
+            with pytest.raises(InputError, match="not in the catalogue"):
+                bridged.prompt_pieces(placeholder)
 
 
 def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, data_home, tmp_path):

@@ -234,6 +234,9 @@ def test_evaluation_histories_end_right_before_the_target(movies, ml100k, stage)
             if s.task in REC_TASKS:
                 assert s.target_item == targets[s.user]
                 before = full[s.user][: full[s.user].index(s.target_item)]
+                # what the evaluation leaves out of the answer: the whole history, at test the
+                # validation item too (a straightforward prompt names no item at all)
+                assert sorted(s.consumed) == sorted(before)
                 if s.task == "sequential":
                     assert s.prompt_items() == before[-20:]
                     assert s.prompt_items()[-1] == before[-1]
@@ -317,3 +320,17 @@ def test_explanation_task_reads_the_item_and_says_what_it_shares_with_the_liked_
     test = build_samples(ml100k, split, "test", tasks=["explanation"], prompts="all")
     assert {s.held_out_prompt for s in test} == {False, True}
     assert any(s.text_held_out_subject for s in test)  # evaluation covers every item and marks the held-out ones
+
+
+def test_the_evaluation_leaves_out_the_whole_history_before_the_target():
+    from types import SimpleNamespace
+
+    from itemlm.eval.stage2_eval import consumed_before
+    from itemlm.tasks.sample import Sample
+
+    model = SimpleNamespace(catalogue=SimpleNamespace(histories=[[], [4, 5]]))  # training histories
+    # at test the validation item (6) follows training: a prompt that names no item must still leave it out
+    sample = Sample(task="straightforward", template="t", prompt="<user:1>", target="x", user=1, target_item=9, consumed=(4, 5, 6))
+    assert consumed_before(model, sample) == [4, 5, 6]
+    named = Sample(task="sequential", template="t", prompt="<item:7>, <item:9>", target="x", user=0, target_item=9)
+    assert consumed_before(model, named) == [7]  # the target itself always stays reachable

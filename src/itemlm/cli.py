@@ -188,6 +188,7 @@ def cf_eval(
     data_home: Optional[Path] = HomeOption,
 ):
     """Full-catalogue HR@K / NDCG@K of MostPop and the MF embeddings."""
+    from itemlm.cf.cache import check_fits
     from itemlm.cf.mf import CFEmbeddings, trained_mf_folders
     from itemlm.cf.mostpop import MostPopular
     from itemlm.data.prepare import load_dataset
@@ -204,14 +205,7 @@ def cf_eval(
                 f"run `itemlm cf train {name} --split {split}` or pass --model"
             )
         model = folders[0]
-    embeddings = CFEmbeddings.from_pretrained(model)
-    if embeddings.user_vectors.shape[0] != dataset.num_users or embeddings.item_vectors.shape[0] != dataset.num_items:
-        raise InputError(f"embeddings do not match dataset '{name}' (different users or items); retrain them")
-    if embeddings.train_fingerprint and embeddings.train_fingerprint != the_split.fingerprint():
-        raise InputError(
-            f"embeddings were fitted on other data than the {split} split of '{name}' "
-            "(they may have seen its targets); retrain them", path=model,
-        )
+    embeddings = check_fits(CFEmbeddings.from_pretrained(model), the_split, name, Path(model))
     results = {
         "MostPop": evaluate_ranking(MostPopular(the_split).score, the_split, stage, exclude_seen=not keep_seen).metrics,
         f"MF-{embeddings.config.algorithm}": evaluate_ranking(

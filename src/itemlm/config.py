@@ -113,7 +113,7 @@ def from_dict(cls: type[T], values: dict, where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        key = sorted(unknown)[0]
+        key = sorted(unknown, key=str)[0]  # YAML reads `on:` or `1:` as a bool or int key
         raise FieldError(f"{where + '.' if where else ''}{key}", f"is not a setting (known: {', '.join(sorted(names))})")
     required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for name in required:

@@ -151,6 +151,14 @@ def read_json(path: str | Path, what: str = "JSON file"):
         raise _unreadable(path, what, error) from None
 
 
+def read_json_object(path: str | Path, what: str = "JSON file") -> dict:
+    """`read_json` for files that must hold one JSON object (a config, a manifest, a record)."""
+    value = read_json(path, what)
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must hold a JSON object, not {type(value).__name__}", path=path)
+    return value
+
+
 def read_safetensors(path: str | Path, what: str = "safetensors file", *, framework: str = "pt", device: str = "cpu") -> dict:
     """The tensors of a .safetensors file (torch tensors, or numpy arrays with framework="np")."""
     path = _existing(path, what)

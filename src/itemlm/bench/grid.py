@@ -27,6 +27,15 @@ REFERENCES = ("mostpop", "mf", "sasrec")
 PER_DATASET_KEYS = ("stage1", "stage2", "sasrec", "bridges", "seeds", "query_sweep")
 
 
+def check_overrides(where: str, overrides) -> None:
+    """An InputError unless `overrides` is a list of "key=value" texts (YAML's `- steps: 300` is a mapping)."""
+    if not isinstance(overrides, list):
+        raise InputError(f"{where}: expected a list of key=value overrides, got {overrides!r}")
+    for override in overrides:
+        if not isinstance(override, str) or "=" not in override:
+            raise InputError(f"{where}: expected key=value overrides (a text such as \"steps=300\"), got {override!r}")
+
+
 @dataclass
 class BenchConfig:
     """An `itemlm bench` grid; presets live in itemlm/configs/bench-*.yaml."""
@@ -105,6 +114,14 @@ class BenchConfig:
             for number in numbers:
                 if not isinstance(number, int) or number < 0:
                     raise InputError(f"{where}seeds and query_sweep must be non-negative integers, got {number!r}")
+        lists = {"stage1": self.stage1, "stage2": self.stage2}
+        lists |= {f"per_bridge.{bridge}": overrides for bridge, overrides in self.per_bridge.items()}
+        lists |= {f"per_query.{queries}": overrides for queries, overrides in self.per_query.items()}
+        lists |= {f"variants.{label}.stage2": variant.get("stage2", []) for label, variant in self.variants.items()}
+        lists |= {f"per_dataset.{dataset}.{stage}": own[stage] for dataset, own in self.per_dataset.items()
+                  for stage in ("stage1", "stage2") if stage in own}
+        for where, overrides in lists.items():
+            check_overrides(where, overrides)
         for bridge, label in self.claim_labels.items():
             if label not in self.bridges or self.base_bridge(label) != bridge:
                 raise InputError(f"claim_labels.{bridge}: expected one of bridges that runs {bridge} (itself or a variant of it), got '{label}'")

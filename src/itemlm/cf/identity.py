@@ -14,7 +14,7 @@ from pathlib import Path
 
 from itemlm.cf.mf import CFEmbeddings
 from itemlm.errors import InputError
-from itemlm.io import atomic_write_text, read_json
+from itemlm.io import atomic_write_text, read_json_object
 
 FILE = "cf_vectors.json"
 
@@ -43,7 +43,7 @@ def check_same_cf(model_folder: str | Path, cf: CFEmbeddings) -> None:
         print(f"warning: {model_folder} does not say which CF vectors it was pre-trained on ({FILE} is missing); "
               "stage 2 cannot check that it reads the same ones", file=sys.stderr)
         return
-    trained, given = read_json(path, "CF vectors record"), cf_identity(cf)
+    trained, given = read_json_object(path, "CF vectors record"), cf_identity(cf)
     if {k: trained.get(k) for k in given} != given:
         raise InputError(
             f"the stage-1 model was pre-trained on other CF vectors ({describe(trained)}) than this run reads "

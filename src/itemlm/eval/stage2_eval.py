@@ -123,8 +123,10 @@ def evaluate_text_task(
 
 
 def consumed_before(model: ItemLanguageModel, sample: Sample) -> list[int]:
-    """Items to leave out of the ranking: those in the prompt and the user's training history."""
-    seen = set(sample.prompt_items())
+    """Items to leave out of the ranking: those in the prompt, the user's history before the target
+    (`sample.consumed`: at test, training and validation, as MostPop, MF and SASRec leave out) and
+    their training history."""
+    seen = set(sample.prompt_items()) | set(sample.consumed)
     if sample.user is not None:
         seen.update(model.catalogue.histories[sample.user])
     seen.discard(sample.target_item)
@@ -181,7 +183,10 @@ def evaluate_stage2(
     report: dict = {}
     per_example: dict = {}
     for (task, prompt_set), chosen in evaluation_plan(samples, max_text_samples, max_rec_samples, seed).items():
-        part = PartialResult(resume_dir, f"{task}-{prompt_set}", settings | {"examples": [example_key(s) for s in chosen]})
+        kept_for = settings | {"examples": [example_key(s) for s in chosen]}
+        if task in RANKED_TASKS:  # parts ranked before the user's validation item was left out are not reused
+            kept_for["excluded"] = "history before the target"
+        part = PartialResult(resume_dir, f"{task}-{prompt_set}", kept_for)
         if task in RANKED_TASKS:
             result, records = part.read_or(lambda: evaluate_ranked_task(model, chosen, k, num_beams, batch_size, progress))
         else:

@@ -17,6 +17,7 @@ model knows are `catalogue.py`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
-from itemlm.io import atomic_folder, read_json
+from itemlm.io import atomic_folder, read_json_object
 from itemlm.models.api import ItemLanguageAPI
 from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.catalogue import Catalogue
@@ -90,6 +91,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         """The text-only bridge: items by title, users by their recent titles."""
         out, last = [], 0
         for kind, index, start, end in find_placeholders(prompt):
+            self.check_placeholder(kind, index)
             out.append(prompt[last:start])
             if kind == "item":
                 out.append(self.catalogue.titles[index])
@@ -98,6 +100,11 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
                 out.append(f"a user who recently chose {', '.join(recent)}" if recent else "a new user")
             last = end
         return "".join(out) + prompt[last:]
+
+    def check_placeholder(self, kind: str, index: int) -> None:
+        limit = self.catalogue.num_items if kind == "item" else len(self.catalogue.histories)
+        if not 0 <= index < limit:
+            raise InputError(f"<{kind}:{index}> is not in the catalogue (0..{limit - 1})")
 
     def _ids(self, piece: str, first: bool) -> list[int]:
         key = (piece, first)
@@ -118,9 +125,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         for kind, index, start, end in find_placeholders(text):
             if start > last:
                 pieces.append(self._ids(text[last:start], first=not pieces))
-            limit = self.catalogue.num_items if kind == "item" else len(self.catalogue.histories)
-            if not 0 <= index < limit:
-                raise InputError(f"<{kind}:{index}> is not in the catalogue (0..{limit - 1})")
+            self.check_placeholder(kind, index)
             pieces.append((kind, index))
             last = end
         if last < len(text):
@@ -312,9 +317,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         folder = Path(folder)
         if not (folder / "bridge.json").exists():
             raise InputError("not an itemlm model folder (no bridge.json); train one with `itemlm stage2`", path=folder)
-        meta = read_json(folder / "bridge.json", "bridge.json")
-        if not isinstance(meta, dict):
-            raise InputError("bridge.json must hold a JSON object", path=folder / "bridge.json")
+        meta = read_json_object(folder / "bridge.json", "bridge.json")
         llm = llm or FrozenLLM.load(meta.get("llm") or None, dtype=dtype)
         llm.system_prompt = meta.get("system_prompt")  # what the bridge was trained with (older models: the default)
         bridge, meta = load_bridge(folder, llm.hidden_size)
@@ -322,7 +325,10 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
             bridge.eval()
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
         model.unknown_titles = UnknownTitles.load(folder)
-        model.popularity_prior = float(meta.get("popularity_prior", 0.0))
+        prior = meta.get("popularity_prior", 0.0)
+        if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not math.isfinite(prior) or prior < 0:
+            raise InputError(f"popularity_prior must be a number >= 0, got {prior!r}", path=folder / "bridge.json")
+        model.popularity_prior = float(prior)
         model.trained_tasks = [str(task) for task in meta.get("tasks") or []]
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker

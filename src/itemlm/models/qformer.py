@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
-from itemlm.io import atomic_folder
+from itemlm.io import atomic_folder, read_json_object, read_safetensors
 
 MODES = ("unimodal", "bidirectional", "causal")
 TEMPERATURE_RANGE = (0.001, 0.5)
@@ -366,18 +366,21 @@ class ItemQFormer(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "ItemQFormer":
         """Load a folder written by `save_pretrained` (safetensors only: nothing is unpickled)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
                 raise InputError(f"not an ItemQFormer checkpoint: no {name}", path=folder)
-        raw = json.loads((folder / "config.json").read_text())
+        raw = read_json_object(folder / "config.json", "Q-Former config")
+        state = read_safetensors(folder / "model.safetensors", "Q-Former weights file", device=str(device))
         known = {f.name for f in fields(QFormerConfig)}
-        config = QFormerConfig(**{k: v for k, v in raw.items() if k in known})
-        with torch.device("meta"):  # skip random init: every tensor comes from the file
-            model = cls(config)
-        model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)), assign=True)
+        try:
+            config = QFormerConfig(**{k: v for k, v in raw.items() if k in known})
+            with torch.device("meta"):  # skip random init: every tensor comes from the file
+                model = cls(config)
+            model.load_state_dict(state, assign=True)
+        except (TypeError, ValueError, RuntimeError) as error:  # a field of the wrong type, weights of another shape
+            detail = str(error).splitlines()[0][:160]
+            raise InputError(f"the Q-Former's weights do not fit its config.json ({type(error).__name__}: {detail})", path=folder) from None
         return model
 
 

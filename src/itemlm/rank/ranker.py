@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from itemlm.errors import InputError
+from itemlm.io import read_json_object, read_safetensors
 from itemlm.rank.retriever import RETRIEVERS, Retriever, top_candidates, without
 from itemlm.tasks.templates import item_placeholder
 
@@ -232,12 +233,12 @@ class Ranker(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> "Ranker":
+        raw = read_json_object(folder / "ranking.json", "ranking config")
+        head = read_safetensors(folder / "head.safetensors", "ranking head weights file")
+        retriever = Retriever.from_pretrained(folder / "retriever")
         try:
-            config = RankingConfig(**json.loads((folder / "ranking.json").read_text()))
-            ranker = cls(Retriever.from_pretrained(folder / "retriever"), config)
-            ranker.head.load_state_dict(load_file(str(folder / "head.safetensors")))
-        except FileNotFoundError as error:
-            raise InputError(f"incomplete ranking folder: {Path(error.filename).name} is missing", path=folder) from None
+            ranker = cls(retriever, RankingConfig(**raw))
+            ranker.head.load_state_dict(head)
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
             raise InputError(f"unreadable ranking folder ({type(error).__name__}: {str(error).splitlines()[0][:160]})", path=folder) from None
         return ranker.eval()

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from itemlm.cf.sasrec import SASRec, SASRecConfig, left_pad, train_sasrec
 from itemlm.data.splits import Split
 from itemlm.errors import InputError
-from itemlm.io import atomic_folder
+from itemlm.io import atomic_folder, read_json_object, read_safetensors
 from itemlm.paths import data_home
 
 RETRIEVERS = ("sasrec", "mf")
@@ -78,17 +78,15 @@ class Retriever:
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "Retriever":
         folder = Path(folder)
+        config = read_json_object(folder / "retriever.json", "retriever config")
+        tensors = read_safetensors(folder / "retriever.safetensors", "retriever weights file")
         try:
-            config = json.loads((folder / "retriever.json").read_text())
-            tensors = load_file(str(folder / "retriever.safetensors"))
             if config["kind"] == "sasrec":
                 model = SASRec(config["num_items"], SASRecConfig(**config["sasrec"]))
                 model.load_state_dict(tensors)
                 return cls("sasrec", config["num_items"], sasrec=model, fingerprint=config.get("fingerprint", ""))
             return cls(config["kind"], config["num_items"], item_vectors=tensors["item_vectors"].numpy(), fingerprint=config.get("fingerprint", ""))
-        except FileNotFoundError as error:
-            raise InputError(f"not a retriever folder: {Path(error.filename).name} is missing", path=folder) from None
-        except (ValueError, KeyError, TypeError, RuntimeError, OSError) as error:
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
             raise InputError(f"unreadable retriever ({type(error).__name__}: {str(error).splitlines()[0][:160]})", path=folder) from None
 
 

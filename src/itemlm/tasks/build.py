@@ -83,5 +83,6 @@ def build_samples(
                     task=task, template=template.name, prompt=template.fill(**draft.fields), target=draft.target,
                     item=draft.item, user=draft.user, target_item=draft.target_item,
                     held_out_prompt=template.held_out, text_held_out_subject=draft.text_held_out_subject,
+                    consumed=draft.consumed,
                 ))
     return samples

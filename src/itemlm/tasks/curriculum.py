@@ -28,11 +28,12 @@ in the sample stream.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from itemlm.config import from_dict
-from itemlm.errors import InputError
+from itemlm.errors import FieldError, InputError
 from itemlm.tasks.batching import bucket_by_length
 from itemlm.tasks.mixture import mix_samples
 from itemlm.tasks.sample import Sample
@@ -52,6 +53,16 @@ class Phase:
 
 
 ANCHOR_TARGETS = ("titles", "current")
+
+
+def check_task_weights(weights: Mapping, field: str) -> None:
+    """A FieldError unless `weights` maps known task names to finite numbers >= 0."""
+    unknown = sorted(str(task) for task in set(weights) - set(TRAINING_TASKS))
+    if unknown:
+        raise FieldError(field, f"names unknown tasks: {', '.join(unknown)} (tasks: {', '.join(TRAINING_TASKS)})")
+    for task, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise FieldError(f"{field}.{task}", f"must be a number >= 0, got {weight!r}")
 
 
 def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
@@ -74,9 +85,7 @@ def check_curriculum(phases: Sequence[Mapping], total_steps: int) -> None:
             raise InputError(f"'{where}.steps' must be a positive integer, got {steps!r}")
         if not weights:
             raise InputError(f"'{where}.task_weights' must be a non-empty mapping of task to weight")
-        unknown = sorted(set(weights) - set(TRAINING_TASKS))
-        if unknown:
-            raise InputError(f"unknown task in '{where}.task_weights': {', '.join(unknown)} (tasks: {', '.join(TRAINING_TASKS)})")
+        check_task_weights(weights, f"{where}.task_weights")
         used += steps
     if phases and used > total_steps:
         raise InputError(f"the curriculum's phases take {used} steps, more than the run's steps={total_steps}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from itemlm.tasks.templates import find_placeholders
 
@@ -14,6 +14,8 @@ class Sample:
 
     item: the subject item of an item-to-text task; user: the user the sample is about;
     target_item: the item a recommendation task should name (its title starts `target`).
+    consumed: a recommendation task's user history before the target (at test: training and
+        validation), which an evaluation leaves out of the answer as every reference does.
     """
 
     task: str
@@ -27,6 +29,7 @@ class Sample:
     text_held_out_subject: bool = False
     candidates: tuple[int, ...] = ()  # ranking: the retriever's candidates, in the prompt's order
     candidate_scores: tuple[float, ...] = ()  # ranking: their retriever scores
+    consumed: tuple[int, ...] = field(default=(), repr=False)
 
     def prompt_items(self) -> list[int]:
         """Item indices named in the prompt, in order."""

@@ -43,6 +43,7 @@ class Draft:
     user: int | None = None
     target_item: int | None = None
     text_held_out_subject: bool = False
+    consumed: tuple[int, ...] = ()
 
 
 class TargetBuilder:
@@ -162,19 +163,19 @@ class TargetBuilder:
         facts, drafts = self.facts, []
         rng = named_rng(self.seed, self.stage, task, "liked")
         for u, items, ratings, target in self.rec_cases(task):
-            title = facts.titles[target]
+            title, consumed = facts.titles[target], tuple(int(i) for i in items)
             if task == "sequential":
                 history = ", ".join(item_placeholder(i) for i in items[-self.history_length :])
-                drafts.append(Draft({"history": history}, title, user=u, target_item=target))
+                drafts.append(Draft({"history": history}, title, user=u, target_item=target, consumed=consumed))
             elif task == "straightforward":
-                drafts.append(Draft({"user": user_placeholder(u)}, title, user=u, target_item=target))
+                drafts.append(Draft({"user": user_placeholder(u)}, title, user=u, target_item=target, consumed=consumed))
             else:
                 liked_items = self.pick_liked(rng, items, ratings)
                 if not liked_items:
                     continue
                 reason = reason_text(title, *self.reason_tags(liked_items, target), facts.domain)
                 liked = natural_join([item_placeholder(i) for i in liked_items])
-                drafts.append(Draft({"liked": liked}, reason, user=u, target_item=target))
+                drafts.append(Draft({"liked": liked}, reason, user=u, target_item=target, consumed=consumed))
         return drafts
 
     def explanation_drafts(self) -> list[Draft]:

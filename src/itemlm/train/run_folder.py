@@ -17,7 +17,10 @@ from pathlib import Path
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 
-RUN_OUTPUTS = ("checkpoints", "model", "metrics.jsonl", "metrics.json", "per_example.json", "curves.png")
+RUN_OUTPUTS = (
+    "checkpoints", "model", "metrics.jsonl", "metrics.json", "per_example.json", "curves.png",
+    "anchor_targets.safetensors", "anchor_targets.tmp", "evaluation-parts",
+)
 """What a recipe writes into its folder besides config.json (all removed by `overwrite`)."""
 
 

@@ -40,6 +40,7 @@ from itemlm.models.bridges import ADAPTERS, MLPBridge, QFormerBridge, count_para
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.ilm import ItemLanguageModel
 from itemlm.models.llm import FrozenLLM
+from itemlm.models.precision import DTYPES
 from itemlm.models.qformer import ItemQFormer
 from itemlm.rank.evaluate import evaluation_users, ranking_report
 from itemlm.rank.ranker import Ranker, RankingConfig
@@ -47,7 +48,7 @@ from itemlm.rank.retriever import load_or_train_retriever
 from itemlm.rank.samples import position_samples, ranking_samples
 from itemlm.tasks.build import build_samples
 from itemlm.tasks.facts import ItemFacts
-from itemlm.tasks.curriculum import check_curriculum, phase_start, phase_value, schedule_batches
+from itemlm.tasks.curriculum import check_curriculum, check_task_weights, phase_start, phase_value, schedule_batches
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import EXTRA_TASKS, PROMPT_SETS, TASKS, TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
@@ -131,10 +132,11 @@ class Stage2Config:
     def __post_init__(self):
         if self.bridge not in BRIDGES:
             raise FieldError("bridge", f"must be one of {', '.join(BRIDGES)}, got '{self.bridge}'")
-        unknown = set(self.task_weights) - set(TRAINING_TASKS)
-        if unknown:
-            raise FieldError("task_weights", f"names unknown tasks: {', '.join(sorted(unknown))} (tasks: {', '.join(TRAINING_TASKS)})")
+        check_task_weights(self.task_weights, "task_weights")
         check_curriculum(self.curriculum, self.steps)
+        for dtype_field in ("llm_dtype", "eval_dtype"):
+            if getattr(self, dtype_field) not in ("auto", *DTYPES):
+                raise FieldError(dtype_field, f"must be one of auto, {', '.join(DTYPES)}, got '{getattr(self, dtype_field)}'")
         if not 0 <= self.min_lr_ratio <= 1:
             raise FieldError("min_lr_ratio", f"must be between 0 and 1, got {self.min_lr_ratio}")
         if self.qformer_adapter not in ADAPTERS:

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from itemlm.errors import InputError
+from itemlm.io import read_safetensors
 from itemlm.models.llm import FrozenLLM
 from itemlm.models.modes import module_mode
 
@@ -363,11 +364,11 @@ class TitleAnchor:
         """Make the bridge's vectors at `step` the "current" targets. With `file`, they are read
         from there when it holds that step's (a resumed run: the weights have moved on since),
         else taken from the bridge and (`write`) saved there."""
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import save_file
 
         if self.current_since == step:
             return
-        saved = load_file(str(file)) if file is not None and file.exists() else {}
+        saved = read_safetensors(file, "anchor targets file") if file is not None and file.exists() else {}
         if int(saved.get("step", torch.tensor(-1))) == step:
             held = saved["vectors"]
         else:

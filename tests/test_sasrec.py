@@ -23,3 +23,23 @@ def test_sasrec_beats_mostpop_on_ml100k(ml100k):
     sasrec = evaluate_ranking(scorer.for_stage("test").score, split, "test").metrics
     mostpop = evaluate_ranking(MostPopular(split).score, split, "test").metrics
     assert sasrec["HR@10"] > mostpop["HR@10"]
+
+
+def test_every_training_sequence_is_read_once_an_epoch(ml100k, monkeypatch):
+    import itemlm.cf.sasrec as sasrec
+
+    read: list[int] = []
+    real_left_pad = sasrec.left_pad
+
+    def recording(chunk, length):
+        read.extend(id(sequence) for sequence in chunk)
+        return real_left_pad(chunk, length)
+
+    monkeypatch.setattr(sasrec, "left_pad", recording)
+    split = leave_one_out_split(ml100k)
+    count = sum(1 for sequence in split.train_sequences() if len(sequence) >= 2)
+    sasrec.train_sasrec(split, SASRecConfig(hidden=8, layers=1, epochs=2, batch_size=100, max_length=5))
+    first, second = read[:count], read[count:]
+    assert len(read) == 2 * count
+    # each epoch a permutation of the training sequences, not draws with repeats
+    assert len(set(first)) == count and set(second) == set(first) and second != first

@@ -81,8 +81,9 @@ def train_sasrec(split: Split, config: SASRecConfig | None = None, progress: boo
     window = config.max_length + 1
     for _ in tqdm(range(config.epochs), desc="SASRec", disable=not progress):
         model.train()
+        order = rng.permutation(len(sequences))  # every training sequence once an epoch
         for start in range(0, len(sequences), config.batch_size):
-            chunk = [sequences[i] for i in rng.permutation(len(sequences))[start : start + config.batch_size]]
+            chunk = [sequences[i] for i in order[start : start + config.batch_size]]
             batch = left_pad(chunk, window)  # inputs are all but the last, targets all but the first
             inputs, targets = batch[:, :-1], batch[:, 1:]
             hidden = model(inputs)

@@ -63,3 +63,19 @@ def test_temporal_split_puts_training_strictly_before_evaluation(ml100k):
 def test_unknown_split_name():
     with pytest.raises(InputError, match="leave-one-out"):
         make_split(None, "random")
+
+
+@pytest.mark.parametrize("strategy", ["leave-one-out", "temporal"])
+def test_histories_before_the_target_hold_exactly_the_seen_items_in_time_order(ml100k, strategy):
+    split = make_split(ml100k, strategy)
+    inter = ml100k.interactions
+    full = {u: list(group["item"]) for u, group in inter.groupby("user")}
+    for stage in ("valid", "test"):
+        histories, seen = split.histories_before(stage), split.seen_matrix(stage)
+        for user, target in zip(split.targets(stage)["user"].tolist()[:200], split.targets(stage)["item"].tolist()[:200]):
+            history = histories[user].tolist()
+            assert sorted(history) == sorted(seen[user].indices.tolist())  # what every evaluator leaves out
+            assert history == full[user][: len(history)]  # a prefix of the user's own sequence, in time order
+            assert full[user][len(history)] == target  # and the target comes right after it
+    with pytest.raises(InputError, match="'valid' or 'test'"):
+        split.histories_before("train")

@@ -97,12 +97,11 @@ def train_sasrec(split: Split, config: SASRecConfig | None = None, progress: boo
 
 
 class SASRecScorer:
-    """Scores for `evaluate_ranking`: the history before the stage's target (train, + valid for test)."""
+    """Scores for `evaluate_ranking`: the history before the stage's target (`Split.histories_before`)."""
 
     def __init__(self, model: SASRec, split: Split):
         self.model = model
-        self.train = split.train_sequences()
-        self.valid_item = dict(zip(split.valid["user"].tolist(), split.valid["item"].tolist()))
+        self.histories = {stage: split.histories_before(stage) for stage in ("valid", "test")}
         self.stage = "test"
 
     def for_stage(self, stage: str) -> "SASRecScorer":
@@ -111,11 +110,6 @@ class SASRecScorer:
 
     @torch.no_grad()
     def score(self, users: np.ndarray) -> Tensor:
-        histories = []
-        for user in users:
-            history = self.train[user]
-            if self.stage == "test" and user in self.valid_item:
-                history = np.append(history, self.valid_item[user])
-            histories.append(history)
+        histories = [self.histories[self.stage][user] for user in users]
         batch = left_pad(histories, self.model.config.max_length)
         return self.model.logits(self.model(batch)[:, -1])

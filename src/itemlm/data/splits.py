@@ -50,8 +50,24 @@ class Split:
 
     def train_sequences(self) -> list[np.ndarray]:
         """Each user's training items in time order (empty array for users without any)."""
-        users = self.train["user"].to_numpy()
-        items = self.train["item"].to_numpy()
+        return self._sequences(self.train)
+
+    def histories_before(self, stage: str) -> list[np.ndarray]:
+        """Each user's items before the stage's target, in time order: training, and for test also
+        everything between the cuts (leave-one-out: the validation target; temporal: the whole
+        validation period), the items `seen_matrix(stage)` holds."""
+        if stage not in ("valid", "test"):
+            raise InputError(f"evaluation stage must be 'valid' or 'test', got '{stage}'")
+        sequences = self.train_sequences()
+        if stage == "valid":
+            return sequences
+        between = self._sequences(self.valid if self.valid_period is None else self.valid_period)
+        return [np.concatenate([before, after]) if len(after) else before for before, after in zip(sequences, between)]
+
+    def _sequences(self, frame: pd.DataFrame) -> list[np.ndarray]:
+        """Per user, the items of `frame` (sorted by user, then time) in order."""
+        users = frame["user"].to_numpy()
+        items = frame["item"].to_numpy()
         bounds = np.searchsorted(users, np.arange(self.num_users + 1))
         return [items[bounds[u] : bounds[u + 1]] for u in range(self.num_users)]
 

@@ -22,16 +22,9 @@ from itemlm.tasks.sample import Sample
 def stage_histories(split: Split, stage: str) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
     """(users, their histories before the stage's target, the targets) for every user with a target."""
     targets = split.targets(stage)
-    sequences = split.train_sequences()
-    valid_item = dict(zip(split.valid["user"].tolist(), split.valid["item"].tolist()))
+    before = split.histories_before(stage)
     users = targets["user"].to_numpy()
-    histories = []
-    for user in users.tolist():
-        history = sequences[user].tolist()
-        if stage == "test" and user in valid_item:
-            history.append(valid_item[user])
-        histories.append(history)
-    return users, histories, targets["item"].to_numpy()
+    return users, [before[user].tolist() for user in users.tolist()], targets["item"].to_numpy()
 
 
 def ranking_samples(

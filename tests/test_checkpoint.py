@@ -53,3 +53,24 @@ def test_resume_restores_this_process_rng_state(tmp_path):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     other_world.restore_latest(model, optimizer, scheduler, torch.Generator(), process_index=1, num_processes=2)
     assert not other_world.restored_process_rng  # saved by one process: the caller reseeds per process
+
+
+def test_a_save_that_fails_leaves_the_checkpoint_before_it_and_no_debris(tmp_path, monkeypatch):
+    import pytest
+
+    import itemlm.train.checkpoint as checkpoint
+
+    manager = CheckpointManager(tmp_path)
+    save(manager, 10, 1.0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(OSError):
+        save(manager, 10, 2.0)  # the same step again: the old folder must survive
+    with pytest.raises(OSError):
+        save(manager, 20, 3.0)
+    monkeypatch.undo()
+    assert restore(manager) == (10, 1.0)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["latest", "step-0000010"]

@@ -123,7 +123,7 @@ def ranking_section(results: DatasetResults, config: BenchConfig) -> tuple[str, 
                     k.rsplit("/", 1)[1]: v[:2] for k, v in agg.items() if k.startswith(f"ranking_mode/{order}/")}
     if rows:
         parts.append("**ranking mode** (the retriever's candidates ordered by the frozen LLM, the rest of the catalogue after "
-                     "them; every test user)\n\n" + table(["model", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "users"], rows))
+                     "them; the test users the `users` column counts)\n\n" + table(["model", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "users"], rows))
     return "\n\n".join(parts), data
 
 

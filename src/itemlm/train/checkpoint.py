@@ -9,16 +9,14 @@ Weights are safetensors; optimizer and RNG state use `torch.save` and are read b
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from itemlm.errors import InputError
-from itemlm.io import atomic_write_text
+from itemlm.io import atomic_folder, atomic_write_text
 
 
 def _parse_line(line: str) -> dict | None:
@@ -76,24 +74,20 @@ class CheckpointManager:
         self, step: int, model: torch.nn.Module, optimizer, scheduler, generator: torch.Generator, process_rng: list[dict] | None = None,
     ) -> Path:
         """`process_rng`: every process's `rng_state()` in rank order (default: this process's alone)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".step-", dir=self.folder))
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / "model.safetensors"))
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "process_rng": process_rng or [rng_state()],
-                "generator": generator.get_state(),
-                "step": step,
-            },
-            staging / "trainer_state.pt",
-        )
         final = self.folder / f"step-{step:07d}"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        with atomic_folder(final) as staging:  # on disk, then swapped in whole; a failed save leaves nothing
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(state, str(staging / "model.safetensors"))
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "process_rng": process_rng or [rng_state()],
+                    "generator": generator.get_state(),
+                    "step": step,
+                },
+                staging / "trainer_state.pt",
+            )
         atomic_write_text(self.folder / "latest", final.name)
         self.prune(step)
         return final

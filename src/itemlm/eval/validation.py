@@ -6,7 +6,11 @@ A fixed set of validation examples, chosen once from the seed, scored every few 
 - reference NLL per task: teacher-forced nats per answer token (one forward per task, no decoding);
 - SC: greedy answers to a few item_description prompts (item_pitch when there are no
   descriptions) against their references.
-Examples come from the validation stage of the samples, so no test example is read while training.
+Examples come from the validation stage of the samples: recommendation probes read each user's
+validation target, never the test one. An item has one title and one description, though, so the
+item-to-text probes ask about items the test asks about too (in other phrasings): curves that
+choose a recipe's settings have seen the test's item subjects (docs/benchmarks.md, "Two protocol
+notes").
 """
 
 from __future__ import annotations

@@ -140,6 +140,9 @@ def test_feedback_recommendations_and_items(client, model):
         ("post", "/v1/chat/completions", {"messages": [{"role": "assistant", "content": "hi"}]}, 422, "role 'user'"),
         ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 4001}]}, 422, "content"),
         ("post", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 422, "role"),
+        # an earlier message in many parts counts as the text they join to
+        ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 3000}] * 3},
+                                                       {"role": "user", "content": "hi"}]}, 422, "longer than 4000 characters"),
         ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "k": 0}, 422, "k"),
         ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 422, "max_tokens"),
         ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "session_id": "../etc"}, 422, "session_id"),

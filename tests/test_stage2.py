@@ -107,6 +107,11 @@ def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, da
     loaded = ItemLanguageModel.from_pretrained(final)
     recs = loaded.recommend(history=[0, 1, 2], k=3)
     assert len(recs) == 3 and all(item not in (0, 1, 2) for item, _, _ in recs)
+    for bad, message in [({"history": [0], "k": 0}, "k must be a positive integer"), ({"history": [-1]}, "history: item -1 is not"),
+                         ({"history": [0], "exclude": [10**6]}, "exclude: item 1000000 is not"),
+                         ({"text": "Something for <user:99999>"}, "<user:99999> is not in the catalogue")]:
+        with pytest.raises(InputError, match=message):
+            loaded.recommend(**bad)
     # trie generation with a popularity prior (saved with the model, 0 by default): weighted far above
     # the LLM, it returns the most popular items the user has not consumed
     assert loaded.popularity_prior == 0.0

@@ -29,7 +29,21 @@ VIOLENT = {"action", "war", "crime", "horror", "thriller"}
 LIGHT_WORDS = ("less violent", "lighter", "no violence", "not violent", "gentler", "family")
 NEWER_WORDS = ("newer", "more recent", "recent", "modern")
 OLDER_WORDS = ("older", "classic", "vintage")
-DISLIKE = re.compile(r"\b(hated?|disliked?|didn'?t like|did not like|don'?t like|do not like|not a fan of|can'?t stand|boring|awful|no more)\b")
+DISLIKE = re.compile(
+    r"\b(hated?|disliked?|didn'?t like|did not like|don'?t like|do not like|not a fan of|can'?t stand|boring|awful|no more"
+    r"|not|except|anything but|other than|apart from|without)\b"
+)
+SENTIMENT = r"(?:i\s+)?(?:hated?|disliked?|loved?|liked?|enjoyed|adored|didn'?t|did not|don'?t|do not|can'?t|could not|couldn'?t)\b"
+# Clauses: at "but" (not "anything but"), sentence ends (not the dots of "L.A." or "Mr."), a comma
+# before "I", "while", "whereas", and "and" or a comma right before a verb of taste ("I loved Heat
+# and hated Casino"); an "and" inside a title ("Sense and Sensibility") is followed by no such verb.
+CLAUSES = re.compile(
+    rf"(?<!anything )(?<!all )\bbut\b|[;!?]|(?<!\b\w)(?<!\bmr)(?<!\bmrs)(?<!\bms)(?<!\bdr)(?<!\bst)(?<!\bjr)(?<!\bvs)\.(?=\s|$)"
+    rf"|, *(?:and )?(?=i\b)|\bwhile\b|\bwhereas\b|(?:,\s*|\s+and\s+)(?={SENTIMENT})",
+    re.IGNORECASE,
+)
+MORE = re.compile(r"\b(something else|anything else|more|another|others|again|next|other (?:ones|titles|films|movies|items|suggestions))\b")
+LISTED = re.compile(r"^\s*\d+\.\s+(.+)$", re.MULTILINE)  # "1. Heat (1995) — ..." in an answer
 UNREAD_NOTE = "(No text about this title was in my training: this is a guess from how people watch it.)"
 QUESTION = re.compile(r"\b(what is|what's|whats|what was)\b.*\babout\b|\b(tell me (more )?about|describe)\b")
 HELP = (
@@ -108,6 +122,11 @@ class ChatSession:
                 self.reset()
             elif role == "user" and self.asks_about(text) is None:
                 self.take_opinions(text)
+            elif role == "assistant":  # what an earlier answer listed counts as shown: a list never repeats it
+                for line in LISTED.findall(text):
+                    named = self.find_titles(re.split(r" — | - |\bbecause\b", line)[0])  # a reason starts with its title
+                    if named:
+                        self.shown += [twin for twin in self.index.twins(named[0]) if twin not in self.shown]
 
     def take_opinions(self, text: str) -> tuple[list[int], list[int], list[str]]:
         """Apply what a message says: titles liked and disliked, refinements. Returns them."""
@@ -121,8 +140,7 @@ class ChatSession:
     # -------------------------------------------------------------- understanding the message
     def asks_about(self, text: str) -> int | None:
         """The item a question is about ("what is Aladdin about?", "tell me about Heat"), if it is one."""
-        lowered = text.lower()
-        if not QUESTION.search(lowered) or DISLIKE.search(lowered):
+        if not QUESTION.search(text.lower()) or DISLIKE.search(self.index.without_titles(text)):
             return None
         mentioned = self.find_titles(text)
         return mentioned[0] if mentioned else None
@@ -132,26 +150,31 @@ class ChatSession:
         ("hated", "didn't like", "not a fan of") is disliked, any other named title is liked."""
         liked: list[int] = []
         disliked: list[int] = []
-        for clause in re.split(r"\bbut\b|[;.!?]|, *(?:and )?(?=i\b)|\bwhile\b|\bwhereas\b", text, flags=re.IGNORECASE):
-            (disliked if DISLIKE.search(clause.lower()) else liked).extend(self.find_titles(clause))
+        for clause in CLAUSES.split(text):
+            if clause:
+                (disliked if DISLIKE.search(self.index.without_titles(clause)) else liked).extend(self.find_titles(clause))
         disliked = list(dict.fromkeys(disliked))
         return [i for i in dict.fromkeys(liked) if i not in disliked], disliked
 
     def refine(self, text: str) -> list[str]:
-        lowered = text.lower()
+        lowered = self.index.without_titles(text)  # words of titles are not requests
         notes = []
-        if any(w in lowered for w in LIGHT_WORDS):
+
+        def says(words) -> bool:
+            return any(re.search(rf"\b{re.escape(w)}\b", lowered) for w in words)
+
+        if says(LIGHT_WORDS):
             self.prefs.avoid_tags |= VIOLENT & set(self.all_tags)
             notes.append("nothing violent")
         liked_years = [self.years[i] for i in self.prefs.liked if self.years[i]]
-        if any(w in lowered for w in NEWER_WORDS):
+        if says(NEWER_WORDS):
             self.prefs.min_year, self.prefs.max_year = (max(liked_years) if liked_years else None), None
             notes.append(f"newer than {self.prefs.min_year}" if self.prefs.min_year else "newer")
-        if any(w in lowered for w in OLDER_WORDS):
+        if says(OLDER_WORDS):
             self.prefs.max_year, self.prefs.min_year = (min(liked_years) if liked_years else None), None
             notes.append(f"older than {self.prefs.max_year}" if self.prefs.max_year else "older")
         for tag in self.all_tags:
-            if re.search(rf"\b(more|some|a|an|with)\s+{re.escape(tag)}", lowered) or re.search(rf"\b{re.escape(tag)}\s+(please|instead)", lowered):
+            if re.search(rf"\b(more|some|a|an|with)\s+{re.escape(tag)}\b", lowered) or re.search(rf"\b{re.escape(tag)}\s+(please|instead)\b", lowered):
                 self.prefs.want_tags.add(tag)
                 self.prefs.avoid_tags.discard(tag)
                 notes.append(f"with {tag}")
@@ -192,8 +215,8 @@ class ChatSession:
         for width in (self.candidates, 4 * self.candidates):  # widen once when the filters leave too few
             ranked = self.model.recommend(history=self.prefs.liked, k=width, exclude=sorted(banned))
             chosen = {}
-            for item, _, score in ranked:
-                if item not in banned and item not in chosen and self.acceptable(item):
+            for item, _, score in ranked:  # one line per title: items listed under the same title are one
+                if item not in banned and not set(self.index.twins(item)) & chosen.keys() and self.acceptable(item):
                     chosen[item] = score
             if len(chosen) >= self.k:
                 break
@@ -203,7 +226,7 @@ class ChatSession:
         """The next list, each with the model's own reason; the items count as shown from now on."""
         picks = self.candidates_in_order()
         reasons = self.model.explain(self.prefs.liked, [item for item, _ in picks], min(24, self.max_new_tokens))
-        self.shown += [item for item, _ in picks]
+        self.shown += [twin for item, _ in picks for twin in self.index.twins(item)]
         return [Recommendation(item, self.model.catalogue.titles[item], score, reason) for (item, score), reason in zip(picks, reasons)]
 
     def describe(self, item: int, max_new_tokens: int | None = None) -> str:
@@ -247,7 +270,7 @@ class ChatSession:
             yield answer
             return Reply(f"{titles[item]}: {answer}", "description", about=item)
         liked, disliked, notes = self.take_opinions(text)
-        if not self.prefs.liked or (not liked and not disliked and not notes):
+        if not self.prefs.liked or (not liked and not disliked and not notes and not MORE.search(lowered)):
             close = self.suggestions(text)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             message = f"I could not find a title I know in that.{hint} " + HELP

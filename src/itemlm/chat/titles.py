@@ -29,9 +29,26 @@ class TitleIndex:
                 if key:
                     self.by_name.setdefault(key, []).append(index)
         self.names = sorted(self.by_name, key=len, reverse=True)
+        self.by_title: dict[str, list[int]] = {}  # items listed under the very same title (MovieLens has 18 such pairs)
+        for index, title in enumerate(self.titles):
+            self.by_title.setdefault(title, []).append(index)
+
+    def twins(self, item: int) -> list[int]:
+        """The item and every other item listed under the very same title (and year)."""
+        return self.by_title[self.titles[item]]
 
     def find_titles(self, text: str) -> list[int]:
-        """Catalogue items named in the text: quoted titles first, then the longest titles found in it."""
+        """Catalogue items named in the text: quoted titles first, then the longest titles found in
+        it. A title names every item listed under it; of titles that differ only in their year
+        ("Cape Fear (1962)", "(1991)"), the first in the catalogue."""
+        return self._scan(text)[0]
+
+    def without_titles(self, text: str) -> str:
+        """The text, normalized, with the titles it names taken out (so that "Swiss Family Robinson"
+        does not read as a wish for family films)."""
+        return self._scan(text)[1]
+
+    def _scan(self, text: str) -> tuple[list[int], str]:
         found: list[int] = []
         quoted = re.findall(r"[\"“']([^\"”']{2,})[\"”']", text)
         for name in quoted:
@@ -41,7 +58,7 @@ class TitleIndex:
             if len(name) >= 3 and f" {name} " in normalized:
                 found.append(self.by_name[name][0])
                 normalized = normalized.replace(f" {name} ", " | ")
-        return list(dict.fromkeys(found))
+        return list(dict.fromkeys(twin for item in found for twin in self.twins(item))), normalized
 
     def suggestions(self, text: str, n: int = 3) -> list[str]:
         """Titles close to the pieces of a message that named none (misspellings)."""

@@ -139,6 +139,12 @@ class ItemLanguageAPI:
         """
         if mode not in ("auto", "rank", "generate"):
             raise InputError(f"mode must be auto, rank or generate, got '{mode}'")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        for field, items in (("history", history), ("exclude", exclude)):
+            outside = [i for i in items or () if not 0 <= i < self.catalogue.num_items]
+            if outside:
+                raise InputError(f"{field}: item {outside[0]} is not in the catalogue (0..{self.catalogue.num_items - 1})")
         if user is not None and not history and text is None:
             if not 0 <= user < len(self.catalogue.histories):
                 raise InputError(f"user {user} is not in the catalogue (0..{len(self.catalogue.histories) - 1})")
@@ -148,6 +154,8 @@ class ItemLanguageAPI:
                 raise InputError("this model has no ranker (train stage 2 with ranking.enabled=true), use mode='generate'")
             if text is not None:
                 raise InputError("ranking mode reads an item history or a user, not free text")
+            if not history and user is None:
+                raise InputError("ranking mode needs a history (at least one item) or a user")
             items = list(history) if history else list(self.catalogue.histories[user])
             banned = sorted(set(items if exclude_seen else []) | set(exclude or []))
             scores = self.ranker.rank(self, [items], [banned])[0]
@@ -155,7 +163,10 @@ class ItemLanguageAPI:
             chosen = [(int(i), float(v)) for i, v in zip(top.indices[:k], top.values[:k]) if torch.isfinite(v)]
             return [(item, self.catalogue.titles[item], score) for item, score in chosen]
         if text is not None:
-            prompt, seen = text, [i for _, i, _, _ in find_placeholders(text)]
+            placeholders = find_placeholders(text)
+            for kind, index, _, _ in placeholders:
+                self.check_placeholder(kind, index)
+            prompt, seen = text, [index for kind, index, _, _ in placeholders if kind == "item"]
         elif history:
             recent = history[-20:]
             prompt = f"A user interacted with these items in order: {', '.join(item_placeholder(i) for i in recent)}. What comes next?"

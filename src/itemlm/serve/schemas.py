@@ -36,6 +36,12 @@ class ChatMessage(BaseModel):
             return " ".join(part.text for part in self.content)
         return self.content or ""
 
+    @model_validator(mode="after")
+    def fits(self):
+        if len(self.text()) > MAX_MESSAGE_CHARS:  # a list of parts counts as the text it joins to
+            raise ValueError(f"a message is longer than {MAX_MESSAGE_CHARS} characters")
+        return self
+
 
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")

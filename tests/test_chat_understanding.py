@@ -1,0 +1,72 @@
+"""What the chat reads from a message, on the real ML-100K catalogue (no LLM needed): titles with
+dots, "and" or twins, negations, refinements that are really title words, and lists an OpenAI
+client sends back."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from itemlm.chat.session import ChatSession
+from itemlm.models.catalogue import Catalogue
+
+
+@pytest.fixture(scope="module")
+def session_factory(ml100k):
+    catalogue = Catalogue(ml100k.items, [[] for _ in range(ml100k.num_users)], np.zeros((ml100k.num_items, 2), np.float32),
+                          np.zeros((ml100k.num_users, 2), np.float32))
+    model = SimpleNamespace(catalogue=catalogue)
+    first = ChatSession(model)
+    return lambda: ChatSession(model, index=first.index)
+
+
+def titles(session, items) -> list[str]:
+    return [session.model.catalogue.titles[i] for i in items]
+
+
+@pytest.mark.parametrize("message, liked, disliked", [
+    ("I loved Heat and hated Casino", ["Heat (1995)"], ["Casino (1995)"]),
+    ("I loved Heat, hated Casino", ["Heat (1995)"], ["Casino (1995)"]),
+    ("I loved Heat and Casino but not Fargo", ["Heat (1995)", "Casino (1995)"], ["Fargo (1996)"]),
+    ("anything but Fargo", [], ["Fargo (1996)"]),
+    ("I hated Heat and Casino", [], ["Heat (1995)", "Casino (1995)"]),
+    ("I loved L.A. Confidential and Mr. Holland's Opus", ["L.A. Confidential (1997)", "Mr. Holland's Opus (1995)"], []),
+    ("I loved Sense and Sensibility", ["Sense and Sensibility (1995)"], []),
+    ("I loved Rebel Without a Cause", ["Rebel Without a Cause (1955)"], []),  # a title's words are no negation
+])
+def test_likes_and_dislikes_are_read_clause_by_clause(session_factory, message, liked, disliked):
+    session = session_factory()
+    got_liked, got_disliked = session.opinions(message)
+    assert set(titles(session, got_liked)) == set(liked) and set(titles(session, got_disliked)) == set(disliked)
+
+
+def test_an_item_listed_twice_under_one_title_is_liked_shown_and_excluded_as_one(session_factory):
+    session = session_factory()
+    liked, _ = session.opinions("I loved Chasing Amy")
+    assert titles(session, liked) == ["Chasing Amy (1997)", "Chasing Amy (1997)"]  # both catalogue entries
+    assert len(set(liked)) == 2 and session.index.twins(liked[0]) == sorted(liked)
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("I loved Swiss Family Robinson", []),  # a title's words are not a request
+    ("I recently watched Heat and loved it", []),
+    ("something with Warren Beatty", []),  # "war" inside a word is not the War genre
+    ("something for the family, less violent", ["nothing violent"]),
+    ("more comedy please", ["with comedy"]),
+])
+def test_refinements_come_from_the_words_around_titles(session_factory, message, expected):
+    session = session_factory()
+    session.like(session.find_titles("Heat")[0])
+    assert session.refine(message) == expected
+
+
+def test_a_conversation_sent_back_by_a_client_keeps_what_was_listed_as_shown(session_factory):
+    session = session_factory()
+    session.absorb([
+        {"role": "user", "content": "I loved Toy Story"},
+        {"role": "assistant", "content": "You liked Toy Story (1995).\n1. Aladdin (1992) — because it is also a comedy.\n2. Ice Storm, The (1997)."},
+        {"role": "user", "content": "more comedy"},
+    ])
+    assert set(titles(session, session.shown)) == {"Aladdin (1992)", "Ice Storm, The (1997)"}
+    assert len(session.shown) == 3  # the Ice Storm is listed twice in the catalogue: both count as shown
+    assert titles(session, session.prefs.liked) == ["Toy Story (1995)"] and "comedy" in session.prefs.want_tags

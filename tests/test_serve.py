@@ -115,6 +115,14 @@ def test_feedback_recommendations_and_items(client, model):
     assert all(item["reason"] and item["score"] is not None for item in recs["items"])
     by_user = client.post("/v1/recommendations", json={"user": 0, "k": 2, "reasons": False}).json()
     assert len(by_user["items"]) == 2 and all(item["reason"] is None for item in by_user["items"])
+    # free text: the items it names are the liked ones the reasons start from; a <user:N> bans no item
+    by_text = client.post("/v1/recommendations", json={"text": "I loved <item:0>; what would <user:1> pick?", "k": 3}).json()
+    ids = [item["id"] for item in by_text["items"]]
+    assert len(ids) == 3 and model.catalogue.items["item_id"].astype(str).iloc[0] not in ids
+    assert all(item["reason"] for item in by_text["items"])
+    lone_surrogate = client.post("/v1/chat/completions", headers={"content-type": "application/json"},  # JSON may escape one
+                                 content=b'{"messages": [{"role": "user", "content": "I loved Heat \\ud800"}]}')
+    assert lone_surrogate.status_code == 422 and "lone UTF-16 surrogate" in lone_surrogate.text  # not the tokenizer's 500
     detail = client.get(f"/v1/items/{toy_story['id']}").json()
     assert detail["title"] == "Toy Story (1995)" and isinstance(detail["model_description"], str) and "comedy" in detail["tags"]
     assert client.get(f"/v1/items/{toy_story['id']}", params={"describe": False}).json()["model_description"] is None

@@ -30,6 +30,7 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
@@ -37,6 +38,7 @@ from itemlm.chat.session import ChatSession, Reply
 from itemlm.chat.titles import TitleIndex
 from itemlm.errors import InputError
 from itemlm.models.ilm import ItemLanguageModel
+from itemlm.tasks.templates import find_placeholders
 from itemlm.serve.schemas import (
     SESSION_PATTERN,
     ChatCompletionRequest,
@@ -141,6 +143,12 @@ def create_app(
     @app.exception_handler(InputError)
     async def input_error(_: Request, error: InputError):
         return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError):
+        # FastAPI's own answer echoes the input, which fails to encode when it is not Unicode; where and what suffice
+        return JSONResponse({"detail": [{key: problem[key] for key in ("type", "loc", "msg") if key in problem} for problem in error.errors()]},
+                            status_code=422)
 
     def new_session(k: int, max_tokens: int | None) -> ChatSession:
         return ChatSession(model, k=k, index=catalogue.titles, max_new_tokens=max_tokens or 48)
@@ -272,7 +280,12 @@ def create_app(
 
         def recommend() -> list[Item]:
             ranked = model.recommend(history=history, user=body.user, text=body.text, k=body.k, exclude=exclude, mode=mode)
-            liked = history if history else (model.catalogue.histories[body.user] if body.user is not None else [])
+            if history:
+                liked = history
+            elif body.user is not None:
+                liked = model.catalogue.histories[body.user]
+            else:  # free text: the items it names are what the person likes
+                liked = [index for kind, index, _, _ in find_placeholders(body.text or "") if kind == "item"]
             reasons = model.explain(liked, [item for item, _, _ in ranked]) if body.reasons and liked else [None] * len(ranked)
             return [catalogue.view(item, score, reason) for (item, _, score), reason in zip(ranked, reasons)]
 

@@ -21,6 +21,19 @@ SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ItemId = str  # the dataset's own item id ("1", "B000052YJM"), as /v1/items lists it
 
 
+def encodable(text: str | None) -> bool:
+    """Whether the text is Unicode the tokenizer can take: JSON's "\\ud800" escapes a lone surrogate, which is not."""
+    try:
+        (text or "").encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_unicode():
+    raise ValueError("the text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), which is not Unicode")
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str = Field(max_length=MAX_MESSAGE_CHARS)
@@ -40,7 +53,7 @@ class ChatMessage(BaseModel):
     def fits(self):
         if len(self.text()) > MAX_MESSAGE_CHARS:  # a list of parts counts as the text it joins to
             raise ValueError(f"a message is longer than {MAX_MESSAGE_CHARS} characters")
-        return self
+        return self if encodable(self.text()) else _not_unicode()
 
 
 class ChatCompletionRequest(BaseModel):
@@ -79,7 +92,7 @@ class RecommendationRequest(BaseModel):
         given = [name for name in ("history", "user", "text") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of history, user, text (got {', '.join(given) or 'none'})")
-        return self
+        return self if encodable(self.text) else _not_unicode()
 
 
 class Feedback(BaseModel):

@@ -206,6 +206,13 @@ def test_ranking_mode_trains_in_the_mixture_saves_and_recommends(tiny_llm_folder
     assert len(generated) == 3
     with pytest.raises(InputError, match="not free text"):
         model.recommend(text="anything", mode="rank")
+    # a user without training items: auto mode generates from their vector, rank mode says what it lacks
+    model.catalogue.histories.append([])
+    newcomer = len(model.catalogue.histories) - 1
+    model.catalogue.user_vectors = np.vstack([model.catalogue.user_vectors, model.catalogue.user_vectors[:1]])
+    assert len(model.recommend(user=newcomer, k=3)) == 3
+    with pytest.raises(InputError, match="ranking mode needs a history"):
+        model.recommend(user=newcomer, k=3, mode="rank")
 
 
 def test_the_text_only_baseline_ranks_too_with_titles_for_vectors(tiny_llm_folder, data_home, tmp_path):

@@ -148,15 +148,20 @@ class ItemLanguageAPI:
         if user is not None and not history and text is None:
             if not 0 <= user < len(self.catalogue.histories):
                 raise InputError(f"user {user} is not in the catalogue (0..{len(self.catalogue.histories) - 1})")
-        ranking = mode == "rank" or (mode == "auto" and self.ranker is not None and text is None and (history or user is not None))
+        if text is not None:
+            known = []
+        else:
+            known = list(history) if history else (list(self.catalogue.histories[user]) if user is not None else [])
+        # auto: ranking mode needs something to rank from; a user without training items is generated for from their vector
+        ranking = mode == "rank" or (mode == "auto" and self.ranker is not None and text is None and bool(known))
         if ranking:
             if self.ranker is None:
                 raise InputError("this model has no ranker (train stage 2 with ranking.enabled=true), use mode='generate'")
             if text is not None:
                 raise InputError("ranking mode reads an item history or a user, not free text")
-            if not history and user is None:
-                raise InputError("ranking mode needs a history (at least one item) or a user")
-            items = list(history) if history else list(self.catalogue.histories[user])
+            if not known:
+                raise InputError("ranking mode needs a history: give at least one item, or a user with training items")
+            items = known
             banned = sorted(set(items if exclude_seen else []) | set(exclude or []))
             scores = self.ranker.rank(self, [items], [banned])[0]
             top = torch.sort(scores, descending=True, stable=True)

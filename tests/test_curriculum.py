@@ -160,3 +160,17 @@ def test_a_phase_scales_the_learning_rate_and_a_bad_scale_is_refused():
     assert rates == pytest.approx([1e-5, 1e-5, 1e-4, 1e-4, 1e-4, 1e-5])
     with pytest.raises(InputError, match=r"curriculum\[0\].lr_scale"):
         check_curriculum([{"steps": 1, "lr_scale": 0}], 10)
+
+
+def test_a_phase_batch_must_divide_over_the_processes_too(monkeypatch):
+    from types import SimpleNamespace
+
+    import itemlm.train.distributed as distributed
+
+    three = SimpleNamespace(num_processes=3, is_main_process=False, wait_for_everyone=lambda: None)
+    monkeypatch.setattr(distributed, "make_accelerator", lambda: three)
+    config = SimpleNamespace(batch_size=30, curriculum=[{"steps": 5, "task_weights": {"item_title": 1.0}, "batch_size": 32}])
+    with pytest.raises(InputError, match=r"curriculum\[0\].batch_size=32 is the global batch and must divide evenly over 3"):
+        distributed.start_run(config)
+    config.curriculum[0]["batch_size"] = 33
+    assert distributed.start_run(config) is three

@@ -250,6 +250,11 @@ def test_pair_contrastive_learns_and_masks_false_negatives():
     assert mask.tolist() == [[False, False, True, False], [False] * 4, [True, False, False, False], [False] * 4]
     both = false_negative_mask(torch.tensor([1, 2, 3, 4]), torch.tensor([9, 9, 8, 7]))
     assert both[0, 1] and both[1, 0] and both.sum() == 2
+    # item-item pairs (1, 2), (2, 5), (6, 7): row 1's anchor, item 2, is column 0's item, so that column
+    # is no negative for it (and, transposed, row 0's positive is no negative for column 1's anchor)
+    pairs = false_negative_mask(torch.tensor([1, 2, 6]), torch.tensor([2, 5, 7]), same_space=True)
+    assert pairs.tolist() == [[False, False, False], [True, False, False], [False, False, False]]
+    assert not false_negative_mask(torch.tensor([1, 2, 6]), torch.tensor([2, 5, 7])).any()  # users and items: no such case
     # a masked column cannot hurt: loss with the duplicate masked is lower
     a = torch.nn.functional.normalize(torch.randn(B, Q, 16, generator=g), dim=-1)
     b = a.clone()

@@ -15,15 +15,19 @@ from torch import Tensor
 from itemlm.models.qformer import TEMPERATURE_RANGE, ItemQFormer
 
 
-def false_negative_mask(a_ids: Tensor | None, b_ids: Tensor | None = None) -> Tensor | None:
+def false_negative_mask(a_ids: Tensor | None, b_ids: Tensor | None = None, *, same_space: bool = False) -> Tensor | None:
     """[B, B] bool, True at (i, j), i != j, where pair j is also a positive for row i because it
-    shares an id with pair i (same item twice; for user-item pairs pass user and item ids)."""
+    shares an id with pair i (same item twice; for user-item pairs pass user and item ids).
+    same_space: both sides are items (item-item pairs), so column j is row i's own item when
+    a_i == b_j, a negative that is no negative (one mask entry covers both directions)."""
     if a_ids is None and b_ids is None:
         return None
     ids = [t for t in (a_ids, b_ids) if t is not None]
     same = torch.zeros(len(ids[0]), len(ids[0]), dtype=torch.bool, device=ids[0].device)
     for t in ids:
         same |= t[:, None] == t[None, :]
+    if same_space and a_ids is not None and b_ids is not None:
+        same |= a_ids[:, None] == b_ids[None, :]
     return same & ~torch.eye(len(same), dtype=torch.bool, device=same.device)
 
 

@@ -42,6 +42,9 @@ def start_run(config, *, resume: bool = False, overwrite: bool = False, may_chan
     (`itemlm.train.run_folder`: refused when it holds another run, unless resuming or overwriting)."""
     accelerator = make_accelerator()
     check_global_batch(config.batch_size, accelerator)
+    for index, phase in enumerate(getattr(config, "curriculum", None) or []):  # a phase may have a batch of its own
+        if phase.get("batch_size"):
+            check_global_batch(int(phase["batch_size"]), accelerator, f"curriculum[{index}].batch_size")
     if accelerator.is_main_process:
         claim_run_folder(config.out, asdict(config), resume=resume, overwrite=overwrite, may_change=may_change, defaults=default_values(type(config)))
     accelerator.wait_for_everyone()

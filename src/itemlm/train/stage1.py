@@ -177,7 +177,7 @@ class Stage1Objective(nn.Module):
         parts = {"itc": itc, "itm": itm, "itg": itg, "i2t_acc": itc_info["i2t_acc"], "itm_acc": itm_info["itm_acc"]}
         if "ii" in self.pair_losses:
             cf_a, cf_b, ids_a, ids_b = batch.ii
-            parts["ii"] = self.pair_loss(cf_a[mine], cf_b[mine], None, losses.false_negative_mask(ids_a, ids_b))
+            parts["ii"] = self.pair_loss(cf_a[mine], cf_b[mine], None, losses.false_negative_mask(ids_a, ids_b, same_space=True))
             total = total + w.ii * parts["ii"]
         if "ui" in self.pair_losses:
             user_cf, item_cf, user_ids, item_ids = batch.ui

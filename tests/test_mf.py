@@ -45,6 +45,9 @@ def test_bpr_trains_and_carries_a_bias_column(split):
     bpr = train_mf(split, MFConfig(algorithm="bpr", factors=16, iterations=5))
     assert bpr.item_vectors.shape == (1682, 17)
     np.testing.assert_allclose(bpr.user_vectors[:, -1], 1.0)
+    # asked for threads (as a tuned config passes them on), BPR still fits on one: the vectors repeat exactly
+    threaded = train_mf(split, MFConfig(algorithm="bpr", factors=16, iterations=5, num_threads=2))
+    np.testing.assert_array_equal(threaded.item_vectors, bpr.item_vectors)
 
 
 def test_save_and_load_are_exact(tmp_path, als):

@@ -30,6 +30,12 @@ def test_sequences_become_ordered_interactions(tmp_path):
     assert raw.notes["users_without_items_skipped"] == 1
     dataset = build_dataset("t", raw, text_holdout=0.0)
     assert (dataset.num_users, dataset.num_items, dataset.num_interactions) == (3, 5, 9)
+    # positions are no times: a global time cut is refused, leave-one-out works
+    from itemlm.data.splits import make_split
+
+    with pytest.raises(InputError, match="no times, only each item's position"):
+        make_split(dataset, "temporal")
+    assert len(make_split(dataset, "leave-one-out").test) == 2
 
 
 def test_json_titles_are_unescaped(tmp_path):

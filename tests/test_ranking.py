@@ -24,6 +24,14 @@ def test_rank_counts_better_items_and_ties_before_the_target():
     assert target_ranks(scores, torch.tensor([3]), None).item() == 4
 
 
+def test_nan_scores_are_an_error_not_a_hit():
+    from itemlm.errors import InputError
+
+    scores = torch.tensor([[0.9, float("nan"), 0.5], [0.1, 0.2, 0.3]])  # a NaN target would rank first
+    with pytest.raises(InputError, match="NaN for 1 of 2 users"):
+        target_ranks(scores, torch.tensor([1, 0]), None)
+
+
 def test_seen_items_leave_the_ranking_but_a_repeated_target_stays():
     scores = torch.tensor([[0.9, 0.8, 0.7, 0.1]])
     assert target_ranks(scores, torch.tensor([2]), [np.array([0, 1])]).item() == 0

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from itemlm.data.splits import Split
+from itemlm.errors import InputError
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -58,6 +59,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, seen_rows: list[np
     A target the user had consumed before (a repeat) keeps its own score and is still ranked.
     """
     scores = scores.float().clone()
+    if torch.isnan(scores).any():  # a NaN target would rank first, a NaN rival never ahead: the metrics would lie
+        bad = int(torch.isnan(scores).any(1).sum())
+        raise InputError(f"the scores hold NaN for {bad} of {len(scores)} users: the model diverged (try a lower learning rate)")
     rows = torch.arange(len(targets))
     target_score = scores[rows, targets].clone()
     if seen_rows is not None and any(len(s) for s in seen_rows):

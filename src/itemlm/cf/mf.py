@@ -33,7 +33,7 @@ class MFConfig:
     regularization: float = 0.05
     alpha: float = 2.0  # ALS confidence weight of an observed interaction
     learning_rate: float = 0.05  # BPR only
-    num_threads: int = 0  # 0 = all cores (ALS is deterministic with any count; BPR only with 1)
+    num_threads: int = 0  # ALS: 0 = all cores (deterministic with any count); BPR always fits on 1 (only then reproducible)
     seed: int = 0
     # True: `load_or_train_mf` replaces factors, iterations, regularization, alpha and learning rate
     # by those `itemlm cf tune` chose on validation for this algorithm, split and training data
@@ -146,7 +146,7 @@ def _make_model(config: MFConfig, threads: int):
             learning_rate=config.learning_rate,
             regularization=config.regularization,
             iterations=config.iterations,
-            num_threads=threads or 1,
+            num_threads=1,  # reproducible only on one thread, and the vectors are cached whatever the thread count
             random_state=config.seed,
         )
 

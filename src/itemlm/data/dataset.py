@@ -26,6 +26,9 @@ ITEM_TEXT_FIELDS = ("title", "year", "genres", "categories", "brand", "descripti
 FORMAT_VERSION = 1
 
 
+POSITIONS_NOTE = "positions within each user's sequence, not times"
+"""A loader's `notes["timestamp"]` when its source has no times (OpenP5): a temporal split refuses it."""
+
 @dataclass
 class InteractionDataset:
     """A prepared dataset with dense indices.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from itemlm.data.dataset import RawTables
+from itemlm.data.dataset import POSITIONS_NOTE, RawTables
 from itemlm.data.item_text import key_line, read_text_mapping
 from itemlm.data.textfile import iter_lines
 from itemlm.errors import InputError
@@ -75,7 +75,7 @@ def read_user_sequences(
         items=pd.DataFrame({"item_id": pd.unique(interactions["item_id"])}),
         sources=[path],
         source_format="openp5",
-        notes={"users_without_items_skipped": users_without_items},
+        notes={"users_without_items_skipped": users_without_items, "timestamp": POSITIONS_NOTE},
     )
     if item_text is not None:
         _add_titles(raw, Path(item_text), strict)

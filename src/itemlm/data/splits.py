@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from itemlm.data.dataset import InteractionDataset
+from itemlm.data.dataset import POSITIONS_NOTE, InteractionDataset
 from itemlm.errors import InputError
 
 
@@ -133,6 +133,9 @@ def temporal_split(dataset: InteractionDataset, valid_fraction: float = 0.1, tes
     if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise InputError("temporal split fractions must be in (0, 1) and sum to less than 1")
     inter = dataset.interactions
+    if dataset.manifest.get("notes", {}).get("timestamp") == POSITIONS_NOTE:
+        raise InputError(f"'{dataset.name}' has no times, only each item's position in its user's sequence, so a global time "
+                         "cut means nothing; use the leave-one-out split")
     times = np.sort(inter["timestamp"].to_numpy())
     valid_cut = times[int(len(times) * (1 - valid_fraction - test_fraction))]
     test_cut = times[int(len(times) * (1 - test_fraction))]

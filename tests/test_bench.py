@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from itemlm.bench.floors import nearest_neighbours, sc_floors
 from itemlm.bench.grid import BenchConfig, plan_cells
@@ -286,6 +287,31 @@ def test_tiny_bench_runs_reports_and_never_recomputes_a_finished_cell(tmp_path):
     assert third.returncode == 0 and "5 already done, 0 to run" in third.stdout.replace("\n", " "), third.stdout[-2000:]
     again = json.loads((committed / "results.json").read_text())["datasets"]["ml-100k"]
     assert again["sc"]["models"] == sc["models"] and again["comparisons"] == results["datasets"]["ml-100k"]["comparisons"]
+
+    # a fresh clone with an ILM stage-2 cell not yet committed: its stage-1 cell runs again for the model it
+    # needs, and the committed stage-1 summary is kept as it was (the cells that read it were measured on it)
+    ilm = next(p for p in summaries if p.name.startswith("stage2-ilm-it-ii"))
+    stage1 = next(p for p in summaries if p.name.startswith("stage1-"))
+    kept = stage1.read_bytes()
+    ilm.unlink()
+    shutil.rmtree(out)
+    fourth = subprocess.run(command, capture_output=True, text=True)
+    assert fourth.returncode == 0 and "its committed summary is kept" in fourth.stdout, fourth.stdout[-2000:]
+    assert stage1.read_bytes() == kept and ilm.exists()
+
+
+def test_a_prepared_dataset_other_than_the_committed_ones_is_named(monkeypatch):
+    import itemlm.bench.runner as runner
+
+    monkeypatch.setattr(runner, "recorded_dataset_identity", lambda config, dataset: "data-sha256=aaaa")
+    monkeypatch.setattr(runner, "dataset_identity", lambda config, dataset: "data-sha256=bbbb")
+    console = Console(record=True, width=300)
+    runner.warn_of_other_data(load_config(BenchConfig, "bench-quick"), ["ml-100k"], console)
+    assert "ml-100k: the prepared data is data-sha256=bbbb, the committed summaries were computed on data-sha256=aaaa" in console.export_text()
+    monkeypatch.setattr(runner, "dataset_identity", lambda config, dataset: "data-sha256=aaaa")
+    quiet = Console(record=True)
+    runner.warn_of_other_data(load_config(BenchConfig, "bench-quick"), ["ml-100k"], quiet)
+    assert quiet.export_text() == ""
 
 
 def test_a_summarized_stage2_cell_needs_nothing_and_an_unsummarized_one_gets_its_stage1_model_back(tmp_path):

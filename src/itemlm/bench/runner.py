@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from tqdm.auto import tqdm
 
-from itemlm.bench.grid import BenchConfig, Cell, plan_cells
+from itemlm.bench.grid import BenchConfig, Cell, dataset_identity, plan_cells, recorded_dataset_identity
 from itemlm.bench.records import RESULT_FILE, is_done, start_record, write_record
 from itemlm.bench.report import write_report
 from itemlm.bench.summaries import SummaryStore
@@ -171,8 +171,12 @@ def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfi
             peak = round(usage.ru_maxrss / 2**20, 2)
             if job.process.returncode == 0 and (job.cell.folder(bench_out) / RESULT_FILE[job.cell.kind]).exists():
                 write_record(job.cell, bench_out, "done", seconds, peak)
-                SummaryStore(config.summaries).write(job.cell, bench_out)
-                tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s, peak {peak:.2f} GB")
+                summaries = SummaryStore(config.summaries)
+                if summaries.has(job.cell):  # re-run only for its model (a fresh clone): what was committed stays
+                    tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s for the cells that read it; its committed summary is kept")
+                else:
+                    summaries.write(job.cell, bench_out)
+                    tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s, peak {peak:.2f} GB")
             else:
                 write_record(job.cell, bench_out, "failed", seconds, peak, returncode=job.process.returncode)
                 failed.append(job.cell.id)
@@ -193,6 +197,18 @@ def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfi
     finally:
         bar.close()
     return failed
+
+
+def warn_of_other_data(config: BenchConfig, datasets, console: Console) -> None:
+    """Say so when a prepared dataset is not the one the committed summaries were computed on: then no
+    committed cell matches and the whole grid of that dataset runs again. The identity hashes the
+    Parquet tables, whose bytes also depend on the pandas and pyarrow that wrote them."""
+    for dataset in datasets:
+        recorded, here = recorded_dataset_identity(config, dataset), dataset_identity(config, dataset)
+        if recorded is not None and recorded != here:
+            console.print(f"[yellow]warning[/] {dataset}: the prepared data is {here}, the committed summaries were computed on "
+                          f"{recorded}; no committed cell matches (other source files, or another pandas/pyarrow wrote the tables: "
+                          "docs/benchmarks.md names the versions the committed cells ran with)")
 
 
 def reuse_cells(cells: list[Cell], bench_out: Path, sources: list[Path], console: Console) -> None:
@@ -259,6 +275,7 @@ def run_bench(
         raise InputError("another `itemlm bench` is writing into this folder; wait for it or pick another output_dir", path=bench_out) from None
     if run:
         datasets = prepare_bench_datasets(config, console)
+        warn_of_other_data(config, datasets, console)
         cells = plan_cells(config, datasets)
         by_id = {c.id: c for c in cells}
         reuse_cells(cells, bench_out, list(reuse), console)

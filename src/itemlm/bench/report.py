@@ -46,9 +46,12 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `itemlm bench`. {done} of {len(cells)} cells finished"
         + ("" if done == len(cells) else " (missing cells show as '-'; run the bench again to finish them)") + ".",
-        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['memory_gb']} GiB, GPU: {env['gpu'] or 'none'}. "
-        f"Versions: itemlm {env['itemlm']}, torch {env['torch']}, transformers {env['transformers']}, Python {env['python']}.",
-        f"Compute: {compute / 60:.1f} min summed over finished cells; bench wall time {sum(s['wall_seconds'] for s in sessions) / 60:.1f} min over {len(sessions)} session(s).",
+        f"Report built on: {env['machine']}, {env['cpus']} CPUs, {env['memory_gb']} GiB, GPU: {env['gpu'] or 'none'}; "
+        f"itemlm {env['itemlm']}, torch {env['torch']}, transformers {env['transformers']}, Python {env['python']} "
+        "(each cell's own time, memory and LLM type are in the cell table).",
+        f"Compute: {compute / 60:.1f} min summed over finished cells; "
+        + (f"bench wall time in this folder {sum(s['wall_seconds'] for s in sessions) / 60:.1f} min over {len(sessions)} session(s)."
+           if sessions else "no bench session has run in this folder (the cells' own times are below)."),
         "",
     ]
     results_json: dict = {"config": asdict(config), "environment": env, "sessions": sessions, "datasets": {}, "cells": cell_data}

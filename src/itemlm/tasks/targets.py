@@ -163,7 +163,8 @@ class TargetBuilder:
         facts, drafts = self.facts, []
         rng = named_rng(self.seed, self.stage, task, "liked")
         for u, items, ratings, target in self.rec_cases(task):
-            title, consumed = facts.titles[target], tuple(int(i) for i in items)
+            title = facts.titles[target]
+            consumed = () if self.stage == "train" else tuple(int(i) for i in items)  # what an evaluation leaves out
             if task == "sequential":
                 history = ", ".join(item_placeholder(i) for i in items[-self.history_length :])
                 drafts.append(Draft({"history": history}, title, user=u, target_item=target, consumed=consumed))

@@ -30,8 +30,7 @@ def encodable(text: str | None) -> bool:
     return True
 
 
-def _not_unicode():
-    raise ValueError("the text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), which is not Unicode")
+NOT_UNICODE = "the text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), which is not Unicode"
 
 
 class TextPart(BaseModel):
@@ -53,7 +52,9 @@ class ChatMessage(BaseModel):
     def fits(self):
         if len(self.text()) > MAX_MESSAGE_CHARS:  # a list of parts counts as the text it joins to
             raise ValueError(f"a message is longer than {MAX_MESSAGE_CHARS} characters")
-        return self if encodable(self.text()) else _not_unicode()
+        if not encodable(self.text()):
+            raise ValueError(NOT_UNICODE)
+        return self
 
 
 class ChatCompletionRequest(BaseModel):
@@ -92,7 +93,9 @@ class RecommendationRequest(BaseModel):
         given = [name for name in ("history", "user", "text") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of history, user, text (got {', '.join(given) or 'none'})")
-        return self if encodable(self.text) else _not_unicode()
+        if not encodable(self.text):
+            raise ValueError(NOT_UNICODE)
+        return self
 
 
 class Feedback(BaseModel):

@@ -140,10 +140,10 @@ class ChatSession:
     # -------------------------------------------------------------- understanding the message
     def asks_about(self, text: str) -> int | None:
         """The item a question is about ("what is Aladdin about?", "tell me about Heat"), if it is one."""
-        if not QUESTION.search(text.lower()) or DISLIKE.search(self.index.without_titles(text)):
+        if not QUESTION.search(text.lower()):
             return None
-        mentioned = self.find_titles(text)
-        return mentioned[0] if mentioned else None
+        mentioned, rest = self.index.read(text)
+        return mentioned[0] if mentioned and not DISLIKE.search(rest) else None
 
     def opinions(self, text: str) -> tuple[list[int], list[int]]:
         """(liked, disliked) items named in the text: a title in a clause with a negative verb
@@ -152,7 +152,8 @@ class ChatSession:
         disliked: list[int] = []
         for clause in CLAUSES.split(text):
             if clause:
-                (disliked if DISLIKE.search(self.index.without_titles(clause)) else liked).extend(self.find_titles(clause))
+                named, rest = self.index.read(clause)
+                (disliked if DISLIKE.search(rest) else liked).extend(named)
         disliked = list(dict.fromkeys(disliked))
         return [i for i in dict.fromkeys(liked) if i not in disliked], disliked
 

@@ -41,14 +41,15 @@ class TitleIndex:
         """Catalogue items named in the text: quoted titles first, then the longest titles found in
         it. A title names every item listed under it; of titles that differ only in their year
         ("Cape Fear (1962)", "(1991)"), the first in the catalogue."""
-        return self._scan(text)[0]
+        return self.read(text)[0]
 
     def without_titles(self, text: str) -> str:
         """The text, normalized, with the titles it names taken out (so that "Swiss Family Robinson"
         does not read as a wish for family films)."""
-        return self._scan(text)[1]
+        return self.read(text)[1]
 
-    def _scan(self, text: str) -> tuple[list[int], str]:
+    def read(self, text: str) -> tuple[list[int], str]:
+        """`find_titles` and `without_titles` of the text, in one pass over the catalogue's names."""
         found: list[int] = []
         quoted = re.findall(r"[\"“']([^\"”']{2,})[\"”']", text)
         for name in quoted:

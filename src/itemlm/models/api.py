@@ -161,9 +161,8 @@ class ItemLanguageAPI:
                 raise InputError("ranking mode reads an item history or a user, not free text")
             if not known:
                 raise InputError("ranking mode needs a history: give at least one item, or a user with training items")
-            items = known
-            banned = sorted(set(items if exclude_seen else []) | set(exclude or []))
-            scores = self.ranker.rank(self, [items], [banned])[0]
+            banned = sorted(set(known if exclude_seen else []) | set(exclude or []))
+            scores = self.ranker.rank(self, [known], [banned])[0]
             top = torch.sort(scores, descending=True, stable=True)
             chosen = [(int(i), float(v)) for i, v in zip(top.indices[:k], top.values[:k]) if torch.isfinite(v)]
             return [(item, self.catalogue.titles[item], score) for item, score in chosen]
@@ -175,9 +174,9 @@ class ItemLanguageAPI:
         elif history:
             recent = history[-20:]
             prompt = f"A user interacted with these items in order: {', '.join(item_placeholder(i) for i in recent)}. What comes next?"
-            seen = list(history)
+            seen = known
         elif user is not None:
-            prompt, seen = f"Recommend an item for {user_placeholder(user)}.", list(self.catalogue.histories[user])
+            prompt, seen = f"Recommend an item for {user_placeholder(user)}.", known
         else:
             raise InputError("recommend needs a history, a user or a text")
         banned = sorted(set(seen if exclude_seen else []) | set(exclude or []))

@@ -93,3 +93,32 @@ def test_ml100k_stats(ml100k):
     assert stats["interactions_per_user"]["min"] == 20
     assert stats["items_with_text"]["title"] == 1682
     assert ml100k.items.loc[0, "genres"] == "Animation, Children's, Comedy"
+
+
+def test_a_source_changed_since_preparation_is_said_on_load_and_the_prepared_copy_still_loads(tmp_path, capsys):
+    import os
+
+    from itemlm.data.prepare import PrepareOptions, load_dataset, prepare_dataset
+
+    source = tmp_path / "toy"
+    source.mkdir()
+    inter = source / "toy.inter"
+    inter.write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t10\t1\n1\t11\t2\n2\t10\t3\n")
+    prepare_dataset("toy", PrepareOptions(source=source, text_holdout=0.0), home=tmp_path / "home")
+    assert load_dataset("toy", home=tmp_path / "home").num_interactions == 3
+    assert "changed" not in capsys.readouterr().err
+
+    stat = inter.stat()
+    os.utime(inter, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, same bytes: not a change
+    load_dataset("toy", home=tmp_path / "home")
+    assert "changed" not in capsys.readouterr().err
+
+    inter.write_text(inter.read_text().replace("2\t10\t3", "2\t11\t3"))  # same size, other bytes
+    os.utime(inter, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    assert load_dataset("toy", home=tmp_path / "home").num_interactions == 3
+    err = capsys.readouterr().err
+    assert "warning: dataset 'toy'" in err and str(inter.resolve()) in err and "prepare toy" in err
+
+    inter.write_text(inter.read_text() + "3\t10\t4\n")  # another size
+    load_dataset("toy", home=tmp_path / "home")
+    assert "changed since" in capsys.readouterr().err

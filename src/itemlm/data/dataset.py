@@ -158,6 +158,32 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def source_record(path: Path) -> dict:
+    """What the manifest keeps of one source file, enough to tell later whether it changed."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "sha256": file_sha256(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def changed_sources(manifest: dict) -> list[str]:
+    """The source files a prepared dataset was built from that now hold other bytes.
+
+    A file that is gone is not reported: the prepared copy stands on its own. The file is hashed
+    again only when its size is the one recorded and its modification time is not (or the
+    manifest, written before sizes were kept, has neither), so a check costs a `stat` per file.
+    """
+    changed = []
+    for source in manifest.get("sources", []):
+        path = Path(source.get("path", ""))
+        if not path.is_file():
+            continue
+        stat = path.stat()
+        if "bytes" in source and stat.st_size != source["bytes"]:
+            changed.append(str(path))
+        elif source.get("mtime_ns") != stat.st_mtime_ns and file_sha256(path) != source.get("sha256"):
+            changed.append(str(path))
+    return changed
+
+
 def text_holdout_mask(num_items: int, fraction: float, seed: int) -> np.ndarray:
     """A seeded choice of round(fraction * num_items) items whose text training never reads."""
     if not 0.0 <= fraction < 1.0:
@@ -262,7 +288,7 @@ def build_dataset(
     manifest = {
         "itemlm_version": __version__,
         "source_format": raw.source_format,
-        "sources": [{"path": str(p), "sha256": file_sha256(p)} for p in raw.sources if Path(p).is_file()],
+        "sources": [source_record(Path(p)) for p in raw.sources if Path(p).is_file()],
         "text_holdout": {"fraction": text_holdout, "seed": seed},
         "cleaning": cleaning,
         **({"notes": raw.notes} if raw.notes else {}),

@@ -11,11 +11,12 @@ Prepared data lives in `<data home>/datasets/<name>/` as Parquet plus a manifest
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from itemlm.data import amazon, item_text, movielens, openp5
-from itemlm.data.dataset import InteractionDataset, RawTables, build_dataset
+from itemlm.data.dataset import InteractionDataset, RawTables, build_dataset, changed_sources
 from itemlm.data.recbole import read_recbole
 from itemlm.errors import InputError
 from itemlm.paths import data_home, embedded_ml100k_folder, shared_data_folder
@@ -159,10 +160,20 @@ def prepare_dataset(name: str, options: PrepareOptions | None = None, home: str 
 
 
 def load_dataset(name: str, home: str | Path | None = None) -> InteractionDataset:
-    """Load a prepared dataset; the embedded ML-100K is prepared on first use."""
+    """Load a prepared dataset; the embedded ML-100K is prepared on first use.
+
+    A source file that changed since preparation is said on stderr: the prepared copy is still
+    what loads (models trained on it stay consistent) until the dataset is prepared again.
+    """
     folder = dataset_folder(name, home)
     if not (folder / "manifest.json").exists():
         if name in ("ml-100k", ML100K_TEXT):
             return prepare_dataset(name, home=home)
         raise InputError(f"dataset '{name}' is not prepared; run `itemlm data prepare {name} --source DIR`")
-    return InteractionDataset.load(folder)
+    dataset = InteractionDataset.load(folder)
+    changed = changed_sources(dataset.manifest)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        print(f"warning: dataset '{name}' in {folder} was prepared from {changed[0]}{more}, which changed since; "
+              f"this is the earlier copy (run `itemlm data prepare {name}` again to read the new contents)", file=sys.stderr)
+    return dataset

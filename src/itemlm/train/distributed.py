@@ -18,6 +18,7 @@ The rules both recipes follow:
 
 from __future__ import annotations
 
+import atexit
 from dataclasses import asdict
 from typing import TypeVar
 
@@ -41,6 +42,9 @@ def start_run(config, *, resume: bool = False, overwrite: bool = False, may_chan
     divides over the processes, and (process 0) the run folder claimed for this run
     (`itemlm.train.run_folder`: refused when it holds another run, unless resuming or overwriting)."""
     accelerator = make_accelerator()
+    if accelerator.num_processes > 1:
+        atexit.unregister(release_process_group)  # registered once however many recipes this process runs
+        atexit.register(release_process_group)
     check_global_batch(config.batch_size, accelerator)
     for index, phase in enumerate(getattr(config, "curriculum", None) or []):  # a phase may have a batch of its own
         if phase.get("batch_size"):
@@ -49,6 +53,23 @@ def start_run(config, *, resume: bool = False, overwrite: bool = False, may_chan
         claim_run_folder(config.out, asdict(config), resume=resume, overwrite=overwrite, may_change=may_change, defaults=default_values(type(config)))
     accelerator.wait_for_everyone()
     return accelerator
+
+
+def release_process_group() -> None:
+    """Let go of the processes' connections before the interpreter exits.
+
+    A process that exits still holding a gloo or NCCL group tears it down during the C++ static
+    destructors, where a worker thread still running aborts the process ("terminate called
+    without an active exception"): process 1 ends while process 0 still saves and evaluates, so
+    this ran into that. Called at exit; no collective, so a process that finishes early does
+    not wait for the others.
+    """
+    global _GATHER_GROUP
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # every group, the gather group too
+    _GATHER_GROUP = None
 
 
 def seed_dropout(seed: int, start_step: int, accelerator: Accelerator) -> None:

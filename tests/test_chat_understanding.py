@@ -53,6 +53,15 @@ def test_an_item_listed_twice_under_one_title_is_liked_shown_and_excluded_as_one
     ("something with Warren Beatty", []),  # "war" inside a word is not the War genre
     ("something for the family, less violent", ["nothing violent"]),
     ("more comedy please", ["with comedy"]),
+    ("something less childish", ["no children's"]),
+    ("nothing too scary, and no romance", ["no horror", "no romance"]),
+    ("funnier", ["with comedy"]),
+    ("comedy", ["with comedy"]),  # a genre alone is a request for it
+    ("something for children", ["with children's"]),  # ("kids" alone is the title Kids (1995))
+    ("a good western please", ["with western"]),
+    ("not in the mood for a comedy", ["no comedy"]),
+    ("I watched it with my kids", []),  # a plain mention is no request
+    ("some science fiction", ["with sci-fi"]),
 ])
 def test_refinements_come_from_the_words_around_titles(session_factory, message, expected):
     session = session_factory()
@@ -70,3 +79,34 @@ def test_a_conversation_sent_back_by_a_client_keeps_what_was_listed_as_shown(ses
     assert set(titles(session, session.shown)) == {"Aladdin (1992)", "Ice Storm, The (1997)"}
     assert len(session.shown) == 3  # the Ice Storm is listed twice in the catalogue: both count as shown
     assert titles(session, session.prefs.liked) == ["Toy Story (1995)"] and "comedy" in session.prefs.want_tags
+
+
+def test_less_of_a_genre_undoes_more_of_it_and_the_other_way_round(session_factory):
+    session = session_factory()
+    session.refine("more horror")
+    assert session.prefs.want_tags == {"horror"} and not session.prefs.avoid_tags
+    session.refine("less scary")
+    assert session.prefs.avoid_tags == {"horror"} and not session.prefs.want_tags
+
+
+@pytest.fixture(scope="module")
+def watched_session(ml100k):
+    """A session whose catalogue knows how often each item was watched (no LLM: nothing here generates)."""
+    histories = ml100k.interactions.groupby("user")["item"].apply(list).tolist()
+    catalogue = Catalogue(ml100k.items, histories, np.zeros((ml100k.num_items, 2), np.float32), np.zeros((ml100k.num_users, 2), np.float32))
+    model = SimpleNamespace(catalogue=catalogue)
+    return lambda: ChatSession(model, k=3)
+
+
+def test_a_request_before_any_title_gets_the_most_watched_items_that_fit_said_to_be_that(watched_session, ml100k):
+    session = watched_session()
+    reply = session.respond("a comedy, please")
+    counts = ml100k.interactions["item"].value_counts()
+    comedies = [i for i in counts.index if "comedy" in session.tags[i]]
+    assert reply.kind == "recommendations" and [r.item for r in reply.items] == comedies[:3]
+    assert "most watched" in reply.text and "Keeping to: with comedy." in reply.text
+    again = session.respond("something else")  # the next three, none repeated
+    assert [r.item for r in again.items] == comedies[3:6]
+    assert session.respond("hello").kind == "unknown"
+    noted = session.respond("I hated Heat")
+    assert noted.kind == "help" and noted.text.startswith("Noted: not Heat (1995).") and not noted.items

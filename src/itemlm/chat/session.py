@@ -7,7 +7,11 @@ Each turn is read for what it asks:
 - titles the person liked or disliked ("I loved Heat but hated Casino") update the preferences;
   titles are matched loosely (case, punctuation, a missing year or a leading "The" do not matter)
   and close misspellings are suggested, never an exception;
-- refinements ("less violent", "something newer", "older", "more comedy") narrow the list.
+- refinements ("less violent", "something newer", "older", "more comedy", "nothing scary",
+  "less childish", "funnier") narrow the list; a genre is understood by its name and by the
+  words people use for it (`GENRE_WORDS`), with "more"/"less" read from the words before it;
+- refinements before any title ("a comedy, please") get the most watched items that fit, said
+  to be that, until a title names the person's taste.
 
 Preferences and everything already shown are kept across turns: a list never repeats an item,
 nor lists one the person named or disliked, and a later list brings new items. Lists come from
@@ -29,6 +33,32 @@ VIOLENT = {"action", "war", "crime", "horror", "thriller"}
 LIGHT_WORDS = ("less violent", "lighter", "no violence", "not violent", "gentler", "family")
 NEWER_WORDS = ("newer", "more recent", "recent", "modern")
 OLDER_WORDS = ("older", "classic", "vintage")
+# Words people use for the genres of MovieLens-style catalogues, besides the genre's own name; a genre the
+# catalogue does not carry is never read, and any other catalogue's tags are understood by their names.
+GENRE_WORDS = {
+    "action": ("action-packed",),
+    "animation": ("animated", "animation", "cartoon", "cartoons", "anime"),
+    "children's": ("childish", "kids", "children", "childrens", "children's"),
+    "comedy": ("funny", "funnier", "comedies", "comic", "comedic", "humor", "humour"),
+    "crime": ("gangster", "gangsters", "heist", "mafia"),
+    "documentary": ("documentaries",),
+    "drama": ("dramas", "dramatic"),
+    "fantasy": ("magic", "magical"),
+    "film-noir": ("noir",),
+    "horror": ("scary", "scarier", "creepy", "spooky", "gory", "horrors"),
+    "musical": ("musicals",),
+    "mystery": ("mysteries", "whodunit", "whodunnit"),
+    "romance": ("romantic", "romances", "love story", "love stories", "romcom", "romcoms"),
+    "sci-fi": ("science fiction", "scifi", "sci fi"),
+    "thriller": ("thrillers", "suspense", "suspenseful", "thrilling"),
+    "war": ("military",),
+    "western": ("westerns", "cowboy", "cowboys"),
+}
+COMPARATIVES = ("funnier", "scarier")  # "more" by themselves
+LESS_BEFORE = (r"\b(?:less|no|not|without|fewer|nothing|too|never|avoid|skip|enough|tired of|not in the mood for"
+               r"|don'?t want|do not want)(?:\s+(?:so|as|too|the|any|more|of|a|an|for|with))*\s+$")
+MORE_BEFORE = r"\b(?:more|some|a|an|with|something|any|another|for|want)(?:\s+(?:bit|little|more|of|the|good|great|really))*\s+$"
+MORE_AFTER = r"^\s+(?:please|instead|movies?|films?|ones?|stuff)\b"
 DISLIKE = re.compile(
     r"\b(hated?|disliked?|didn'?t like|did not like|don'?t like|do not like|not a fan of|can'?t stand|boring|awful|no more"
     r"|not|except|anything but|other than|apart from|without)\b"
@@ -49,7 +79,7 @@ QUESTION = re.compile(r"\b(what is|what's|whats|what was)\b.*\babout\b|\b(tell m
 HELP = (
     "Name a few titles you liked (e.g. 'I loved Heat and Casino') or disliked ('I hated Casino'), "
     "ask about one ('what is Aladdin about?'), then refine: 'less violent', 'something newer', "
-    "'older', 'more comedy'. 'reset' starts over, 'quit' leaves."
+    "'older', 'more comedy', 'nothing scary'. 'reset' starts over, 'quit' leaves."
 )
 
 
@@ -175,11 +205,33 @@ class ChatSession:
             self.prefs.max_year, self.prefs.min_year = (min(liked_years) if liked_years else None), None
             notes.append(f"older than {self.prefs.max_year}" if self.prefs.max_year else "older")
         for tag in self.all_tags:
-            if re.search(rf"\b(more|some|a|an|with)\s+{re.escape(tag)}\b", lowered) or re.search(rf"\b{re.escape(tag)}\s+(please|instead)\b", lowered):
+            wanted = self.genre_request(tag, lowered)
+            if wanted is True:
                 self.prefs.want_tags.add(tag)
                 self.prefs.avoid_tags.discard(tag)
                 notes.append(f"with {tag}")
+            elif wanted is False:
+                self.prefs.avoid_tags.add(tag)
+                self.prefs.want_tags.discard(tag)
+                notes.append(f"no {tag}")
         return notes
+
+    @staticmethod
+    def genre_request(tag: str, lowered: str) -> bool | None:
+        """True when the text asks for more of the genre ("more comedy", "something funny", "funnier",
+        "a western please"), False for less of it ("less childish", "no horror", "nothing too scary"),
+        None when it does not speak of it. Plain mentions ("I watched it with my kids") are neither."""
+        words = dict.fromkeys((tag, *GENRE_WORDS.get(tag, ())))
+        answer = None
+        for word in words:
+            for match in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", lowered):
+                before, after = lowered[: match.start()], lowered[match.end():]
+                if re.search(LESS_BEFORE, before):
+                    return False
+                alone = not before.strip(" ,.!?") and not after.strip(" ,.!?")  # the message is just "comedy"
+                if alone or word in COMPARATIVES or re.search(MORE_BEFORE, before) or re.search(MORE_AFTER, after):
+                    answer = True
+        return answer
 
     def acceptable(self, item: int) -> bool:
         tags, year, p = self.tags[item], self.years[item], self.prefs
@@ -222,6 +274,32 @@ class ChatSession:
             if len(chosen) >= self.k:
                 break
         return list(chosen.items())[: self.k]
+
+    def most_watched(self) -> list[int]:
+        """Up to k of the most watched items that pass the constraints and were not shown or disliked."""
+        banned, picks = set(self.prefs.disliked) | set(self.shown), []
+        for item in self.index.most_watched:
+            if item not in banned and self.acceptable(item) and not set(self.index.twins(item)) & set(picks):
+                picks.append(item)
+                if len(picks) == self.k:
+                    break
+        return picks
+
+    def _most_watched(self):
+        """The answer to refinements before any title: popular items that fit, said to be that."""
+        titles = self.model.catalogue.titles
+        picks = self.most_watched()
+        self.shown += [twin for item in picks for twin in self.index.twins(item)]
+        lines = [f"Keeping to: {'; '.join(self.active_constraints())}." if self.active_constraints() else "",
+                 "You have not named a title you liked yet, so these are the most watched that fit; name a few you liked "
+                 "and I will recommend for your taste:"]
+        listed = [f"{rank}. {titles[item]}" for rank, item in enumerate(picks, start=1)]
+        listed = listed or ["Nothing in my catalogue fits all of that; try 'reset' or fewer constraints."]
+        text = "\n".join([line for line in lines if line] + listed)
+        yield text
+        popularity = self.index.log_popularity
+        return Reply(text, "recommendations", [Recommendation(item, titles[item], float(popularity[item]), f"{titles[item]} — one of the most watched.")
+                                               for item in picks])
 
     def recommendations(self) -> list[Recommendation]:
         """The next list, each with the model's own reason; the items count as shown from now on."""
@@ -271,6 +349,12 @@ class ChatSession:
             yield answer
             return Reply(f"{titles[item]}: {answer}", "description", about=item)
         liked, disliked, notes = self.take_opinions(text)
+        if not self.prefs.liked and (notes or self.active_constraints()) and (notes or MORE.search(lowered)):
+            return (yield from self._most_watched())
+        if disliked and not self.prefs.liked:
+            message = f"Noted: not {', '.join(titles[i] for i in disliked)}. Name a few titles you liked and I will recommend for your taste."
+            yield message
+            return Reply(message, "help")
         if not self.prefs.liked or (not liked and not disliked and not notes and not MORE.search(lowered)):
             close = self.suggestions(text)
             hint = f" Did you mean {', '.join(close)}?" if close else ""

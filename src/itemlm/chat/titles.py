@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import re
 
+import numpy as np
+
 from itemlm.data.item_text import normalize_title
 from itemlm.models.catalogue import Catalogue
 
@@ -32,6 +34,9 @@ class TitleIndex:
         self.by_title: dict[str, list[int]] = {}  # items listed under the very same title (MovieLens has 18 such pairs)
         for index, title in enumerate(self.titles):
             self.by_title.setdefault(title, []).append(index)
+        # most training interactions first (ties by index): what to offer someone who named no title yet
+        self.log_popularity = catalogue.log_popularity()
+        self.most_watched = np.argsort(-self.log_popularity, kind="stable").tolist()
 
     def twins(self, item: int) -> list[int]:
         """The item and every other item listed under the very same title (and year)."""

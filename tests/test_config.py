@@ -61,6 +61,16 @@ def test_overrides_reach_nested_fields_and_are_typed():
     assert config.qformer.num_queries == 4 and config.learning_rate == 3e-4 and config.mf.factors == 32
 
 
+def test_yes_no_on_off_are_text_where_a_setting_is_text_and_switches_where_it_is_true_or_false(tmp_path):
+    config = load_config(Stage1Config, "stage1-quick", ["mixed_precision=no"])  # YAML 1.1 would read False
+    assert config.mixed_precision == "no"
+    stage2 = load_config(Stage2Config, "stage2-quick", ["shard_llm=yes", "compile=off"])
+    assert stage2.shard_llm is True and stage2.compile is False
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: stage1-quick\nmixed_precision: no\n")
+    assert load_config(Stage1Config, path).mixed_precision == "no"
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

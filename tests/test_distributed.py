@@ -20,6 +20,13 @@ def data_home(tmp_path_factory):
     return tmp_path_factory.mktemp("home")
 
 
+def torchrun_env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # the processes talk over loopback, whatever the hostname resolves to
+    return env
+
+
 def torchrun(stage: str, overrides: list[str], processes: int = 2, resume: bool = False) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "itemlm.cli", stage, *overrides]
@@ -27,10 +34,7 @@ def torchrun(stage: str, overrides: list[str], processes: int = 2, resume: bool 
         command.append("--resume")
     if stage == "stage2":
         command.append("--no-evaluate")
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"  # the processes talk over loopback, whatever the hostname resolves to
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env=torchrun_env(), timeout=600)
     if done.returncode:  # progress bars left out: what each process said before it failed
         said = [line for line in done.stderr.splitlines() if line.strip() and "it/s]" not in line]
         pytest.fail(f"torchrun exited with {done.returncode}:\n" + "\n".join(said[:60] + ["..."] + said[-20:]))
@@ -71,7 +75,8 @@ def test_stage1_two_processes_follow_the_one_process_loss_curve(tiny_bert, data_
         return [f"text_model={tiny_bert}", f"data_home={data_home}", f"output_dir={out}", "variant=ilm-it-ii-ui",
                 "qformer.dropout=0", "qformer.num_queries=2", "qformer.embed_dim=16", "qformer.num_cf_tokens=2",
                 "qformer.layers=2", "batch_size=8", "max_text_tokens=16", "steps=6", "checkpoint_every=3", "log_every=1",
-                "warmup_steps=1", "mf.factors=8", "mf.iterations=2"]
+                "warmup_steps=1", "mf.factors=8", "mf.iterations=2",
+                "mixed_precision=no"]  # "auto" is a timing: the one-process run could choose otherwise than the two
 
     train_stage1(load_config(Stage1Config, "stage1-quick", overrides(tmp_path / "one")), progress=False)
     torchrun("stage1", overrides(tmp_path / "two"))
@@ -95,3 +100,19 @@ def test_stage2_q_former_bridge_trains_on_two_processes(tiny_llm_folder, data_ho
     losses = curve(tmp_path / "run")
     assert len(losses) == 3 and all(0 < loss < 20 for loss in losses)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["trainable_parameters"] > 0
+
+
+def test_processes_take_process_0s_answer_to_whether_bfloat16_is_faster(tmp_path):
+    """The answer is a timing on a CPU; measured by each process, two could disagree and then train
+    in different types (gloo aborts on the tensors of different sizes they exchange)."""
+    script = tmp_path / "agree.py"
+    script.write_text(
+        "import itemlm.train.distributed as distributed\n"
+        "accelerator = distributed.make_accelerator()\n"
+        "distributed.fast_bfloat16 = lambda device=None: accelerator.process_index == 1  # each would answer otherwise\n"
+        "print(f'process {accelerator.process_index}: {distributed.agreed_bfloat16(accelerator)}', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+                          capture_output=True, text=True, env=torchrun_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("process")) == ["process 0: False", "process 1: False"]

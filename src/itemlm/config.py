@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,23 @@ from typing import Any, TypeVar
 import yaml
 
 from itemlm.errors import FieldError, InputError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as a config means it: only true and false are booleans (YAML 1.2), so the documented
+    `mixed_precision=no` is the text "no", not YAML 1.1's False."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+SWITCH_WORDS = {"yes": True, "on": True, "no": False, "off": False}  # accepted for true/false settings
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=ConfigLoader)
 
 T = TypeVar("T")
 PRESETS = Path(__file__).parent / "configs"
@@ -103,6 +121,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise FieldError(where, f"must be a whole number, got {value!r}")
         _check_range(value, where)
         return value
+    if annotation is bool and isinstance(value, str) and value.lower() in SWITCH_WORDS:
+        return SWITCH_WORDS[value.lower()]
     if annotation in (str, bool) and not isinstance(value, annotation):
         raise FieldError(where, f"must be {'true or false' if annotation is bool else 'text'}, got {value!r}")
     return value
@@ -128,7 +148,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise InputError(f"override '{text}' is not key=value (e.g. steps=100 or qformer.num_queries=4)")
     try:
-        return key.split("."), yaml.safe_load(raw)
+        return key.split("."), read_yaml(raw)
     except yaml.YAMLError as error:
         raise InputError(f"override '{text}': the value is not valid YAML ({getattr(error, 'problem', None) or 'unreadable'})") from None
 
@@ -136,7 +156,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def read_config_file(path: Path) -> dict:
     """One YAML config file as a mapping, without resolving its `base`."""
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = read_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as error:
         raise InputError(f"not UTF-8 text (byte {error.start})", path=path) from None
     except yaml.YAMLError as error:

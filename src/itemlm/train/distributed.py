@@ -24,9 +24,11 @@ from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 
 from itemlm.config import default_values
 from itemlm.errors import InputError
+from itemlm.models.precision import fast_bfloat16
 from itemlm.train.run_folder import claim_run_folder
 
 T = TypeVar("T")
@@ -70,6 +72,20 @@ def release_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()  # every group, the gather group too
     _GATHER_GROUP = None
+
+
+def agreed_bfloat16(accelerator: Accelerator) -> bool:
+    """Whether bfloat16 is the faster choice here, decided once for every process.
+
+    On a CPU the answer is a timing (`fast_bfloat16`): measured by each process, two processes
+    sharing a loaded machine can disagree, train in different types, and then exchange tensors of
+    different sizes (gloo aborts: "Received data size doesn't match expected size"). Process 0
+    measures and tells the others.
+    """
+    answer = [fast_bfloat16(accelerator.device) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(answer, from_process=0)
+    return bool(answer[0])
 
 
 def seed_dropout(seed: int, start_step: int, accelerator: Accelerator) -> None:

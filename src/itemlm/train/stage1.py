@@ -35,10 +35,9 @@ from itemlm.data.stage1_data import Stage1Batch, Stage1Data
 from itemlm.errors import InputError
 from itemlm.io import atomic_write_text
 from itemlm.models import stage1_losses as losses
-from itemlm.models.precision import fast_bfloat16
 from itemlm.models.qformer import ItemQFormer, load_tokenizer
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import gather_with_grad, global_mean, local_slice, seed_dropout, start_run
+from itemlm.train.distributed import agreed_bfloat16, gather_with_grad, global_mean, local_slice, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.update import update_parameters
@@ -215,7 +214,7 @@ def train_stage1(
     # bf16 autocast is applied here rather than through Accelerator(mixed_precision=...): the
     # accelerate state is process-wide, and a second recipe in the same process (stage 1, then
     # stage 2 from Python) could not change it.
-    use_bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and fast_bfloat16(accelerator.device))
+    use_bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and agreed_bfloat16(accelerator))
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     with accelerator.main_process_first():  # process 0 prepares and caches the data and the MF

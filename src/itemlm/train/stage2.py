@@ -52,7 +52,7 @@ from itemlm.tasks.curriculum import check_curriculum, check_task_weights, phase_
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import EXTRA_TASKS, PROMPT_SETS, TASKS, TRAINING_TASKS, infer_domain
 from itemlm.train.checkpoint import CheckpointManager, MetricsLog, save_checkpoint
-from itemlm.train.distributed import global_mean, global_sum, local_rows, seed_dropout, start_run
+from itemlm.train.distributed import agreed_bfloat16, global_mean, global_sum, local_rows, seed_dropout, start_run
 from itemlm.train.memory import return_freed_memory
 from itemlm.train.schedule import warmup_cosine
 from itemlm.train.unknown_titles import UnknownTitlesConfig, train_unknown_titles
@@ -325,8 +325,11 @@ def train_stage2(
     accelerator = start_run(config, resume=resume, overwrite=overwrite, may_change=may_change)
     main, out = accelerator.is_main_process, config.out
 
+    llm_dtype = config.llm_dtype
+    if llm_dtype == "auto":  # one answer for every process (a timing on a CPU)
+        llm_dtype = "bfloat16" if agreed_bfloat16(accelerator) else "float32"
     with accelerator.main_process_first():  # process 0 prepares and caches data, MF, converted LLM
-        dataset, split, cf, llm, catalogue = load_everything(config, config.llm_dtype)
+        dataset, split, cf, llm, catalogue = load_everything(config, llm_dtype)
     if config.shard_llm and accelerator.num_processes > 1:
         llm.shard()
     llm.to(accelerator.device)

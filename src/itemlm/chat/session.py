@@ -288,17 +288,18 @@ class ChatSession:
     def _most_watched(self):
         """The answer to refinements before any title: popular items that fit, said to be that."""
         titles = self.model.catalogue.titles
+        popular = "most watched" if self.model.catalogue.domain == "movies" else "most popular"
         picks = self.most_watched()
         self.shown += [twin for item in picks for twin in self.index.twins(item)]
         lines = [f"Keeping to: {'; '.join(self.active_constraints())}." if self.active_constraints() else "",
-                 "You have not named a title you liked yet, so these are the most watched that fit; name a few you liked "
+                 f"You have not named a title you liked yet, so these are the {popular} that fit; name a few you liked "
                  "and I will recommend for your taste:"]
         listed = [f"{rank}. {titles[item]}" for rank, item in enumerate(picks, start=1)]
         listed = listed or ["Nothing in my catalogue fits all of that; try 'reset' or fewer constraints."]
         text = "\n".join([line for line in lines if line] + listed)
         yield text
         popularity = self.index.log_popularity
-        return Reply(text, "recommendations", [Recommendation(item, titles[item], float(popularity[item]), f"{titles[item]} — one of the most watched.")
+        return Reply(text, "recommendations", [Recommendation(item, titles[item], float(popularity[item]), f"{titles[item]} — one of the {popular}.")
                                                for item in picks])
 
     def recommendations(self) -> list[Recommendation]:

@@ -275,21 +275,21 @@ class ChatSession:
                 break
         return list(chosen.items())[: self.k]
 
-    def most_watched(self) -> list[int]:
+    def popular_picks(self) -> list[int]:
         """Up to k of the most watched items that pass the constraints and were not shown or disliked."""
         banned, picks = set(self.prefs.disliked) | set(self.shown), []
-        for item in self.index.most_watched:
+        for item in self.index.by_popularity:
             if item not in banned and self.acceptable(item) and not set(self.index.twins(item)) & set(picks):
                 picks.append(item)
                 if len(picks) == self.k:
                     break
         return picks
 
-    def _most_watched(self):
+    def _answer_with_popular(self):
         """The answer to refinements before any title: popular items that fit, said to be that."""
         titles = self.model.catalogue.titles
         popular = "most watched" if self.model.catalogue.domain == "movies" else "most popular"
-        picks = self.most_watched()
+        picks = self.popular_picks()
         self.shown += [twin for item in picks for twin in self.index.twins(item)]
         lines = [f"Keeping to: {'; '.join(self.active_constraints())}." if self.active_constraints() else "",
                  f"You have not named a title you liked yet, so these are the {popular} that fit; name a few you liked "
@@ -350,8 +350,8 @@ class ChatSession:
             yield answer
             return Reply(f"{titles[item]}: {answer}", "description", about=item)
         liked, disliked, notes = self.take_opinions(text)
-        if not self.prefs.liked and (notes or self.active_constraints()) and (notes or MORE.search(lowered)):
-            return (yield from self._most_watched())
+        if not self.prefs.liked and (notes or (self.active_constraints() and MORE.search(lowered))):
+            return (yield from self._answer_with_popular())
         if disliked and not self.prefs.liked:
             message = f"Noted: not {', '.join(titles[i] for i in disliked)}. Name a few titles you liked and I will recommend for your taste."
             yield message

@@ -36,7 +36,7 @@ class TitleIndex:
             self.by_title.setdefault(title, []).append(index)
         # most training interactions first (ties by index): what to offer someone who named no title yet
         self.log_popularity = catalogue.log_popularity()
-        self.most_watched = np.argsort(-self.log_popularity, kind="stable").tolist()
+        self.by_popularity = np.argsort(-self.log_popularity, kind="stable").tolist()
 
     def twins(self, item: int) -> list[int]:
         """The item and every other item listed under the very same title (and year)."""

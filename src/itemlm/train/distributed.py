@@ -62,9 +62,8 @@ def release_process_group() -> None:
 
     A process that exits still holding a gloo or NCCL group tears it down during the C++ static
     destructors, where a worker thread still running aborts the process ("terminate called
-    without an active exception"): process 1 ends while process 0 still saves and evaluates, so
-    this ran into that. Called at exit; no collective, so a process that finishes early does
-    not wait for the others.
+    without an active exception"); the other processes end while process 0 still saves and
+    evaluates. Called at exit; no collective, so a process that finishes early does not wait.
     """
     global _GATHER_GROUP
     import torch.distributed as dist

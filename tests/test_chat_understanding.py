@@ -110,3 +110,28 @@ def test_a_request_before_any_title_gets_the_most_watched_items_that_fit_said_to
     assert session.respond("hello").kind == "unknown"
     noted = session.respond("I hated Heat")
     assert noted.kind == "help" and noted.text.startswith("Noted: not Heat (1995).") and not noted.items
+
+
+def test_any_message_is_read_without_error_and_never_both_ways(session_factory):
+    """Messages built from titles, genre words and cue words in any order: the reading never raises,
+    no item is both liked and disliked, no genre both wanted and avoided."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    words = ["Heat", "Casino", "Toy Story", "Kids", "Scream", "Sense and Sensibility", "L.A. Confidential", "more", "less",
+             "no", "not", "but", "and", "I", "loved", "hated", "didn't like", "something", "funny", "scary", "childish",
+             "comedy", "horror", "please", "too", "a", "newer", "older", "violent", ",", ".", "?", "what is", "about",
+             "anything but", "é", "\u200b", "sci-fi", "science fiction", "without", "the", "romantic", "kids"]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.sampled_from(words), max_size=12))
+    def read(parts):
+        session = session_factory()
+        text = " ".join(parts)
+        liked, disliked = session.opinions(text)
+        assert not set(liked) & set(disliked)
+        session.asks_about(text)
+        session.refine(text)
+        assert not session.prefs.want_tags & session.prefs.avoid_tags
+
+    read()

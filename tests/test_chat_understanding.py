@@ -135,3 +135,24 @@ def test_any_message_is_read_without_error_and_never_both_ways(session_factory):
         assert not session.prefs.want_tags & session.prefs.avoid_tags
 
     read()
+
+
+def test_the_second_one_and_number_3_stand_for_items_of_the_last_list_and_why_repeats_its_reason(session_factory):
+    session = session_factory()
+    heat, casino, fargo = (session.find_titles(t)[0] for t in ("Heat", "Casino", "Fargo"))
+    listed = [{"item": i, "reason": f"{session.model.catalogue.titles[i]} — because it is also a crime film."} for i in (heat, casino, fargo)]
+    session.turns = [{"role": "user", "content": "I loved Scream"}, {"role": "assistant", "content": "...", "items": listed}]
+    assert session.resolve_references("what is the second one about?") == "what is Casino (1995) about?"
+    assert session.asks_about(session.resolve_references("tell me about #3")) == fargo
+    liked, disliked = session.opinions(session.resolve_references("I liked the first one but not the last one"))
+    assert (liked, disliked) == ([heat], [fargo])
+    assert session.resolve_references("the fifth one") == "the fifth one"  # the list had three
+    reply = session.respond("why the third one?")
+    assert reply.kind == "reason" and reply.about == fargo and reply.text == listed[2]["reason"]
+
+
+def test_references_read_a_list_that_a_client_sent_back_as_text(session_factory):
+    session = session_factory()
+    session.absorb([{"role": "user", "content": "I loved Scream"},
+                    {"role": "assistant", "content": "1. Heat (1995) — because it is a crime film.\n2. Fargo (1996) — because ..."}])
+    assert session.resolve_references("I liked number 2") == "I liked Fargo (1996)"

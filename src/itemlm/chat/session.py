@@ -11,7 +11,10 @@ Each turn is read for what it asks:
   "less childish", "funnier") narrow the list; a genre is understood by its name and by the
   words people use for it (`GENRE_WORDS`), with "more"/"less" read from the words before it;
 - refinements before any title ("a comedy, please") get the most watched items that fit, said
-  to be that, until a title names the person's taste.
+  to be that, until a title names the person's taste;
+- "the second one", "#3", "number 2", "the last one" stand for that item of the last list
+  ("what is the first one about?", "I liked the second one"), and "why the third one?" gets
+  the reason given for it (or the model's reason for any other title).
 
 Preferences and everything already shown are kept across turns: a list never repeats an item,
 nor lists one the person named or disliked, and a later list brings new items. Lists come from
@@ -73,13 +76,21 @@ CLAUSES = re.compile(
     re.IGNORECASE,
 )
 MORE = re.compile(r"\b(something else|anything else|more|another|others|again|next|other (?:ones|titles|films|movies|items|suggestions))\b")
+ORDINAL_WORDS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+                 "ninth": 9, "tenth": 10, "last": 0}
+REFERENCE = re.compile(  # "the second one", "the 3rd movie", "number 2", "#2": an item of the last list
+    rf"\b(?:the\s+)?(?:({'|'.join(ORDINAL_WORDS)})|(\d{{1,2}})(?:st|nd|rd|th))\s+(?:one|title|film|movie|item|pick|suggestion|product)\b"
+    r"|(?:\bnumber\s+|#)(\d{1,2})\b",
+    re.IGNORECASE,
+)
+WHY = re.compile(r"^\W*(?:and\s+|but\s+)?why\b", re.IGNORECASE)
 LISTED = re.compile(r"^\s*\d+\.\s+(.+)$", re.MULTILINE)  # "1. Heat (1995) — ..." in an answer
 UNREAD_NOTE = "(No text about this title was in my training: this is a guess from how people watch it.)"
 QUESTION = re.compile(r"\b(what is|what's|whats|what was)\b.*\babout\b|\b(tell me (more )?about|describe)\b")
 HELP = (
     "Name a few titles you liked (e.g. 'I loved Heat and Casino') or disliked ('I hated Casino'), "
     "ask about one ('what is Aladdin about?'), then refine: 'less violent', 'something newer', "
-    "'older', 'more comedy', 'nothing scary'. 'reset' starts over, 'quit' leaves."
+    "'older', 'more comedy', 'nothing scary'; 'why the first one?'. 'reset' starts over, 'quit' leaves."
 )
 
 
@@ -104,9 +115,9 @@ class Recommendation:
 @dataclass
 class Reply:
     text: str
-    kind: str  # "recommendations", "description", "help" or "unknown"
+    kind: str  # "recommendations", "description", "reason", "help" or "unknown"
     items: list[Recommendation] = field(default_factory=list)  # recommended, in order
-    about: int | None = None  # the item described, for "description"
+    about: int | None = None  # the item described or explained, for "description" and "reason"
 
 
 class ChatSession:
@@ -168,6 +179,32 @@ class ChatSession:
         return liked, disliked, self.refine(text)
 
     # -------------------------------------------------------------- understanding the message
+    def last_listed(self) -> list[int]:
+        """The items of the last list answered, in order (read from its text when a client sent it)."""
+        for turn in reversed(self.turns):
+            if turn.get("role") != "assistant":
+                continue
+            if turn.get("items"):
+                return [int(r["item"]) for r in turn["items"]]
+            named = [self.find_titles(re.split(r" — | - |\bbecause\b", line)[0]) for line in LISTED.findall(turn.get("content", ""))]
+            if named:
+                return [found[0] for found in named if found]
+        return []
+
+    def resolve_references(self, text: str) -> str:
+        """The text with "the second one", "#3", "the last one" replaced by the titles they point to."""
+        listed = self.last_listed()
+        if not listed:
+            return text
+
+        def title(match: re.Match) -> str:
+            word, ordinal, number = match.groups()
+            position = ORDINAL_WORDS[word.lower()] if word else int(ordinal or number)
+            position = len(listed) if position == 0 else position
+            return self.model.catalogue.titles[listed[position - 1]] if 1 <= position <= len(listed) else match.group(0)
+
+        return REFERENCE.sub(title, text)
+
     def asks_about(self, text: str) -> int | None:
         """The item a question is about ("what is Aladdin about?", "tell me about Heat"), if it is one."""
         if not QUESTION.search(text.lower()):
@@ -309,6 +346,16 @@ class ChatSession:
         self.shown += [twin for item, _ in picks for twin in self.index.twins(item)]
         return [Recommendation(item, self.model.catalogue.titles[item], score, reason) for (item, score), reason in zip(picks, reasons)]
 
+    def reason_for(self, item: int) -> str:
+        """Why `item` was recommended: the reason its list gave, else the model's reason now."""
+        for turn in reversed(self.turns):
+            for listed in turn.get("items") or ():
+                if int(listed["item"]) == item and listed.get("reason"):
+                    return listed["reason"]
+        if not self.prefs.liked:
+            return f"{self.model.catalogue.titles[item]} was not recommended for your taste yet: name a few titles you liked."
+        return self.model.explain(self.prefs.liked, [item], min(24, self.max_new_tokens))[0]
+
     def describe(self, item: int, max_new_tokens: int | None = None) -> str:
         """The model's own answer to "What is <item> about?" (a training prompt of item_description);
         for an item whose text it never read, the genres it reads from the item's vectors."""
@@ -341,6 +388,13 @@ class ChatSession:
             yield "Starting over. " + HELP
             return Reply("Starting over. " + HELP, "help")
         titles = self.model.catalogue.titles
+        text = self.resolve_references(text)
+        if WHY.search(text):
+            named, _ = self.index.read(text)
+            if named:
+                reason = self.reason_for(named[0])
+                yield reason
+                return Reply(reason, "reason", about=named[0])
         item = self.asks_about(text)
         if item is not None:
             yield f"{titles[item]}: "

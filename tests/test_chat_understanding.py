@@ -149,6 +149,9 @@ def test_the_second_one_and_number_3_stand_for_items_of_the_last_list_and_why_re
     assert session.resolve_references("the fifth one") == "the fifth one"  # the list had three
     reply = session.respond("why the third one?")
     assert reply.kind == "reason" and reply.about == fargo and reply.text == listed[2]["reason"]
+    scream = session.find_titles("Scream")[0]
+    why_not = session.respond("why not Scream?")  # not listed: said so, no reason invented for it
+    assert why_not.kind == "reason" and why_not.about == scream and why_not.text.startswith("I did not list Scream (1996)")
 
 
 def test_references_read_a_list_that_a_client_sent_back_as_text(session_factory):

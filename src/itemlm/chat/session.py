@@ -84,6 +84,7 @@ REFERENCE = re.compile(  # "the second one", "the 3rd movie", "number 2", "#2": 
     re.IGNORECASE,
 )
 WHY = re.compile(r"^\W*(?:and\s+|but\s+)?why\b", re.IGNORECASE)
+WHY_NOT = re.compile(r"\bwhy\s+(?:not|no|didn'?t you|did you not|haven'?t you)\b", re.IGNORECASE)
 LISTED = re.compile(r"^\s*\d+\.\s+(.+)$", re.MULTILINE)  # "1. Heat (1995) — ..." in an answer
 UNREAD_NOTE = "(No text about this title was in my training: this is a guess from how people watch it.)"
 QUESTION = re.compile(r"\b(what is|what's|whats|what was)\b.*\babout\b|\b(tell me (more )?about|describe)\b")
@@ -391,6 +392,11 @@ class ChatSession:
         text = self.resolve_references(text)
         if WHY.search(text):
             named, _ = self.index.read(text)
+            if named and WHY_NOT.search(text) and named[0] not in self.last_listed():
+                reason = (f"I did not list {titles[named[0]]}: other titles scored higher for your taste. "
+                          "Say you liked it, and I will recommend from it too.")
+                yield reason
+                return Reply(reason, "reason", about=named[0])
             if named:
                 reason = self.reason_for(named[0])
                 yield reason

@@ -147,6 +147,7 @@ def test_the_second_one_and_number_3_stand_for_items_of_the_last_list_and_why_re
     liked, disliked = session.opinions(session.resolve_references("I liked the first one but not the last one"))
     assert (liked, disliked) == ([heat], [fargo])
     assert session.resolve_references("the fifth one") == "the fifth one"  # the list had three
+    assert session.resolve_references("I loved Heat and #2") == "I loved Heat and #2"  # beside a title, "#2" may be part of one
     reply = session.respond("why the third one?")
     assert reply.kind == "reason" and reply.about == fargo and reply.text == listed[2]["reason"]
     scream = session.find_titles("Scream")[0]

@@ -193,13 +193,17 @@ class ChatSession:
         return []
 
     def resolve_references(self, text: str) -> str:
-        """The text with "the second one", "#3", "the last one" replaced by the titles they point to."""
+        """The text with "the second one", "#3", "the last one" replaced by the titles they point to.
+        "#3" and "number 3" count only in a message that names no title ("Shade #2" may be part of one)."""
         listed = self.last_listed()
         if not listed:
             return text
+        names_a_title = bool(self.find_titles(text))
 
         def title(match: re.Match) -> str:
             word, ordinal, number = match.groups()
+            if number and names_a_title:
+                return match.group(0)
             position = ORDINAL_WORDS[word.lower()] if word else int(ordinal or number)
             position = len(listed) if position == 0 else position
             return self.model.catalogue.titles[listed[position - 1]] if 1 <= position <= len(listed) else match.group(0)

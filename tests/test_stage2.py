@@ -320,6 +320,42 @@ def test_a_partial_result_is_read_back_only_under_its_own_settings(tmp_path):
     assert PartialResult(tmp_path, "item_pitch-seen", {"model": "a"}).read_or(lambda: 1 / 0) == computed  # then read back
 
 
+def test_a_recommendation_part_killed_inside_continues_from_its_last_kept_batch_to_the_same_result(tmp_path):
+    from types import SimpleNamespace
+
+    from itemlm.eval.stage2_eval import PartialResult, evaluate_ranked_task
+    from itemlm.tasks.sample import Sample
+
+    samples = [Sample("sequential", "t0", f"next after <item:{u}>?", "x", user=u, target_item=(3 * u) % 10) for u in range(11)]
+    calls = []
+
+    class Killed(Exception):
+        pass
+
+    def recommend_prompts(prompts, k, exclude, num_beams, kill_after=None):
+        calls.append(len(prompts))
+        if kill_after is not None and len(calls) > kill_after:
+            raise Killed
+        return [[(i, -float(i)) for i in range(10) if i not in ex][:k] for ex in exclude]
+
+    def model(kill_after=None):
+        catalogue = SimpleNamespace(histories=[[u % 10] for u in range(11)])
+        return SimpleNamespace(catalogue=catalogue, recommend_prompts=lambda *a: recommend_prompts(*a, kill_after=kill_after))
+
+    expected = evaluate_ranked_task(model(), samples, 5, 5, 2, False)
+    part = PartialResult(tmp_path, "sequential-seen", {"model": "a"})
+    calls.clear()
+    with pytest.raises(Killed):  # killed in its fourth batch; kept after every batch (save_every_s=0)
+        evaluate_ranked_task(model(kill_after=3), samples, 5, 5, 2, False, part, save_every_s=0)
+    assert len(part.batches_done([f"x{i}" for i in range(11)], 2)) == 0  # other examples: nothing to reuse
+    calls.clear()
+    assert evaluate_ranked_task(model(), samples, 5, 5, 2, False, part) == expected  # the same ranks and metrics
+    assert calls == [2, 2, 1]  # only the batches after the three kept ones
+    assert PartialResult(tmp_path, "sequential-seen", {"model": "b"}).batches_done(expected[1]["key"], 2) == []  # other settings
+    part.write(*expected)
+    assert not part.batches_path.exists()  # a finished part needs no batches
+
+
 def test_generate_refuses_a_bare_string_instead_of_answering_each_character(tiny_llm_folder, data_home, tmp_path):
     config = tiny_config(tiny_llm_folder, data_home, tmp_path / "run")
     _, _, cf, llm, catalogue = load_everything(config, "float32")

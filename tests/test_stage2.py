@@ -351,6 +351,13 @@ def test_a_recommendation_part_killed_inside_continues_from_its_last_kept_batch_
     calls.clear()
     assert evaluate_ranked_task(model(), samples, 5, 5, 2, False, part) == expected  # the same ranks and metrics
     assert calls == [2, 2, 1]  # only the batches after the three kept ones
+    kept = json.loads(part.batches_path.read_text())
+    kept["seconds"] = 100.0  # the killed run's time counts in the part's seconds
+    part.batches_path.write_text(json.dumps(kept))
+    resumed, _ = part.read_or(lambda: evaluate_ranked_task(model(), samples, 5, 5, 2, False, part))
+    assert resumed["seconds"] >= 100.0 and resumed["HR@10"] == expected[0]["HR@10"]
+    part.batches_path.unlink(missing_ok=True)
+    part.path.unlink()
     assert PartialResult(tmp_path, "sequential-seen", {"model": "b"}).batches_done(expected[1]["key"], 2) == []  # other settings
     part.write(*expected)
     assert not part.batches_path.exists()  # a finished part needs no batches

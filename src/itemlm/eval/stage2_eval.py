@@ -217,6 +217,11 @@ class PartialResult:
     def __init__(self, folder: Path | None, name: str, settings: dict):
         self.path = None if folder is None else Path(folder) / f"{name}.json"
         self.settings = settings
+        self.started, self.earlier_seconds = time.perf_counter(), 0.0  # set again by read_or
+
+    def seconds(self) -> float:
+        """Seconds spent on this part, the kept batches' earlier runs included."""
+        return self.earlier_seconds + time.perf_counter() - self.started
 
     def read(self) -> tuple[dict, dict] | None:
         if self.path is None or not self.path.exists():
@@ -241,7 +246,8 @@ class PartialResult:
     def keep_batches(self, keys: list[str], batch_size: int, values: list) -> None:
         """Keep the per-example values of the batches finished so far (the part is not done)."""
         if self.path is not None:
-            kept = {"settings": self.settings, "batch_size": batch_size, "keys": keys[: len(values)], "values": values}
+            kept = {"settings": self.settings, "batch_size": batch_size, "keys": keys[: len(values)], "values": values,
+                    "seconds": round(self.seconds(), 1)}
             atomic_write_text(self.batches_path, json.dumps(kept))
 
     def batches_done(self, keys: list[str], batch_size: int) -> list:
@@ -258,16 +264,18 @@ class PartialResult:
         values, done_keys = kept.get("values"), kept.get("keys")
         if not isinstance(values, list) or done_keys != keys[: len(values)] or len(values) > len(keys):
             return []
+        seconds = kept.get("seconds")
+        self.earlier_seconds = float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else 0.0
         return values[: len(values) - len(values) % batch_size] if len(values) < len(keys) else values
 
     def read_or(self, compute: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
-        """The kept part, or `compute()`'s with the seconds it took (`result["seconds"]`), written
-        down before it is returned."""
+        """The kept part, or `compute()`'s with the seconds it took (`result["seconds"]`, earlier runs
+        of its kept batches included), written down before it is returned."""
         kept = self.read()
         if kept is not None:
             return kept
-        started = time.perf_counter()
+        self.started, self.earlier_seconds = time.perf_counter(), 0.0
         result, records = compute()
-        result = result | {"seconds": round(time.perf_counter() - started, 1)}
+        result = result | {"seconds": round(self.seconds(), 1)}
         self.write(result, records)
         return result, records

@@ -25,6 +25,7 @@ The whole state is plain data (`state()` / `from_state()`), so a server can stor
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,15 @@ LESS_BEFORE = (r"\b(?:less|no|not|without|fewer|nothing|too|never|avoid|skip|eno
                r"|don'?t want|do not want)(?:\s+(?:so|as|too|the|any|more|of|a|an|for|with))*\s+$")
 MORE_BEFORE = r"\b(?:more|some|a|an|with|something|any|another|for|want)(?:\s+(?:bit|little|more|of|the|good|great|really))*\s+$"
 MORE_AFTER = r"^\s+(?:please|instead|movies?|films?|ones?|stuff)\b"
+
+
+@functools.lru_cache(maxsize=None)
+def genre_pattern(tag: str) -> re.Pattern:
+    """Any word people use for the genre, as a whole word (a hyphen joins words); compiled once per tag."""
+    words = dict.fromkeys((tag, *GENRE_WORDS.get(tag, ())))
+    return re.compile("|".join(rf"(?<![\w-]){re.escape(word)}(?![\w-])" for word in words))
+
+
 DISLIKE = re.compile(
     r"\b(hated?|disliked?|didn'?t like|did not like|don'?t like|do not like|not a fan of|can'?t stand|boring|awful|no more"
     r"|not|except|anything but|other than|apart from|without)\b"
@@ -165,10 +175,8 @@ class ChatSession:
             elif role == "user" and self.asks_about(text) is None:
                 self.take_opinions(text)
             elif role == "assistant":  # what an earlier answer listed counts as shown: a list never repeats it
-                for line in LISTED.findall(text):
-                    named = self.find_titles(re.split(r" — | - |\bbecause\b", line)[0])  # a reason starts with its title
-                    if named:
-                        self.shown += [twin for twin in self.index.twins(named[0]) if twin not in self.shown]
+                for item in self.listed_in(text):
+                    self.shown += [twin for twin in self.index.twins(item) if twin not in self.shown]
 
     def take_opinions(self, text: str) -> tuple[list[int], list[int], list[str]]:
         """Apply what a message says: titles liked and disliked, refinements. Returns them."""
@@ -180,6 +188,11 @@ class ChatSession:
         return liked, disliked, self.refine(text)
 
     # -------------------------------------------------------------- understanding the message
+    def listed_in(self, answer: str) -> list[int]:
+        """The items an answer's text lists ("1. Heat (1995) — because ..."): a reason starts with its title."""
+        named = (self.find_titles(re.split(r" — | - |\bbecause\b", line)[0]) for line in LISTED.findall(answer))
+        return [found[0] for found in named if found]
+
     def last_listed(self) -> list[int]:
         """The items of the last list answered, in order (read from its text when a client sent it)."""
         for turn in reversed(self.turns):
@@ -187,22 +200,20 @@ class ChatSession:
                 continue
             if turn.get("items"):
                 return [int(r["item"]) for r in turn["items"]]
-            named = [self.find_titles(re.split(r" — | - |\bbecause\b", line)[0]) for line in LISTED.findall(turn.get("content", ""))]
-            if named:
-                return [found[0] for found in named if found]
+            if LISTED.search(turn.get("content", "")):
+                return self.listed_in(turn["content"])
         return []
 
     def resolve_references(self, text: str) -> str:
         """The text with "the second one", "#3", "the last one" replaced by the titles they point to.
         "#3" and "number 3" count only in a message that names no title ("Shade #2" may be part of one)."""
-        listed = self.last_listed()
+        listed = self.last_listed() if REFERENCE.search(text) else []
         if not listed:
             return text
-        names_a_title = bool(self.find_titles(text))
 
         def title(match: re.Match) -> str:
             word, ordinal, number = match.groups()
-            if number and names_a_title:
+            if number and self.find_titles(text):
                 return match.group(0)
             position = ORDINAL_WORDS[word.lower()] if word else int(ordinal or number)
             position = len(listed) if position == 0 else position
@@ -263,16 +274,14 @@ class ChatSession:
         """True when the text asks for more of the genre ("more comedy", "something funny", "funnier",
         "a western please"), False for less of it ("less childish", "no horror", "nothing too scary"),
         None when it does not speak of it. Plain mentions ("I watched it with my kids") are neither."""
-        words = dict.fromkeys((tag, *GENRE_WORDS.get(tag, ())))
         answer = None
-        for word in words:
-            for match in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", lowered):
-                before, after = lowered[: match.start()], lowered[match.end():]
-                if re.search(LESS_BEFORE, before):
-                    return False
-                alone = not before.strip(" ,.!?") and not after.strip(" ,.!?")  # the message is just "comedy"
-                if alone or word in COMPARATIVES or re.search(MORE_BEFORE, before) or re.search(MORE_AFTER, after):
-                    answer = True
+        for match in genre_pattern(tag).finditer(lowered):
+            before, after = lowered[: match.start()], lowered[match.end():]
+            if re.search(LESS_BEFORE, before):
+                return False
+            alone = not before.strip(" ,.!?") and not after.strip(" ,.!?")  # the message is just "comedy"
+            if alone or match.group(0) in COMPARATIVES or re.search(MORE_BEFORE, before) or re.search(MORE_AFTER, after):
+                answer = True
         return answer
 
     def acceptable(self, item: int) -> bool:

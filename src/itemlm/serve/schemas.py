@@ -30,7 +30,9 @@ def encodable(text: str | None) -> bool:
     return True
 
 
-NOT_UNICODE = "the text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), which is not Unicode"
+def require_unicode(text: str | None) -> None:
+    if not encodable(text):
+        raise ValueError("the text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), which is not Unicode")
 
 
 class TextPart(BaseModel):
@@ -52,8 +54,7 @@ class ChatMessage(BaseModel):
     def fits(self):
         if len(self.text()) > MAX_MESSAGE_CHARS:  # a list of parts counts as the text it joins to
             raise ValueError(f"a message is longer than {MAX_MESSAGE_CHARS} characters")
-        if not encodable(self.text()):
-            raise ValueError(NOT_UNICODE)
+        require_unicode(self.text())
         return self
 
 
@@ -93,8 +94,7 @@ class RecommendationRequest(BaseModel):
         given = [name for name in ("history", "user", "text") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of history, user, text (got {', '.join(given) or 'none'})")
-        if not encodable(self.text):
-            raise ValueError(NOT_UNICODE)
+        require_unicode(self.text)
         return self
 
 

@@ -479,6 +479,30 @@ def test_a_variants_ablation_row_reads_its_bridges_stage1_recall():
     assert rand[1:3] == ["-", "-"]  # no stage 1 behind a random Q-Former
 
 
+def test_a_stage2_summary_records_the_stage1_model_it_read_and_the_report_names_a_rerun(tmp_path):
+    from types import SimpleNamespace
+
+    from itemlm.bench.summaries import stage1_reading
+    from itemlm.bench.tables import stage1_rerun_notes
+
+    run = tmp_path / "stage1-cell" / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"items": 10, "text_seen": {"i2t_recall@10": 0.145, "itm_accuracy": 0.5},
+                                                  "text_held_out": {"i2t_recall@10": 0.083}}))
+    read = stage1_reading(tmp_path / "stage1-cell")
+    assert read == {"text_seen": {"i2t_recall@10": 0.145}, "text_held_out": {"i2t_recall@10": 0.083}}
+
+    def results_with(committed_recall):
+        cells = {"s2": SimpleNamespace(id="ds/stage2-a", depends=("ds/stage1-a",))}
+        summaries = {"ds/stage2-a": {"stage1_read": read},
+                     "ds/stage1-a": {"metrics": {"text_seen": {"i2t_recall@10": committed_recall}, "text_held_out": {"i2t_recall@10": 0.083}}}}
+        return SimpleNamespace(stage2=cells, cell_summaries=summaries)
+
+    assert stage1_rerun_notes(results_with(0.145)) == []  # the committed model itself
+    [note] = stage1_rerun_notes(results_with(0.152))
+    assert "ds/stage2-a" in note and "text-seen 0.145 (committed 0.152)" in note
+
+
 # ------------------------------------------------------------------ --status
 
 

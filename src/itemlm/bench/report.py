@@ -26,7 +26,8 @@ from itemlm.bench.results import DEFAULT_QUERIES, DatasetResults
 from itemlm.bench.significance import comparison_section, verdict_lines, verdicts
 from itemlm.bench.summaries import SummaryStore
 from itemlm.bench.tables import (
-    ABLATION_HEADER, ablation_rows, cells_section, examples_section, primary_headline, ranking_section, sc_section, subjects_section,
+    ABLATION_HEADER, ablation_rows, cells_section, examples_section, primary_headline, ranking_section, sc_section, stage1_rerun_notes,
+    subjects_section,
 )
 from itemlm.io import atomic_write_text
 
@@ -75,6 +76,9 @@ def write_report(config: BenchConfig, out: Path) -> Path:
                   "### SC per task", "", sc_text, "", "### Text-seen and text-held-out subjects", "",
                   subjects_section(results, config), "", "### Recommendation (OpenP5-style)", "", rank_text, ""]
         lines += ["### Loss-variant ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, variants)), ""]
+        reruns = stage1_rerun_notes(results)
+        if reruns:
+            lines += ["Stage-2 cells that read a re-run stage-1 model:", "", *reruns, ""]
         if sweep:  # no sweep on this dataset: no section
             lines += ["### Query-token ablation", "", table(ABLATION_HEADER, ablation_rows(results, config, sweep)), ""]
         for plot, name, caption in ((plot_sweep, "sweep", "SC vs query tokens"), (plot_curves, "curves", "training curves"),

@@ -86,6 +86,19 @@ def trie_generation_seconds(summary: dict) -> float | None:
     return round(sum(parts), 1) if parts and None not in parts else None
 
 
+STAGE1_READING = ("i2t_recall@10", "t2i_recall@10", "itg_loss")
+
+
+def stage1_reading(stage1_folder: Path) -> dict:
+    """The retrieval numbers of the stage-1 model a stage-2 cell read, per subject group. Stage-1
+    training is not bit-reproducible across machines, so a stage-1 cell re-run on a fresh clone (for
+    the stage-2 cells that read its model) can differ from its committed summary; this says which
+    model the stage-2 numbers come from."""
+    metrics = read_json(stage1_folder / "run" / "metrics.json")
+    return {group: {name: metrics[group][name] for name in STAGE1_READING if name in metrics.get(group, {})}
+            for group in ("text_seen", "text_held_out") if isinstance(metrics.get(group), dict)}
+
+
 def summarize(cell: Cell, bench_out: Path) -> dict:
     """The summary of a finished cell, read from its folder."""
     folder = cell.folder(bench_out)
@@ -104,6 +117,8 @@ def summarize(cell: Cell, bench_out: Path) -> dict:
         summary["curve"] = [row for row in (numbers_only(r) for r in read_jsonl(folder / "run" / "metrics.jsonl")) if row]
     if cell.kind == "stage2":
         summary["per_example"] = per_example_numbers(read_json(folder / "run" / "per_example.json"))
+        if cell.depends:  # the stage-1 model it read: on a fresh clone a re-run, not the committed one
+            summary["stage1_read"] = stage1_reading(bench_out / "cells" / cell.depends[0])
     if cell.kind in ("references", "floors"):
         summary["result"] = numbers_only(read_json(folder / RESULT_FILE[cell.kind])) or {}
     return summary

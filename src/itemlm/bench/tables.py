@@ -164,6 +164,26 @@ def ablation_rows(results: DatasetResults, config: BenchConfig, entries: list[tu
     return rows
 
 
+def stage1_rerun_notes(results: DatasetResults) -> list[str]:
+    """One line per stage-2 cell that read a stage-1 model other than its committed summary's (a
+    re-run on a fresh clone: stage-1 training is not bit-reproducible across machines); the stage-1
+    recall in the ablation tables is the committed one's."""
+    lines = []
+    for cell in results.stage2.values():
+        read = results.cell_summaries[cell.id].get("stage1_read")
+        committed = results.cell_summaries.get(cell.depends[0], {}).get("metrics", {}) if cell.depends else {}
+        if not read or not committed:
+            continue
+        pairs = [(group, read.get(group, {}).get("i2t_recall@10"), committed.get(group, {}).get("i2t_recall@10"))
+                 for group in ("text_seen", "text_held_out")]
+        if all(a is None or b is None or abs(a - b) < 1e-9 for _, a, b in pairs):
+            continue
+        said = ", ".join(f"{group.replace('_', '-')} {fmt(a)} (committed {fmt(b)})" for group, a, b in pairs if a is not None and b is not None)
+        lines.append(f"- `{cell.id}` read a re-run of `{cell.depends[0]}`, not the model of its committed summary "
+                     f"(stage-1 training is not bit-reproducible across machines): i2t recall@10 {said}.")
+    return lines
+
+
 def examples_section(results: DatasetResults, config: BenchConfig, task: str = "item_description") -> str:
     """What each model wrote about the first text-held-out subject of a task (first seed); "" when none did."""
     chosen_task = task if task in results.text_tasks() else next(iter(results.text_tasks()), None)

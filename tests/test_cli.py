@@ -22,6 +22,14 @@ def test_help_lists_every_verb(tmp_path):
         assert verb in result.stdout
 
 
+def test_version_prints_the_package_version(tmp_path):
+    from itemlm import __version__
+
+    result = run("--version", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"itemlm {__version__}"
+
+
 def test_stats_of_the_embedded_dataset(tmp_path):
     result = run("data", "stats", "ml-100k", "--json", home=tmp_path)
     assert result.returncode == 0, result.stderr

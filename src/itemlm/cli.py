@@ -27,6 +27,23 @@ app.add_typer(data_app, name="data")
 app.add_typer(cf_app, name="cf")
 console = Console()
 
+
+
+def print_version(value: bool) -> None:
+    if value:
+        from itemlm import __version__
+
+        print(f"itemlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def itemlm_options(
+    version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True, help="Print itemlm's version and exit."),
+):
+    """Teach a frozen LLM about items and users from collaborative filtering."""
+
+
 HomeOption = typer.Option(None, "--data-home", help="Data folder (default $ITEMLM_HOME or ~/.cache/itemlm).")
 
 

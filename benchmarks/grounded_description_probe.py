@@ -13,12 +13,6 @@ evaluation's own item_description examples (`evaluation_plan`: the same subjects
     grounded   the description question again, the answer started with that sentence's phrase and
                continued by the model; with --consensus N, the continuation is the consensus of the
                greedy one and N samples (`itemlm.models.consensus`)
-    neighbour  the model's own answer to the same question about the subject's CF neighbour (the
-               nearest text-seen item, the one whose reference is the CF-neighbour floor): what the
-               model says of an item it did read about, in place of the human reference
-    genres + neighbour
-               the genre sentence, then that answer: the item's genres as the model reads them and
-               the description of the read item most like it in CF space
 
 and scores each with the run's sentence encoder against the references, beside the CF neighbour's
 and the true genres-only floors on the same examples, with paired bootstraps of each variant
@@ -40,7 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 from evaluate_tasks import load_run, scored_examples, write_result  # this folder's script: runs and their per-example records
 
-VARIANTS = ("genres", "grounded", "neighbour", "genres + neighbour")
+VARIANTS = ("genres", "grounded")
 
 
 def main() -> None:
@@ -54,7 +48,7 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
-    from itemlm.bench.floors import floor_answers, nearest_neighbours
+    from itemlm.bench.floors import floor_answers
     from itemlm.bench.stats import paired_comparison
     from itemlm.eval.semantic_similarity import semantic_similarity
     from itemlm.eval.stage2_eval import evaluation_plan, example_key
@@ -82,9 +76,6 @@ def main() -> None:
         for name in ("CF neighbour's reference", "genres only"):
             scores[f"floor: {name}"] = semantic_similarity(floors[name], references, config.sc_encoder)
         items, prompts = [s.item for s in chosen], [s.prompt for s in chosen]
-        readable = np.array(sorted({s.item for s in samples if not facts.held_out[s.item]}))  # the floor's candidates
-        neighbours = nearest_neighbours(model.catalogue.item_vectors, np.array(items), readable)
-        about_neighbour = [s.prompt.replace(f"<item:{s.item}>", f"<item:{int(n)}>") for s, n in zip(chosen, neighbours)]
         answers: dict[str, list[str]] = {}
         for start in tqdm(range(0, len(chosen), args.batch_size), desc=f"{prompt_set} prompts", leave=False):
             batch = slice(start, start + args.batch_size)
@@ -93,9 +84,6 @@ def main() -> None:
             leads = [sentence.removesuffix(".") for sentence in sentences]
             continued = model.generate(prompts[batch], config.max_target_tokens, leads, consensus=args.consensus)
             answers.setdefault("grounded", []).extend(lead + rest for lead, rest in zip(leads, continued))
-            described = model.generate(about_neighbour[batch], config.max_target_tokens, consensus=args.consensus)
-            answers.setdefault("neighbour", []).extend(described)
-            answers.setdefault("genres + neighbour", []).extend(f"{g} {d}" for g, d in zip(sentences, described))
         for variant in VARIANTS:
             scores[variant] = semantic_similarity(answers[variant], references, config.sc_encoder)
         part: dict = {"n": len(chosen)}

@@ -28,7 +28,6 @@ app.add_typer(cf_app, name="cf")
 console = Console()
 
 
-
 def print_version(value: bool) -> None:
     if value:
         from itemlm import __version__

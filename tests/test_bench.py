@@ -347,6 +347,46 @@ def test_a_chosen_sentence_encoder_reaches_every_stage2_cell():
     assert not any(s.startswith("sc_encoder") for c in default for s in c.settings)
 
 
+def test_a_sigterm_stops_the_bench_and_the_cell_it_runs_not_the_bench_alone(tmp_path):
+    import signal
+    import time
+
+    pid_file = tmp_path / "cell.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = f"""
+import sys
+from rich.console import Console
+from itemlm.bench import runner
+from itemlm.bench.grid import BenchConfig, plan_cells
+from itemlm.config import load_config
+config = load_config(BenchConfig, "bench-quick", ["output_dir={tmp_path / 'out'}"])
+cells = plan_cells(config)
+cell = next(c for c in cells if c.kind == "stage1")
+runner.stage_command = lambda *args: [sys.executable, "-c", {child!r}]
+with runner.stopped_by_sigterm():
+    runner.run_children([cell], {{c.id: c for c in cells}}, config, config.out, 1, Console())
+"""
+    bench = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cell_pid = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.2)
+        assert pid_file.exists(), bench.stderr.read() if bench.poll() is not None else "the cell never started"
+        cell_pid = int(pid_file.read_text())
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=90) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):  # terminated and reaped by the bench, not left running
+            os.kill(cell_pid, 0)
+    finally:
+        bench.kill()
+        if cell_pid is not None:
+            try:
+                os.kill(cell_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_a_second_writer_is_refused_while_a_bench_runs(tmp_path):
     import fcntl
 

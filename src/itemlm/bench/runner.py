@@ -16,9 +16,12 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,8 +132,28 @@ class Running:
     log: object
 
 
+@contextmanager
+def stopped_by_sigterm():
+    """While inside, SIGTERM (`kill`, a scheduler ending the job) stops the bench as Ctrl-C does, through
+    its exception path, so the cells it runs are terminated (and resume from their checkpoints later)
+    instead of running on as orphans. Only the main thread can take signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfig, bench_out: Path, workers: int, console: Console) -> list[str]:
-    """Run stage cells, at most `workers` at once, each after its dependencies; returns failed ids."""
+    """Run stage cells, at most `workers` at once, each after its dependencies; returns failed ids.
+    Call it inside `stopped_by_sigterm()`, or a SIGTERM leaves the running cells orphaned."""
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_MININTERVAL="15")
     running: dict[int, Running] = {}
@@ -298,7 +321,8 @@ def run_bench(
                 failed.append(cell.id)
                 console.print(f"[red]failed[/] {cell.id}: {type(error).__name__}: {error}")
         children = [c for c in todo if c.kind in ("stage1", "stage2")]
-        failed += run_children(children, by_id, config, bench_out, workers, console)
+        with stopped_by_sigterm():
+            failed += run_children(children, by_id, config, bench_out, workers, console)
         session = {"wall_seconds": round(time.perf_counter() - started, 1), "cells_run": len(todo), "workers": workers,
                    "failed": failed, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
         history = bench_out / "sessions.jsonl"

@@ -53,6 +53,7 @@ def main() -> None:
     from itemlm.errors import InputError
     from itemlm.eval.semantic_similarity import semantic_similarity
     from itemlm.eval.stage2_eval import evaluation_plan
+    from itemlm.models.sentence_encoder import embed_sentences
     from itemlm.tasks.build import build_samples
     from itemlm.tasks.facts import ItemFacts
     from itemlm.tasks.templates import infer_domain
@@ -89,12 +90,13 @@ def main() -> None:
     genres = [genres_only(facts, int(item)) for item in subjects]
     answers = {"CF neighbour's reference": neighbour, "true genres": genres,
                "true genres + neighbour": [f"{g} {n}" for g, n in zip(genres, neighbour)]}
+    readable_vectors = embed_sentences([reference_of[int(item)] for item in readable], bench.encoder)  # each reference once
     for k in args.neighbours:
         medoids = []
         for order in nearest_first:
-            texts = [reference_of[int(readable[j])] for j in order[:k]]
-            closeness = [semantic_similarity([text] * k, texts, bench.encoder).sum() for text in texts]
-            medoids.append(texts[int(np.argmax(closeness))])
+            near = order[:k]
+            closeness = (readable_vectors[near] @ readable_vectors[near].T).sum(axis=1)
+            medoids.append(reference_of[int(readable[near[int(np.argmax(closeness))]])])
         answers[f"medoid of {k} neighbours"] = medoids
         answers[f"true genres + medoid of {k}"] = [f"{g} {m}" for g, m in zip(genres, medoids)]
 

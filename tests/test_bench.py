@@ -363,8 +363,7 @@ config = load_config(BenchConfig, "bench-quick", ["output_dir={tmp_path / 'out'}
 cells = plan_cells(config)
 cell = next(c for c in cells if c.kind == "stage1")
 runner.stage_command = lambda *args: [sys.executable, "-c", {child!r}]
-with runner.stopped_by_sigterm():
-    runner.run_children([cell], {{c.id: c for c in cells}}, config, config.out, 1, Console())
+runner.run_children([cell], {{c.id: c for c in cells}}, config, config.out, 1, Console())
 """
     bench = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     cell_pid = None

@@ -153,72 +153,73 @@ def stopped_by_sigterm():
 
 def run_children(pending: list[Cell], cells: dict[str, Cell], config: BenchConfig, bench_out: Path, workers: int, console: Console) -> list[str]:
     """Run stage cells, at most `workers` at once, each after its dependencies; returns failed ids.
-    Call it inside `stopped_by_sigterm()`, or a SIGTERM leaves the running cells orphaned."""
+    Ctrl-C or SIGTERM terminates the running cells (they resume from their checkpoints later)."""
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_MININTERVAL="15")
     running: dict[int, Running] = {}
     failed: list[str] = []
     bar = tqdm(total=len(pending), desc="bench cells", unit="cell")
-    try:
-        while pending or running:
-            for cell in list(pending):
-                if len(running) >= workers:
-                    break
-                if any(dep in failed for dep in cell.depends):
+    with stopped_by_sigterm():  # a `kill` of the bench ends its cells too, through the cleanup below
+        try:
+            while pending or running:
+                for cell in list(pending):
+                    if len(running) >= workers:
+                        break
+                    if any(dep in failed for dep in cell.depends):
+                        pending.remove(cell)
+                        failed.append(cell.id)
+                        console.print(f"[red]skipped[/] {cell.id}: a cell it reads failed")
+                        bar.update()
+                        continue
+                    if not all(is_done(cells[dep], bench_out) for dep in cell.depends):
+                        continue
                     pending.remove(cell)
-                    failed.append(cell.id)
-                    console.print(f"[red]skipped[/] {cell.id}: a cell it reads failed")
-                    bar.update()
+                    folder = cell.folder(bench_out)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    start_record(cell, bench_out)  # before the log is touched: a killed attempt's time is read from it
+                    log = open(folder / "log.txt", "a")
+                    process = subprocess.Popen(stage_command(cell, cells, config, bench_out), stdout=log, stderr=subprocess.STDOUT, env=env)
+                    running[process.pid] = Running(cell, process, time.perf_counter(), log)
+                    tqdm.write(f"started  {cell.id} (log: {folder / 'log.txt'})")
+                if not running:
+                    if pending:  # nothing can start: dependencies missing from the plan
+                        raise RuntimeError(f"cells wait on cells that cannot run: {', '.join(c.id for c in pending)}")
+                    break
+                pid, status, usage = os.wait4(-1, 0)
+                if pid not in running:
                     continue
-                if not all(is_done(cells[dep], bench_out) for dep in cell.depends):
-                    continue
-                pending.remove(cell)
-                folder = cell.folder(bench_out)
-                folder.mkdir(parents=True, exist_ok=True)
-                start_record(cell, bench_out)  # before the log is touched: a killed attempt's time is read from it
-                log = open(folder / "log.txt", "a")
-                process = subprocess.Popen(stage_command(cell, cells, config, bench_out), stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[process.pid] = Running(cell, process, time.perf_counter(), log)
-                tqdm.write(f"started  {cell.id} (log: {folder / 'log.txt'})")
-            if not running:
-                if pending:  # nothing can start: dependencies missing from the plan
-                    raise RuntimeError(f"cells wait on cells that cannot run: {', '.join(c.id for c in pending)}")
-                break
-            pid, status, usage = os.wait4(-1, 0)
-            if pid not in running:
-                continue
-            job = running.pop(pid)
-            job.process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-            job.log.close()
-            seconds = time.perf_counter() - job.started
-            peak = round(usage.ru_maxrss / 2**20, 2)
-            if job.process.returncode == 0 and (job.cell.folder(bench_out) / RESULT_FILE[job.cell.kind]).exists():
-                write_record(job.cell, bench_out, "done", seconds, peak)
-                summaries = SummaryStore(config.summaries)
-                if summaries.has(job.cell):  # re-run only for its model (a fresh clone): what was committed stays
-                    tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s for the cells that read it; its committed summary is kept")
+                job = running.pop(pid)
+                job.process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+                job.log.close()
+                seconds = time.perf_counter() - job.started
+                peak = round(usage.ru_maxrss / 2**20, 2)
+                if job.process.returncode == 0 and (job.cell.folder(bench_out) / RESULT_FILE[job.cell.kind]).exists():
+                    write_record(job.cell, bench_out, "done", seconds, peak)
+                    summaries = SummaryStore(config.summaries)
+                    if summaries.has(job.cell):  # re-run only for its model (a fresh clone): what was committed stays
+                        tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s for the cells that read it; its committed summary is kept")
+                    else:
+                        summaries.write(job.cell, bench_out)
+                        tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s, peak {peak:.2f} GB")
                 else:
-                    summaries.write(job.cell, bench_out)
-                    tqdm.write(f"finished {job.cell.id} in {seconds:.0f}s, peak {peak:.2f} GB")
-            else:
-                write_record(job.cell, bench_out, "failed", seconds, peak, returncode=job.process.returncode)
-                failed.append(job.cell.id)
-                tail = (job.cell.folder(bench_out) / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
-                console.print(f"[red]failed[/] {job.cell.id} (exit {job.process.returncode}): " + " | ".join(tail))
-            bar.update()
-    except BaseException:
-        for job in running.values():  # recipes resume from their checkpoints on the next run
-            job.process.terminate()
-        for job in running.values():  # no orphan keeps writing into the folder after we return
-            try:
-                job.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                job.process.kill()
-                job.process.wait()
-            job.log.close()
-        raise
-    finally:
-        bar.close()
+                    write_record(job.cell, bench_out, "failed", seconds, peak, returncode=job.process.returncode)
+                    failed.append(job.cell.id)
+                    tail = (job.cell.folder(bench_out) / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
+                    console.print(f"[red]failed[/] {job.cell.id} (exit {job.process.returncode}): " + " | ".join(tail))
+                bar.update()
+        except BaseException:
+            for job in running.values():  # recipes resume from their checkpoints on the next run
+                job.process.terminate()
+            for job in running.values():  # no orphan keeps writing into the folder after we return
+                try:
+                    job.process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    job.process.kill()
+                    job.process.wait()
+                job.log.close()
+            raise
+        finally:
+            bar.close()
     return failed
 
 
@@ -321,8 +322,7 @@ def run_bench(
                 failed.append(cell.id)
                 console.print(f"[red]failed[/] {cell.id}: {type(error).__name__}: {error}")
         children = [c for c in todo if c.kind in ("stage1", "stage2")]
-        with stopped_by_sigterm():
-            failed += run_children(children, by_id, config, bench_out, workers, console)
+        failed += run_children(children, by_id, config, bench_out, workers, console)
         session = {"wall_seconds": round(time.perf_counter() - started, 1), "cells_run": len(todo), "workers": workers,
                    "failed": failed, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
         history = bench_out / "sessions.jsonl"

@@ -211,9 +211,11 @@ class ChatSession:
         if not listed:
             return text
 
+        names_a_title = functools.cache(lambda: bool(self.find_titles(text)))  # read once, only if a "#3" needs it
+
         def title(match: re.Match) -> str:
             word, ordinal, number = match.groups()
-            if number and self.find_titles(text):
+            if number and names_a_title():
                 return match.group(0)
             position = ORDINAL_WORDS[word.lower()] if word else int(ordinal or number)
             position = len(listed) if position == 0 else position

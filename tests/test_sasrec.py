@@ -43,3 +43,57 @@ def test_every_training_sequence_is_read_once_an_epoch(ml100k, monkeypatch):
     assert len(read) == 2 * count
     # each epoch a permutation of the training sequences, not draws with repeats
     assert len(set(first)) == count and set(second) == set(first) and second != first
+
+
+def test_a_stopped_training_continues_from_its_last_epoch_to_the_same_weights(ml100k, monkeypatch, tmp_path):
+    import itemlm.cf.sasrec as sasrec
+    from itemlm.cf.epoch_checkpoint import EpochCheckpoint
+
+    split = leave_one_out_split(ml100k)
+    config = SASRecConfig(hidden=8, layers=1, epochs=4, batch_size=200, max_length=5, seed=3)
+    unbroken = sasrec.train_sasrec(split, config).model.state_dict()
+
+    folder = tmp_path / "retriever.training"
+    real_save = EpochCheckpoint.save
+
+    def stop_after_two(self, epochs_done, *args):
+        real_save(self, epochs_done, *args)
+        if epochs_done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochCheckpoint, "save", stop_after_two)
+    try:
+        sasrec.train_sasrec(split, config, resume_folder=folder)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(EpochCheckpoint, "save", real_save)
+    assert folder.is_dir()
+
+    batches: list[int] = []
+    real_left_pad = sasrec.left_pad
+    monkeypatch.setattr(sasrec, "left_pad", lambda chunk, length: batches.append(1) or real_left_pad(chunk, length))
+    resumed = sasrec.train_sasrec(split, config, resume_folder=folder).model.state_dict()
+    per_epoch = -(-sum(1 for s in split.train_sequences() if len(s) >= 2) // config.batch_size)
+    assert len(batches) == 2 * per_epoch  # only the two epochs left were trained
+    assert all(torch.equal(unbroken[name], resumed[name]) for name in unbroken)
+    assert not folder.exists()  # removed once training ended
+
+
+def test_a_saved_epoch_of_another_training_is_not_continued(ml100k, monkeypatch, tmp_path):
+    import itemlm.cf.sasrec as sasrec
+    from itemlm.cf.epoch_checkpoint import EpochCheckpoint
+
+    split = leave_one_out_split(ml100k)
+    config = SASRecConfig(hidden=8, layers=1, epochs=2, batch_size=200, max_length=5)
+    folder = tmp_path / "retriever.training"
+    other = SASRec(split.num_items, config)
+    EpochCheckpoint(folder, {"config": "another"}).save(1, other, torch.optim.Adam(other.parameters()), np.random.default_rng(0))
+
+    batches: list[int] = []
+    real_left_pad = sasrec.left_pad
+    monkeypatch.setattr(sasrec, "left_pad", lambda chunk, length: batches.append(1) or real_left_pad(chunk, length))
+    trained = sasrec.train_sasrec(split, config, resume_folder=folder).model.state_dict()
+    trained_batches = len(batches)
+    fresh = sasrec.train_sasrec(split, config).model.state_dict()
+    assert trained_batches == 2 * -(-sum(1 for s in split.train_sequences() if len(s) >= 2) // config.batch_size)
+    assert all(torch.equal(trained[name], fresh[name]) for name in fresh)

@@ -9,7 +9,9 @@ embedded at row i + 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from itemlm.cf.epoch_checkpoint import EpochCheckpoint
 from itemlm.data.splits import Split
 
 
@@ -71,15 +74,29 @@ def left_pad(sequences: list[np.ndarray], length: int) -> Tensor:
     return torch.from_numpy(out)
 
 
-def train_sasrec(split: Split, config: SASRecConfig | None = None, progress: bool = False) -> "SASRecScorer":
+def train_sasrec(
+    split: Split, config: SASRecConfig | None = None, progress: bool = False, resume_folder: Path | None = None,
+) -> "SASRecScorer":
+    """SASRec fitted on `split`'s training sequences.
+
+    `resume_folder`: where the state after each epoch is kept; a training stopped part way continues
+    from its last finished epoch and ends with the same weights as one that never stopped. The
+    folder is removed when training ends.
+    """
     config = config or SASRecConfig()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SASRec(split.num_items, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98))
     sequences = [s for s in split.train_sequences() if len(s) >= 2]
+    checkpoint = None
+    epochs_done = 0
+    if resume_folder is not None:
+        checkpoint = EpochCheckpoint(resume_folder, _training_identity(split.num_items, sequences, config))
+        epochs_done = checkpoint.restore(model, optimizer, rng)
     window = config.max_length + 1
-    for _ in tqdm(range(config.epochs), desc="SASRec", disable=not progress):
+    epochs = tqdm(range(epochs_done, config.epochs), desc="SASRec", initial=epochs_done, total=config.epochs, disable=not progress)
+    for epoch in epochs:
         model.train()
         order = rng.permutation(len(sequences))  # every training sequence once an epoch
         for start in range(0, len(sequences), config.batch_size):
@@ -92,8 +109,21 @@ def train_sasrec(split: Split, config: SASRecConfig | None = None, progress: boo
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if checkpoint is not None and epoch + 1 < config.epochs:
+            checkpoint.save(epoch + 1, model, optimizer, rng)
+    if checkpoint is not None:
+        checkpoint.remove()
     model.eval()
     return SASRecScorer(model, split)
+
+
+def _training_identity(num_items: int, sequences: list[np.ndarray], config: SASRecConfig) -> dict:
+    """What a saved epoch must match to be continued: the settings and the exact training sequences."""
+    digest = hashlib.sha256()
+    for sequence in sequences:
+        sequence = np.asarray(sequence, dtype="<i8")
+        digest.update(len(sequence).to_bytes(8, "little") + sequence.tobytes())
+    return {"config": asdict(config), "num_items": num_items, "sequences": digest.hexdigest()}
 
 
 class SASRecScorer:

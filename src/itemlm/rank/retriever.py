@@ -139,7 +139,8 @@ def load_or_train_retriever(
         cached = Retriever.from_pretrained(folder)
         if cached.fingerprint == fingerprint and cached.num_items == split.num_items:
             return cached
-    scorer = train_sasrec(split, SASRecConfig(seed=seed), progress=progress)
+    # each finished epoch is kept beside the cache, so a stopped run (a killed bench cell) continues it
+    scorer = train_sasrec(split, SASRecConfig(seed=seed), progress=progress, resume_folder=folder.with_name(folder.name + ".training"))
     retriever = Retriever("sasrec", split.num_items, sasrec=scorer.model, fingerprint=fingerprint)
     retriever.save_pretrained(folder)
     return retriever

@@ -31,10 +31,23 @@ from tests.test_stage2 import data_home, tiny_config, tiny_llm_folder  # noqa: F
         ("Heat", "Heat Wave (1990)", False),
         ("Heatwave", "Heat (1995)", False),  # whole words only
         ("anything", "", False),
+        ("Postino, Il (1994)", "Postino, Il (1994)", True),  # the catalogue's spelling, a non-English article
+        ("Il Postino", "Postino, Il (1994)", True),
+        ("It is Godfather: Part II, The (1974).", "Godfather: Part II, The (1974)", True),
+        ("The Big Blue (Le Grand bleu)", "Big Blue, The (Grand bleu, Le) (1988)", True),
+        ("The Good, The Bad and The Ugly", "Good, The Bad and The Ugly, The (1966)", True),
+        ("The Godfather", "Godfather: Part II, The (1974)", False),
     ],
 )
 def test_names_title(answer, title, expected):
     assert names_title(answer, title) is expected
+
+
+def test_every_catalogue_title_names_its_item(ml100k):
+    from itemlm.data.text_views import display_title
+
+    titles = [display_title(row) for row in ml100k.items.to_dict("records")]
+    assert [title for title in titles if not names_title(title, title)] == []
 
 
 def test_bare_title_and_rate():

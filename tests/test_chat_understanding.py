@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from itemlm.chat.session import ChatSession
+from itemlm.data.item_text import normalize_title
 from itemlm.models.catalogue import Catalogue
 
 
@@ -160,3 +161,32 @@ def test_references_read_a_list_that_a_client_sent_back_as_text(session_factory)
     session.absorb([{"role": "user", "content": "I loved Scream"},
                     {"role": "assistant", "content": "1. Heat (1995) — because it is a crime film.\n2. Fargo (1996) — because ..."}])
     assert session.resolve_references("I liked number 2") == "I liked Fargo (1996)"
+
+
+def test_reading_a_message_by_its_words_finds_what_a_pass_over_every_name_finds(session_factory):
+    """`TitleIndex.read` checks only the names whose first word the message holds; on messages
+    built from catalogue titles, their pieces and filler it must agree with the plain pass over
+    every name, longest first."""
+    index = session_factory().index
+
+    def every_name(text):
+        normalized = f" {normalize_title(text)} "
+        found = []
+        for name in index.names:
+            if len(name) >= 3 and f" {name} " in normalized:
+                found.append(index.by_name[name][0])
+                normalized = normalized.replace(f" {name} ", " | ")
+        return list(dict.fromkeys(twin for item in found for twin in index.twins(item))), normalized
+
+    rng = np.random.default_rng(0)
+    titles_ = index.titles
+    filler = ["i loved", "and", "but not", "the", "more comedy", "war", "star", "of", "a", "night", "2", "ii"]
+    for _ in range(300):
+        pieces = []
+        for _ in range(rng.integers(1, 6)):
+            title = titles_[rng.integers(len(titles_))].rsplit(" (", 1)[0]
+            words = title.split()
+            cut = rng.integers(1, len(words) + 1) if rng.random() < 0.3 else len(words)  # a title's first words alone
+            pieces += [" ".join(words[:cut]), filler[rng.integers(len(filler))]]
+        text = " ".join(pieces)
+        assert index.read(text) == every_name(text), text

@@ -63,6 +63,7 @@ LESS_BEFORE = (r"\b(?:less|no|not|without|fewer|nothing|too|never|avoid|skip|eno
                r"|don'?t want|do not want)(?:\s+(?:so|as|too|the|any|more|of|a|an|for|with))*\s+$")
 MORE_BEFORE = r"\b(?:more|some|a|an|with|something|any|another|for|want)(?:\s+(?:bit|little|more|of|the|good|great|really))*\s+$"
 MORE_AFTER = r"^\s+(?:please|instead|movies?|films?|ones?|stuff)\b"
+MODIFIER_REACH = 80  # characters around a genre word that LESS_BEFORE, MORE_BEFORE and MORE_AFTER read
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,10 +280,11 @@ class ChatSession:
         answer = None
         for match in genre_pattern(tag).finditer(lowered):
             before, after = lowered[: match.start()], lowered[match.end():]
-            if re.search(LESS_BEFORE, before):
+            near = before[-MODIFIER_REACH:]  # the words just before the genre: a long message is not scanned once per mention
+            if re.search(LESS_BEFORE, near):
                 return False
             alone = not before.strip(" ,.!?") and not after.strip(" ,.!?")  # the message is just "comedy"
-            if alone or match.group(0) in COMPARATIVES or re.search(MORE_BEFORE, before) or re.search(MORE_AFTER, after):
+            if alone or match.group(0) in COMPARATIVES or re.search(MORE_BEFORE, near) or re.search(MORE_AFTER, after[:MODIFIER_REACH]):
                 answer = True
         return answer
 

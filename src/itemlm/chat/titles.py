@@ -14,6 +14,9 @@ from itemlm.data.item_text import normalize_title
 from itemlm.models.catalogue import Catalogue
 
 
+MAX_SUGGESTION_CHUNKS = 8  # pieces of a message looked up by spelling (each costs a pass over the catalogue)
+
+
 def _tags(value: str) -> list[str]:
     return [t.strip() for t in str(value or "").split(",") if t.strip()]
 
@@ -31,6 +34,12 @@ class TitleIndex:
                 if key:
                     self.by_name.setdefault(key, []).append(index)
         self.names = sorted(self.by_name, key=len, reverse=True)
+        # the names that start with each word, longest first: a text is checked only against the
+        # names whose first word it holds, so reading a message costs its words, not the catalogue
+        self.names_by_first_word: dict[str, list[str]] = {}
+        for name in self.names:
+            self.names_by_first_word.setdefault(name.split(" ", 1)[0], []).append(name)
+        self.name_rank = {name: rank for rank, name in enumerate(self.names)}
         self.by_title: dict[str, list[int]] = {}  # items listed under the very same title (MovieLens has 18 such pairs)
         for index, title in enumerate(self.titles):
             self.by_title.setdefault(title, []).append(index)
@@ -60,7 +69,8 @@ class TitleIndex:
         for name in quoted:
             found += self.by_name.get(normalize_title(name), [])[:1]
         normalized = f" {normalize_title(text)} "
-        for name in self.names:
+        candidates = {name for word in set(normalized.split()) for name in self.names_by_first_word.get(word, ())}
+        for name in sorted(candidates, key=self.name_rank.__getitem__):  # longest first, as in self.names
             if len(name) >= 3 and f" {name} " in normalized:
                 found.append(self.by_name[name][0])
                 normalized = normalized.replace(f" {name} ", " | ")
@@ -69,11 +79,10 @@ class TitleIndex:
     def suggestions(self, text: str, n: int = 3) -> list[str]:
         """Titles close to the pieces of a message that named none (misspellings)."""
         chunks = re.split(r",|;| and | or |\bloved\b|\bliked\b|\benjoyed\b|\babout\b", text.lower())
+        keys = [key for key in map(normalize_title, chunks) if len(key) >= 3][:MAX_SUGGESTION_CHUNKS]
         names: list[str] = []
-        for chunk in chunks:
-            key = normalize_title(chunk)
-            if len(key) >= 3:
-                names += difflib.get_close_matches(key, self.by_name, n=n, cutoff=0.6)
+        for key in keys:  # each is compared with every name: a long message is read for its first few pieces only
+            names += difflib.get_close_matches(key, self.by_name, n=n, cutoff=0.6)
         return [self.titles[self.by_name[name][0]] for name in dict.fromkeys(names)][:n]
 
     def search(self, query: str, limit: int = 10) -> list[int]:

@@ -73,3 +73,8 @@ def test_prepare_train_eval_round_trip(tmp_path):
     metrics = json.loads(result.stdout)
     assert set(metrics) == {"MostPop", "MF-als"}
     assert metrics["MF-als"]["HR@10"] > metrics["MostPop"]["HR@10"]
+
+
+def test_chat_refuses_a_list_length_it_cannot_give(tmp_path):
+    result = run("chat", "--model", str(tmp_path), "--k", "0", home=tmp_path)  # 0 used to list the whole catalogue
+    assert result.returncode == 2 and "--k" in result.stderr and "Traceback" not in result.stderr

@@ -272,3 +272,68 @@ def test_no_generated_request_is_a_server_error(model, tmp_path):
                 no_invalid.append(operation.label)
     assert len(seen) >= 200 and any(code < 300 for code in seen) and any(code == 422 for code in seen)
     assert len(no_invalid) <= len(operations) // 2, no_invalid
+
+
+# ---------------------------------------------------------------- sessions: deletion, retention, where they live
+def test_a_session_deleted_while_its_turn_runs_stays_deleted(model, tmp_path, monkeypatch):
+    from itemlm.chat.session import ChatSession
+
+    store = SessionStore(tmp_path / "s.sqlite")
+    with TestClient(create_app(model, store)) as client:
+        session_id = ask(client, "I loved Heat", k=2)["itemlm"]["session_id"]
+        real_respond = ChatSession.respond
+
+        def deleted_meanwhile(self, text):  # a DELETE that lands while the model answers
+            assert client.delete(f"/v1/sessions/{session_id}").status_code == 204
+            return real_respond(self, text)
+
+        monkeypatch.setattr(ChatSession, "respond", deleted_meanwhile)
+        turn = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "more comedy"}],
+                                                          "session_id": session_id, "k": 2})
+        assert turn.status_code == 404 and "deleted" in turn.json()["detail"]
+        assert client.get(f"/v1/sessions/{session_id}").status_code == 404 and store.get(session_id) is None
+
+
+def test_the_store_keeps_the_most_recently_used_sessions(tmp_path):
+    store = SessionStore(tmp_path / "s.sqlite", max_sessions=3)
+    for name in "abc":
+        store.create(name, {"turns": [name]})
+        time.sleep(0.01)
+    assert store.update("a", {"turns": ["a", "again"]})  # used again: now the most recent
+    time.sleep(0.01)
+    store.create("d", {"turns": ["d"]})
+    assert store.count() == 3 and store.get("b") is None and store.get("a") == {"turns": ["a", "again"]}
+    assert not store.update("b", {"turns": ["b"]}) and store.get("b") is None  # dropped stays dropped
+    with pytest.raises(InputError, match="max-sessions"):
+        SessionStore(tmp_path / "t.sqlite", max_sessions=0)
+
+
+def test_a_session_database_that_cannot_be_made_is_one_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(InputError, match="a-file.*cannot create"):
+        SessionStore(tmp_path / "a-file" / "sessions.sqlite")
+
+
+def test_serving_a_folder_that_is_not_a_model_creates_nothing(tmp_path):
+    with pytest.raises(InputError, match="no bridge.json"):
+        serve_model(tmp_path / "typo" / "model")
+    assert not (tmp_path / "typo").exists()
+
+
+# ---------------------------------------------------------------- recommendations: one line per title, the mode used
+def test_a_recommendation_list_holds_one_item_per_title_and_no_twin_of_a_consumed_item(client, model):
+    titles = model.catalogue.titles
+    twins = next((a, b) for a in range(len(titles)) for b in range(a + 1, len(titles)) if titles[a] == titles[b])
+    ids = model.catalogue.items["item_id"].astype(str).tolist()
+    recs = client.post("/v1/recommendations", json={"history": [ids[twins[0]]], "k": 50, "reasons": False, "mode": "generate"}).json()
+    listed = [item["title"] for item in recs["items"]]
+    assert len(listed) == 50 and len(set(listed)) == 50 and titles[twins[0]] not in listed
+
+
+def test_auto_mode_ranks_only_what_it_can_rank_and_says_so(model, monkeypatch):
+    monkeypatch.setattr(model, "ranker", object())  # a model with a ranker
+    monkeypatch.setattr(model.catalogue, "histories", [[], [3, 4]])
+    assert model.uses_ranking(history=[1]) and model.uses_ranking(user=1)
+    assert not model.uses_ranking(user=0)  # no training items: generated from the user's vector
+    assert not model.uses_ranking(text="I loved <item:1>") and model.uses_ranking("rank", text="x")
+    assert not model.uses_ranking("generate", history=[1])

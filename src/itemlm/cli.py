@@ -317,7 +317,7 @@ def generate(
 @app.command()
 def chat(
     model: Path = typer.Option(..., "--model", "-m", help="A model folder written by `itemlm stage2`."),
-    k: int = typer.Option(5, help="Recommendations per answer."),
+    k: int = typer.Option(5, min=1, max=20, help="Recommendations per answer (1-20)."),
     consensus: int = typer.Option(0, min=0, help="Free answers: 0 greedy; N the consensus of the greedy answer and N samples (about 5x slower per answer)."),
 ):
     """Talk to a trained model: name titles you liked, get recommendations, refine them."""
@@ -350,11 +350,13 @@ def serve(
     cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin (repeatable); CORS is off without it."),
     max_waiting: int = typer.Option(64, help="Requests that may wait for the model before the server answers 503."),
     consensus: int = typer.Option(0, help="Free answers: 0 greedy; N the consensus of the greedy answer and N samples (about 5x slower per answer)."),
+    max_sessions: int = typer.Option(10_000, help="Conversations kept in the database; the least recently used beyond it are dropped."),
 ):
     """Serve a model: an OpenAI-compatible chat API, a recommendations API and a chat page at /."""
     from itemlm.serve.run import serve_model
 
-    serve_model(model, host=host, port=port, api_key=api_key, db=db, cors_origins=cors_origin, max_waiting=max_waiting, consensus=consensus)
+    serve_model(model, host=host, port=port, api_key=api_key, db=db, cors_origins=cors_origin, max_waiting=max_waiting, consensus=consensus,
+                max_sessions=max_sessions)
 
 
 @app.command()

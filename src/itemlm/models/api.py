@@ -148,13 +148,8 @@ class ItemLanguageAPI:
         if user is not None and not history and text is None:
             if not 0 <= user < len(self.catalogue.histories):
                 raise InputError(f"user {user} is not in the catalogue (0..{len(self.catalogue.histories) - 1})")
-        if text is not None:
-            known = []
-        else:
-            known = list(history) if history else (list(self.catalogue.histories[user]) if user is not None else [])
-        # auto: ranking mode needs something to rank from; a user without training items is generated for from their vector
-        ranking = mode == "rank" or (mode == "auto" and self.ranker is not None and text is None and bool(known))
-        if ranking:
+        known = self._known_items(history, user, text)
+        if self.uses_ranking(mode, history=history, user=user, text=text):
             if self.ranker is None:
                 raise InputError("this model has no ranker (train stage 2 with ranking.enabled=true), use mode='generate'")
             if text is not None:
@@ -182,6 +177,20 @@ class ItemLanguageAPI:
         banned = sorted(set(seen if exclude_seen else []) | set(exclude or []))
         ranked = self.recommend_prompts([prompt], k, [banned])[0]
         return [(item, self.catalogue.titles[item], score) for item, score in ranked]
+
+    def uses_ranking(self, mode: str = "auto", *, history: list[int] | None = None, user: int | None = None,
+                     text: str | None = None) -> bool:
+        """Whether `recommend` with these arguments orders the retriever's candidates (else it generates).
+        auto: ranking mode needs something to rank from; a user without training items is generated for
+        from their vector, and free text always is."""
+        if mode != "auto":
+            return mode == "rank"
+        return self.ranker is not None and text is None and bool(self._known_items(history, user, text))
+
+    def _known_items(self, history: list[int] | None, user: int | None, text: str | None) -> list[int]:
+        if text is not None:
+            return []
+        return list(history) if history else (list(self.catalogue.histories[user]) if user is not None else [])
 
     def answer(self, message: str, max_new_tokens: int = 64) -> str:
         """The model's free-form answer to one message (placeholders allowed in it). A conversation

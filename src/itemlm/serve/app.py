@@ -52,6 +52,7 @@ from itemlm.serve.schemas import (
 from itemlm.serve.store import SessionStore
 
 SessionId = Annotated[str, Path(pattern=SESSION_PATTERN, max_length=64)]
+TWIN_MARGIN = 5  # extra items asked of the model, so that a list without same-title twins still has k
 
 
 class ModelWorker:
@@ -168,10 +169,18 @@ def create_app(
         session.absorb([{"role": m.role, "content": m.text()} for m in body.messages[:-1]])
         return store.new_id(), session
 
+    def save(session_id: str, session: ChatSession, *, new: bool) -> None:
+        """Keep the session after a turn: a new one is stored, a stored one updated unless it was
+        deleted meanwhile (the turn does not bring it back)."""
+        if new:
+            store.create(session_id, session.state())
+        elif not store.update(session_id, session.state()):
+            raise HTTPException(404, f"session_id: session {session_id!r} was deleted while this request ran")
+
     def chat_turn(body: ChatCompletionRequest) -> tuple[str, Reply]:
         session_id, session = open_chat(body)
         reply = session.respond(body.messages[-1].text())
-        store.put(session_id, session.state())
+        save(session_id, session, new=body.session_id is None)
         return session_id, reply
 
     def completion_extras(session_id: str, reply: Reply) -> dict:
@@ -207,7 +216,7 @@ def create_app(
                 session_id, session = open_chat(body)
                 for piece in session.respond_stream(body.messages[-1].text()):
                     send("piece", piece)
-                store.put(session_id, session.state())
+                save(session_id, session, new=body.session_id is None)
                 send("done", (session_id, session.last_reply))
             except Exception as error:  # reported in the stream: the status line has already gone out
                 send("error", error)
@@ -256,7 +265,7 @@ def create_app(
         def apply() -> dict:  # on the worker, so it never races a turn of the same session
             session = new_session(5, None).load_state(stored(session_id))
             session.like(index) if body.liked else session.dislike(index)
-            store.put(session_id, session.state())
+            save(session_id, session, new=False)
             return session.state()
 
         return session_view(session_id, await worker.run(apply))
@@ -274,21 +283,28 @@ def create_app(
         exclude = [catalogue.index(i, "exclude") for i in body.exclude]
         if body.user is not None and body.user >= len(model.catalogue.histories):
             raise HTTPException(404, f"user: no user {body.user} (0..{len(model.catalogue.histories) - 1})")
-        mode = body.mode
-        if mode == "auto":
-            mode = "rank" if model.ranker is not None and body.text is None else "generate"
 
         def recommend() -> list[Item]:
-            ranked = model.recommend(history=history, user=body.user, text=body.text, k=body.k, exclude=exclude, mode=mode)
             if history:
                 liked = history
             elif body.user is not None:
                 liked = model.catalogue.histories[body.user]
             else:  # free text: the items it names are what the person likes
                 liked = [index for kind, index, _, _ in find_placeholders(body.text or "") if kind == "item"]
+            # an item listed twice under one title (MovieLens has 18) is one item: never the twin of one
+            # consumed or excluded, never twice in a list
+            banned = sorted({twin for item in [*liked, *exclude] for twin in catalogue.titles.twins(item)})
+            answer = model.recommend(history=history, user=body.user, text=body.text, k=body.k + TWIN_MARGIN, exclude=banned,
+                                     mode=body.mode)
+            ranked, titles_listed = [], set()
+            for item, title, score in answer:
+                if title not in titles_listed and len(ranked) < body.k:
+                    titles_listed.add(title)
+                    ranked.append((item, title, score))
             reasons = model.explain(liked, [item for item, _, _ in ranked]) if body.reasons and liked else [None] * len(ranked)
             return [catalogue.view(item, score, reason) for (item, _, score), reason in zip(ranked, reasons)]
 
+        mode = "rank" if model.uses_ranking(body.mode, history=history, user=body.user, text=body.text) else "generate"
         return Recommendations(items=await worker.run(recommend), mode=mode)
 
     @app.get("/v1/items", dependencies=[Depends(require_key)])

@@ -19,8 +19,9 @@ def is_loopback(host: str) -> bool:
 
 def serve_model(
     model_folder: Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, db: Path | None = None,
-    cors_origins: list[str] | None = None, max_waiting: int = 64, consensus: int = 0,
+    cors_origins: list[str] | None = None, max_waiting: int = 64, consensus: int = 0, max_sessions: int = 10_000,
 ) -> None:
+    api_key = api_key or None  # ITEMLM_API_KEY="" is no key
     if not is_loopback(host) and not api_key:
         raise InputError(f"--host {host} opens the server beyond this machine: give --api-key (or set ITEMLM_API_KEY)")
     if api_key is not None and len(api_key) < 8:
@@ -37,11 +38,13 @@ def serve_model(
     from itemlm.serve.app import create_app
     from itemlm.serve.store import SessionStore
 
+    if not (Path(model_folder) / "bridge.json").exists():  # before the session database is made beside it
+        raise InputError("not an itemlm model folder (no bridge.json); train one with `itemlm stage2`", path=model_folder)
+    run_folder = Path(model_folder).resolve().parent  # the model's run: its name, and where sessions go by default
+    store = SessionStore(db or run_folder / "sessions.sqlite", max_sessions)  # a bad --db is said before the model loads
     model = ItemLanguageModel.from_pretrained(model_folder)
     model.eval()
     model.consensus = consensus  # free answers: greedy, or the consensus of greedy + n samples (models/consensus.py)
-    run_folder = Path(model_folder).resolve().parent  # the model's run: its name, and where sessions go by default
-    store = SessionStore(db or run_folder / "sessions.sqlite")
     app = create_app(model, store, api_key=api_key, cors_origins=cors_origins, model_name=run_folder.name or "itemlm",
                      max_waiting=max_waiting)
     print(f"itemlm serve: http://{host}:{port}/  (API docs at /docs, sessions in {store.path})", flush=True)

@@ -122,3 +122,19 @@ def test_a_source_changed_since_preparation_is_said_on_load_and_the_prepared_cop
     inter.write_text(inter.read_text() + "3\t10\t4\n")  # another size
     load_dataset("toy", home=tmp_path / "home")
     assert "changed since" in capsys.readouterr().err
+
+
+def test_recbole_files_end_lines_at_newlines_only_and_name_the_real_line(tmp_path):
+    from itemlm.data.recbole import read_recbole
+
+    source = tmp_path / "toy"
+    source.mkdir()
+    (source / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\n1\t10\t5\n\n1\t11\t4\n")
+    # a description holding U+2028 (a line separator to str.splitlines) is one field of one line
+    (source / "toy.item").write_text("item_id:token\ttitle:token_seq\tdescription:token_seq\n10\tHeat\tA heist.\u2028Long.\n11\tCasino\tLas Vegas.\n",
+                                     encoding="utf-8")
+    raw = read_recbole(source)
+    assert raw.items["description"].tolist() == ["A heist.\u2028Long.", "Las Vegas."]
+    (source / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\n1\t10\t5\n\n1\t11\tfive\n")
+    with pytest.raises(InputError, match=r"toy.inter:4: field 'rating' must be a number"):  # line 4: the blank line counts
+        read_recbole(source)

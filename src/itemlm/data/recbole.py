@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from itemlm.data.dataset import RawTables
+from itemlm.data.textfile import text_lines
 from itemlm.errors import InputError
 
 ITEM_FIELD_NAMES = {
@@ -24,8 +25,9 @@ ITEM_FIELD_NAMES = {
 }
 
 
-def read_atomic_file(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
-    """Names, types and rows of one atomic file; every row checked for its column count."""
+def read_atomic_file(path: Path) -> tuple[list[str], list[str], list[list[str]], list[int]]:
+    """Names, types, rows and each row's line number in the file; every row checked for its column
+    count. Lines end at newlines only (a description may hold U+2028 or U+0085)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -33,7 +35,7 @@ def read_atomic_file(path: Path) -> tuple[list[str], list[str], list[list[str]]]
     except UnicodeDecodeError as error:
         line = path.read_bytes()[: error.start].count(b"\n") + 1
         raise InputError("is not valid UTF-8 (RecBole atomic files are UTF-8)", path=path, line=line) from None
-    lines = text.splitlines()
+    lines = [line for _, line in text_lines(text)]
     if not lines or not lines[0].strip():
         raise InputError("empty file: expected a header like 'user_id:token<TAB>item_id:token'", path=path)
     names, types = [], []
@@ -43,7 +45,7 @@ def read_atomic_file(path: Path) -> tuple[list[str], list[str], list[list[str]]]
             raise InputError(f"header field '{field}' is not 'name:type'", path=path, line=1)
         names.append(name.strip())
         types.append(kind.strip())
-    rows = []
+    rows, line_numbers = [], []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -51,7 +53,8 @@ def read_atomic_file(path: Path) -> tuple[list[str], list[str], list[list[str]]]
         if len(values) != len(names):
             raise InputError(f"expected {len(names)} tab-separated columns, found {len(values)}", path=path, line=number)
         rows.append(values)
-    return names, types, rows
+        line_numbers.append(number)
+    return names, types, rows, line_numbers
 
 
 def _column(names: list[str], wanted: str, path: Path, required: bool = True) -> int | None:
@@ -62,9 +65,9 @@ def _column(names: list[str], wanted: str, path: Path, required: bool = True) ->
     return None
 
 
-def _numbers(rows: list[list[str]], column: int, field: str, path: Path, integer: bool) -> list[float]:
+def _numbers(rows: list[list[str]], column: int, field: str, path: Path, line_numbers: list[int], integer: bool) -> list[float]:
     values = []
-    for number, row in enumerate(rows, start=2):
+    for number, row in zip(line_numbers, rows):
         try:
             value = float(row[column])
         except ValueError:
@@ -84,7 +87,7 @@ def read_recbole(folder: str | Path, name: str | None = None) -> RawTables:
             raise InputError("no RecBole '.inter' file in this folder", path=folder)
         name = found[0].stem
     inter_path = folder / f"{name}.inter"
-    names, _, rows = read_atomic_file(inter_path)
+    names, _, rows, line_numbers = read_atomic_file(inter_path)
     if not rows:
         raise InputError("no interactions after the header", path=inter_path)
     user = _column(names, "user_id", inter_path)
@@ -96,12 +99,12 @@ def read_recbole(folder: str | Path, name: str | None = None) -> RawTables:
             "user_id": [row[user] for row in rows],
             "item_id": [row[item] for row in rows],
             "timestamp": (
-                [int(v) for v in _numbers(rows, time, "timestamp", inter_path, integer=True)]
+                [int(v) for v in _numbers(rows, time, "timestamp", inter_path, line_numbers, integer=True)]
                 if time is not None
                 else list(range(len(rows)))
             ),
             "rating": (
-                _numbers(rows, rating, "rating", inter_path, integer=False)
+                _numbers(rows, rating, "rating", inter_path, line_numbers, integer=False)
                 if rating is not None
                 else [float("nan")] * len(rows)
             ),
@@ -113,7 +116,7 @@ def read_recbole(folder: str | Path, name: str | None = None) -> RawTables:
 
     item_path = folder / f"{name}.item"
     if item_path.exists():
-        names, types, rows = read_atomic_file(item_path)
+        names, types, rows, _ = read_atomic_file(item_path)
         item = _column(names, "item_id", item_path)
         table = {"item_id": [row[item] for row in rows]}
         for target, aliases in ITEM_FIELD_NAMES.items():
@@ -127,7 +130,7 @@ def read_recbole(folder: str | Path, name: str | None = None) -> RawTables:
 
     user_path = folder / f"{name}.user"
     if user_path.exists():
-        names, _, rows = read_atomic_file(user_path)
+        names, _, rows, _ = read_atomic_file(user_path)
         user = _column(names, "user_id", user_path)
         raw.users = pd.DataFrame(rows, columns=names).rename(columns={names[user]: "user_id"})
         raw.sources.append(user_path)

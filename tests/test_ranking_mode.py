@@ -152,6 +152,19 @@ def test_sasrec_retriever_saves_loads_and_scores_identically(split, tmp_path):
     assert not set(items[0].tolist()) & {0, 1, 2}  # the history is never a candidate
 
 
+def test_a_cached_retriever_is_served_only_for_the_same_settings(split, tmp_path, monkeypatch):
+    import itemlm.rank.retriever as retriever_module
+
+    trained: list[SASRecConfig] = []
+    monkeypatch.setattr(retriever_module, "train_sasrec", lambda split, config, **kw: trained.append(config) or train_sasrec(split, config))
+    small, other = SASRecConfig(epochs=1, hidden=16, max_length=10), SASRecConfig(epochs=1, hidden=8, max_length=10)
+    first = load_or_train_retriever(split, "sasrec", dataset="ml-100k", home=tmp_path, sasrec=small)
+    again = load_or_train_retriever(split, "sasrec", dataset="ml-100k", home=tmp_path, sasrec=small)
+    assert trained == [small] and torch.equal(first.scores([[1, 2]]), again.scores([[1, 2]]))  # the cache
+    load_or_train_retriever(split, "sasrec", dataset="ml-100k", home=tmp_path, sasrec=other)
+    assert trained == [small, other]  # other settings: trained again, not the cached model
+
+
 def test_corrupt_retriever_folder_is_one_clear_error(tmp_path):
     (tmp_path / "retriever.json").write_text("{")
     (tmp_path / "retriever.safetensors").write_bytes(b"garbage")

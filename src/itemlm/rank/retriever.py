@@ -121,11 +121,12 @@ def retriever_folder(split: Split, kind: str, *, dataset: str, home: str | Path 
 
 def load_or_train_retriever(
     split: Split, kind: str = "sasrec", *, dataset: str, home: str | Path | None = None, item_vectors: np.ndarray | None = None,
-    seed: int = 0, progress: bool = False,
+    seed: int = 0, progress: bool = False, sasrec: SASRecConfig | None = None,
 ) -> Retriever:
     """A retriever fitted on `split`'s training interactions, trained once and cached.
 
-    `mf` needs `item_vectors` (the run's CF vectors); it is cheap and never cached.
+    `mf` needs `item_vectors` (the run's CF vectors); it is cheap and never cached. `sasrec`: the
+    SASRec settings (default `SASRecConfig(seed=seed)`); a cached model is served only for the same.
     """
     if kind == "mf":
         if item_vectors is None:
@@ -135,12 +136,14 @@ def load_or_train_retriever(
         raise InputError(f"unknown retriever '{kind}': expected one of {', '.join(RETRIEVERS)}")
     folder = retriever_folder(split, kind, dataset=dataset, home=home, seed=seed)
     fingerprint = sequence_fingerprint(split)
+    config = sasrec or SASRecConfig(seed=seed)
     if (folder / "retriever.json").exists():
         cached = Retriever.from_pretrained(folder)
-        if cached.fingerprint == fingerprint and cached.num_items == split.num_items:
+        # the same training data and the same settings (a changed default retrains rather than serve the old model)
+        if cached.fingerprint == fingerprint and cached.num_items == split.num_items and cached.sasrec.config == config:
             return cached
     # each finished epoch is kept beside the cache, so a stopped run (a killed bench cell) continues it
-    scorer = train_sasrec(split, SASRecConfig(seed=seed), progress=progress, resume_folder=folder.with_name(folder.name + ".training"))
+    scorer = train_sasrec(split, config, progress=progress, resume_folder=folder.with_name(folder.name + ".training"))
     retriever = Retriever("sasrec", split.num_items, sasrec=scorer.model, fingerprint=fingerprint)
     retriever.save_pretrained(folder)
     return retriever

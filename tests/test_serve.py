@@ -337,3 +337,30 @@ def test_auto_mode_ranks_only_what_it_can_rank_and_says_so(model, monkeypatch):
     assert not model.uses_ranking(user=0)  # no training items: generated from the user's vector
     assert not model.uses_ranking(text="I loved <item:1>") and model.uses_ranking("rank", text="x")
     assert not model.uses_ranking("generate", history=[1])
+
+
+def test_free_texts_do_not_grow_the_prompt_cache_without_end(model, monkeypatch):
+    import itemlm.models.ilm as ilm
+
+    monkeypatch.setattr(ilm, "MAX_CACHED_PIECES", 3)
+    model._piece_ids.clear()
+    for n in range(10):
+        model._ids("Recommend something.", False)  # a template, used all the time: kept
+        model._ids(f"a free text number {n}", False)
+    assert len(model._piece_ids) == 3 and ("Recommend something.", False) in model._piece_ids
+    assert model._ids("a free text number 9", False) == model.llm.tokenizer("a free text number 9", add_special_tokens=False).input_ids
+
+
+def test_a_keyless_server_answers_to_its_loopback_names_only_and_refuses_huge_bodies(model, tmp_path):
+    from itemlm.serve.app import MAX_BODY_BYTES, host_name
+
+    assert [host_name(h) for h in ("localhost:8000", "127.0.0.1", "[::1]:8000", "::1", "evil.example:80")] == [
+        "localhost", "127.0.0.1", "::1", "::1", "evil.example"]
+    app = create_app(model, SessionStore(tmp_path / "s.sqlite"), trusted_hosts=["localhost", "127.0.0.1", "::1"])
+    with TestClient(app, base_url="http://localhost:8000") as client:
+        assert client.get("/healthz").status_code == 200
+        rebound = client.get("/v1/items", params={"query": "heat"}, headers={"host": "attacker.example:8000"})
+        assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
+        huge = client.post("/v1/chat/completions", content=b"{}", headers={"content-length": str(MAX_BODY_BYTES + 1),
+                                                                           "content-type": "application/json"})
+        assert huge.status_code == 413

@@ -18,6 +18,7 @@ model knows are `catalogue.py`.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from itemlm.models.consensus import SAMPLING, choose_consensus
 from itemlm.models.constrained import TitleTrie
 from itemlm.models.unknown_titles import UnknownTitles
 from itemlm.tasks.templates import find_placeholders
+
+MAX_CACHED_PIECES = 100_000  # token ids of prompt pieces kept (a few MB)
 
 IGNORE = -100
 NO_REPEAT_NGRAM = 3
@@ -71,7 +74,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self.bridge_kind = bridge_kind
         self.catalogue = catalogue
         self.pin_memory = True  # batches reach a GPU through pinned host memory (PromptBatch.to)
-        self._piece_ids: dict[tuple[str, bool], list[int]] = {}
+        self._piece_ids: OrderedDict[tuple[str, bool], list[int]] = OrderedDict()  # least recently used first
         self._trie: TitleTrie | None = None
         self._best_popularity: list[float] | None = None  # per trie node (popularity_bonus)
         self.popularity_prior = 0.0  # trie generation: weight of the items' popularity (0: the LLM alone)
@@ -107,11 +110,16 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
             raise InputError(f"<{kind}:{index}> is not in the catalogue (0..{limit - 1})")
 
     def _ids(self, piece: str, first: bool) -> list[int]:
+        """The token ids of a prompt piece, cached (templates recur); a server's free texts do not grow the cache without end."""
         key = (piece, first)
-        if key not in self._piece_ids:
+        if key in self._piece_ids:
+            self._piece_ids.move_to_end(key)
+        else:
             self._piece_ids[key] = (
                 self.llm.encode(piece) if first else self.llm.tokenizer(piece, add_special_tokens=False).input_ids
             )
+            if len(self._piece_ids) > MAX_CACHED_PIECES:
+                self._piece_ids.popitem(last=False)
         return self._piece_ids[key]
 
     def prompt_pieces(self, prompt: str, answer_prefix: str = "") -> list[list[int] | tuple[str, int]]:

@@ -52,7 +52,15 @@ from itemlm.serve.schemas import (
 from itemlm.serve.store import SessionStore
 
 SessionId = Annotated[str, Path(pattern=SESSION_PATTERN, max_length=64)]
+MAX_BODY_BYTES = 4 * 2**20  # the largest valid chat body (100 messages of 4,000 characters, JSON-escaped) fits
 TWIN_MARGIN = 5  # extra items asked of the model, so that a list without same-title twins still has k
+
+
+def host_name(host_header: str) -> str:
+    """The name in a Host header, without its port: "localhost:8000" -> "localhost", "[::1]:8000" -> "::1"."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 class ModelWorker:
@@ -118,8 +126,10 @@ class ItemViews:
 
 def create_app(
     model: ItemLanguageModel, store: SessionStore, *, api_key: str | None = None, cors_origins: list[str] | None = None,
-    model_name: str = "itemlm", max_waiting: int = 64,
+    model_name: str = "itemlm", max_waiting: int = 64, trusted_hosts: list[str] | None = None,
 ) -> FastAPI:
+    """`trusted_hosts`: the Host names a request may carry (None: any). A server on loopback without a
+    key trusts only loopback names, so a web page cannot reach it through a name it rebinds to 127.0.0.1."""
     catalogue = ItemViews(model)
     worker = ModelWorker(max_waiting)
 
@@ -133,6 +143,15 @@ def create_app(
     app.state.worker, app.state.store = worker, store
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if trusted_hosts is not None and host_name(request.headers.get("host", "")) not in trusted_hosts:
+            return JSONResponse({"detail": "untrusted Host header (this server answers to its loopback names only)"}, status_code=400)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES // 2**20} MiB"}, status_code=413)
+        return await call_next(request)
 
     def require_key(request: Request) -> None:
         if api_key is None:
@@ -177,11 +196,11 @@ def create_app(
         elif not store.update(session_id, session.state()):
             raise HTTPException(404, f"session_id: session {session_id!r} was deleted while this request ran")
 
-    def chat_turn(body: ChatCompletionRequest) -> tuple[str, Reply]:
+    def chat_turn(body: ChatCompletionRequest) -> tuple[str, Reply, dict]:
         session_id, session = open_chat(body)
         reply = session.respond(body.messages[-1].text())
         save(session_id, session, new=body.session_id is None)
-        return session_id, reply
+        return session_id, reply, usage(body, reply.text)  # counted on the worker: tokenizing long bodies blocks no one
 
     def completion_extras(session_id: str, reply: Reply) -> dict:
         items = [catalogue.view(r.item, r.score, r.reason).model_dump() for r in reply.items]
@@ -199,11 +218,11 @@ def create_app(
             stored(body.session_id)  # a clear 404 before any streaming starts
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
-            session_id, reply = await worker.run(chat_turn, body)
+            session_id, reply, used = await worker.run(chat_turn, body)
             return JSONResponse({
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}],
-                "usage": usage(body, reply.text), "itemlm": completion_extras(session_id, reply),
+                "usage": used, "itemlm": completion_extras(session_id, reply),
             }, headers={"X-Session-Id": session_id})
 
         loop = asyncio.get_running_loop()

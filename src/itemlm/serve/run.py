@@ -45,7 +45,9 @@ def serve_model(
     model = ItemLanguageModel.from_pretrained(model_folder)
     model.eval()
     model.consensus = consensus  # free answers: greedy, or the consensus of greedy + n samples (models/consensus.py)
+    # without a key, only requests addressed to a loopback name: no web page reaches it through DNS rebinding
+    trusted = None if api_key else sorted({"localhost", "127.0.0.1", "::1", host})
     app = create_app(model, store, api_key=api_key, cors_origins=cors_origins, model_name=run_folder.name or "itemlm",
-                     max_waiting=max_waiting)
+                     max_waiting=max_waiting, trusted_hosts=trusted)
     print(f"itemlm serve: http://{host}:{port}/  (API docs at /docs, sessions in {store.path})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -364,3 +364,12 @@ def test_a_keyless_server_answers_to_its_loopback_names_only_and_refuses_huge_bo
         huge = client.post("/v1/chat/completions", content=b"{}", headers={"content-length": str(MAX_BODY_BYTES + 1),
                                                                            "content-type": "application/json"})
         assert huge.status_code == 413
+
+
+def test_a_session_of_another_catalogue_is_refused_not_misread(client, model):
+    session_id = ask(client, "I loved Heat", k=2)["itemlm"]["session_id"]
+    store = client.app.state.store
+    store.update(session_id, {**store.get(session_id), "catalogue": "another-model"})
+    for response in (client.get(f"/v1/sessions/{session_id}"),
+                     client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "more"}], "session_id": session_id})):
+        assert response.status_code == 409 and "another catalogue" in response.json()["detail"]

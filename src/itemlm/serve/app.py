@@ -19,6 +19,7 @@ every /v1 route wants `Authorization: Bearer KEY`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import threading
@@ -112,6 +113,8 @@ class ItemViews:
         self.index_of = {item_id: index for index, item_id in enumerate(self.ids)}
         self.titles = TitleIndex(model.catalogue)
         self.records = items.to_dict("records")
+        # which catalogue a stored session's item rows refer to (a --db shared by models of other data)
+        self.digest = hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:16]
 
     def index(self, item_id: str, field: str = "item") -> int:
         if item_id not in self.index_of:
@@ -177,6 +180,8 @@ def create_app(
         state = store.get(session_id)
         if state is None:
             raise HTTPException(404, f"session_id: no session {session_id!r} (omit session_id to start one)")
+        if state.get("catalogue", catalogue.digest) != catalogue.digest:
+            raise HTTPException(409, f"session_id: session {session_id!r} was made with another catalogue's model; start a new one")
         return state
 
     # ------------------------------------------------------------------ chat
@@ -191,9 +196,10 @@ def create_app(
     def save(session_id: str, session: ChatSession, *, new: bool) -> None:
         """Keep the session after a turn: a new one is stored, a stored one updated unless it was
         deleted meanwhile (the turn does not bring it back)."""
+        state = {**session.state(), "catalogue": catalogue.digest}
         if new:
-            store.create(session_id, session.state())
-        elif not store.update(session_id, session.state()):
+            store.create(session_id, state)
+        elif not store.update(session_id, state):
             raise HTTPException(404, f"session_id: session {session_id!r} was deleted while this request ran")
 
     def chat_turn(body: ChatCompletionRequest) -> tuple[str, Reply, dict]:

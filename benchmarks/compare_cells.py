@@ -1,4 +1,5 @@
-"""Compare two committed bench cells example by example (paired bootstrap interval, permutation p-value).
+"""Compare two committed bench cells example by example (paired bootstrap interval, permutation p-value),
+resampling the examples about one subject together, as the report does.
 
 For two stage-2 cell summaries of one dataset (`docs/results/<bench>/<dataset>/<cell>.json`), pairs their
 per-example scores by example key: the report's measures (`per_example_scores`: SC over the text tasks and
@@ -15,8 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from itemlm.bench.results import per_example_scores
-from itemlm.bench.stats import align, paired_comparison
+import numpy as np
+
+from itemlm.bench.results import per_example_scores, subject_of
+from itemlm.bench.stats import clustered_comparison, paired_keys
 from itemlm.io import atomic_write_text, read_json
 
 
@@ -41,11 +44,13 @@ def main() -> None:
     result = {"a": a["id"], "b": b["id"], "measures": {}}
     b_scores = scores(b)
     for measure, a_scores in scores(a).items():
-        x, y = align(a_scores, b_scores[measure])
-        if len(x) == 0:
+        keys = paired_keys(a_scores, b_scores[measure])
+        subjects = [subject_of(k) for k in keys]
+        if len(set(subjects)) < 2:
             continue
-        comparison = paired_comparison(x, y, resamples=2000)
-        result["measures"][measure] = {"a": float(x.mean()), "b": float(y.mean()), "examples": len(x),
+        x, y = np.array([a_scores[k] for k in keys]), np.array([b_scores[measure][k] for k in keys])
+        comparison = clustered_comparison(x, y, subjects, resamples=10000)
+        result["measures"][measure] = {"a": float(x.mean()), "b": float(y.mean()), "examples": len(x), "subjects": len(set(subjects)),
                                        "difference": comparison.difference, "low": comparison.low, "high": comparison.high,
                                        "p_value": comparison.p_value}
         print(f"{measure:30s} a {x.mean():.4f}  b {y.mean():.4f}  a-b {comparison.difference:+.4f} "

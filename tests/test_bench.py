@@ -61,6 +61,43 @@ def test_paired_comparison_is_deterministic_under_a_seed():
     assert paired_comparison(a, b, resamples=500, seed=3) != paired_comparison(a, b, resamples=500, seed=4)
 
 
+def test_examples_about_one_subject_are_resampled_together():
+    """Four rows per subject that say the same thing (a user's four recommendation rows) carry the
+    evidence of one: the clustered interval and p-value match those of one row per subject, where
+    treating the rows as independent would halve the interval."""
+    from itemlm.bench.stats import clustered_comparison
+
+    rng = np.random.default_rng(5)
+    a, b = (rng.random(300) < 0.15).astype(float), (rng.random(300) < 0.10).astype(float)
+    once = clustered_comparison(a, b, [f"user={u}" for u in range(300)], resamples=4000, seed=1)
+    four = clustered_comparison(np.repeat(a, 4), np.repeat(b, 4), [f"user={u}" for u in range(300) for _ in range(4)], resamples=4000, seed=1)
+    rows = paired_comparison(np.repeat(a, 4), np.repeat(b, 4), resamples=4000, seed=1)
+    assert four.difference == pytest.approx(once.difference) and four.examples == 1200
+    assert four.high - four.low == pytest.approx(once.high - once.low, rel=0.05)
+    assert four.p_value == pytest.approx(once.p_value, abs=0.02)
+    assert (rows.high - rows.low) < 0.6 * (four.high - four.low) and rows.p_value < four.p_value
+    # one row per subject: the sign-flip test is the paired permutation test
+    assert once.p_value == pytest.approx(paired_comparison(a, b, resamples=4000, seed=1).p_value, abs=0.02)
+    # under the null, about 5% below 0.05
+    p = [clustered_comparison(rng.normal(0, 1, 60), rng.normal(0, 1, 60), [str(i // 3) for i in range(60)], resamples=199, seed=k).p_value
+         for k in range(200)]
+    assert 0.01 <= np.mean(np.array(p) < 0.05) <= 0.1
+    with pytest.raises(ValueError, match="two clusters"):
+        clustered_comparison(a, b, ["one"] * 300)
+
+
+def test_the_subject_of_an_example_and_a_verdict_that_needs_its_interval_too():
+    from itemlm.bench.results import subject_of
+    from itemlm.bench.significance import outcome
+
+    assert subject_of("seen|item_title|item_title.3|item=4|user=None|target=None") == "item=4"
+    assert subject_of("unseen|sequential|sequential.held_out|item=None|user=0|target=101") == "user=0"
+    assert subject_of("user=12") == "user=12"  # ranking mode
+    assert outcome({"difference": -0.004, "low": -0.007, "high": 0.0001, "p_value": 0.048}) == "no significant difference"
+    assert outcome({"difference": -0.004, "low": -0.007, "high": -0.001, "p_value": 0.03}) == "reversed"
+    assert outcome({"difference": 0.02, "low": 0.01, "high": 0.03, "p_value": 0.001}) == "holds"
+
+
 def test_mean_std_and_alignment_by_key():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2)))
     assert mean_std([0.4]) == (0.4, 0.0)
@@ -449,7 +486,7 @@ def test_the_claims_read_the_settings_each_bridge_is_labelled_with():
     config = load_config(BenchConfig, "bench-standard")
     pairs = [("ilm-it-ii-frozen", "ilm-rand-frozen"), ("ilm-it-ii", "ilm-rand"), ("ilm-it-ii-frozen", "ilm-it-ii-frozen-cold"),
              ("ilm-it-ii-frozen", "mlp"), ("mlp", "mlp-cold"), ("ilm-it-ii", "ilm-it-ii-frozen")]
-    comparisons = [{"a": a, "b": b, "metric": "SC", "difference": 0.1, "p_value": 0.01} for a, b in pairs]
+    comparisons = [{"a": a, "b": b, "metric": "SC", "difference": 0.1, "low": 0.05, "high": 0.15, "p_value": 0.01} for a, b in pairs]
     found = {v["claim"]: (v["a"], v["b"]) for v in verdicts(comparisons, config)}
     assert found["Stage-1 pre-training helps (ILM > ILM-rand)"] == ("ilm-it-ii-frozen", "ilm-rand-frozen")
     assert found["The Q-Former beats a CoLLM-style MLP"] == ("ilm-it-ii-frozen", "mlp")

@@ -70,7 +70,7 @@ class BenchConfig:
     # primary's headline and the loss-variant table (default: the bridge itself)
     claim_labels: dict = field(default_factory=dict)
     compare_with: list = field(default_factory=lambda: ["ilm-rand", "mlp", "text-only"])
-    bootstrap_resamples: int = 2000
+    bootstrap_resamples: int = 10000  # per comparison, of the subject bootstrap and of the permutation test
     data_home: str | None = None  # None: <output>/data, where built-in datasets are prepared
     output_dir: str | None = None  # None: results/<name>
     summaries_dir: str | None = None  # one small JSON of numbers per finished cell, to commit; None: <output>/summaries

@@ -80,6 +80,13 @@ def per_example_scores(per_example: dict) -> dict[str, dict[str, float]]:
     return scores
 
 
+def subject_of(key: str) -> str:
+    """The subject an example is about, from its key: "item=4" for the item tasks, "user=12" for a user's
+    profile, recommendations and ranking (examples about one subject are one cluster in the paired tests)."""
+    fields = dict(part.split("=", 1) for part in key.split("|") if "=" in part)
+    return f"item={fields['item']}" if fields.get("item", "None") != "None" else f"user={fields.get('user')}"
+
+
 def seed_average(score_sets: list[dict[str, float]]) -> dict[str, float]:
     """Per example, the mean over seeds (examples every seed answered)."""
     keys = set.intersection(*(set(s) for s in score_sets)) if score_sets else set()

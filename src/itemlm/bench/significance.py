@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from itemlm.bench.grid import BenchConfig
 from itemlm.bench.markdown import p_text, table
-from itemlm.bench.results import DEFAULT_QUERIES, TEXT_METRICS, DatasetResults
-from itemlm.bench.stats import align, paired_comparison
+from itemlm.bench.results import DEFAULT_QUERIES, TEXT_METRICS, DatasetResults, subject_of
+from itemlm.bench.stats import clustered_comparison, paired_keys
 
 
 def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[str, list[dict]]:
@@ -34,18 +36,26 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
         # the text-only LLM trains nothing: the type it was loaded in does not enter its scores
         types = ("n/a", "n/a") if "text-only" in (a, b) else (results.llm_type(a, qa), results.llm_type(b, qb))
         for metric in TEXT_METRICS:
-            x, y = align(scores_a[metric], scores_b[metric])
-            if len(x) < 2:
+            keys = paired_keys(scores_a[metric], scores_b[metric])
+            subjects = [subject_of(k) for k in keys]
+            if len(set(subjects)) < 2:
                 continue
-            result = paired_comparison(x, y, resamples=config.bootstrap_resamples, seed=0)
-            data.append({"a": name_a, "b": name_b, "metric": metric, **result.to_dict(), "llm_types": list(types)})
+            result = clustered_comparison(np.array([scores_a[metric][k] for k in keys]), np.array([scores_b[metric][k] for k in keys]),
+                                          subjects, resamples=config.bootstrap_resamples, seed=0)
+            unpaired = len(set(scores_a[metric]) ^ set(scores_b[metric]))  # examples only one side answered: left out
+            data.append({"a": name_a, "b": name_b, "metric": metric, **result.to_dict(), "subjects": len(set(subjects)),
+                         "unpaired": unpaired, "llm_types": list(types)})
+            examples = f"{result.examples} ({len(set(subjects))} subjects)" + (f"; {unpaired} unpaired left out" if unpaired else "")
             rows.append([f"{name_a} − {name_b}", metric, f"{result.difference:+.4f}", f"[{result.low:+.4f}, {result.high:+.4f}]",
-                         p_text(result.p_value, config.bootstrap_resamples), str(result.examples), " / ".join(types)])
+                         p_text(result.p_value, config.bootstrap_resamples), examples, " / ".join(types)])
     header = ["comparison", "metric", "difference", "95% CI", "p", "examples", "LLM trained in ('-': not recorded)"]
     text = ("Paired over evaluation examples (every model answers the same examples; each model's "
-            "per-example score is averaged over its seeds first): percentile bootstrap interval of the mean "
-            "difference, two-sided permutation test (the two models' scores swapped at random within examples), "
-            f"{config.bootstrap_resamples} resamples each.\n\n" + table(header, rows)) if rows else "No pair of finished models to compare yet."
+            "per-example score is averaged over its seeds first), resampled by subject: the examples about one item or "
+            "one user (its tasks and phrasings, a user's four recommendation rows) move together, since they are not "
+            "independent. Percentile bootstrap interval of the mean difference over subjects drawn with replacement; "
+            "two-sided permutation test flipping the sign of each subject's differences together; "
+            f"{config.bootstrap_resamples} resamples each. A claim holds or is reversed only when p < 0.05 and the "
+            "interval leaves out 0.\n\n" + table(header, rows)) if rows else "No pair of finished models to compare yet."
     return text, data
 
 
@@ -71,10 +81,15 @@ def verdicts(comparisons: list[dict], config: BenchConfig) -> list[dict]:
     for claim, a, b in claims:
         measured = [c for c in comparisons if c["a"] == a and c["b"] == b]
         if measured:
-            outcomes = {c["metric"]: ("no significant difference" if c["p_value"] >= 0.05 else "holds" if c["difference"] > 0 else "reversed")
-                        for c in measured}
+            outcomes = {c["metric"]: outcome(c) for c in measured}
             found.append({"claim": claim, "a": a, "b": b, "outcomes": outcomes, "measured": measured})
     return found
+
+
+def outcome(comparison: dict) -> str:
+    """"holds", "reversed" or "no significant difference": significant when p < 0.05 and the interval leaves out 0."""
+    significant = comparison["p_value"] < 0.05 and (comparison["low"] > 0 or comparison["high"] < 0)
+    return "no significant difference" if not significant else "holds" if comparison["difference"] > 0 else "reversed"
 
 
 def verdict_lines(found: list[dict], resamples: int) -> list[str]:

@@ -1,4 +1,5 @@
-"""Statistics for comparing models: mean +- std over seeds, paired tests over examples.
+"""Statistics for comparing models: mean +- std over seeds, paired tests over examples (or over
+clusters of examples about one subject).
 
 Seeds measure training noise; the paired comparison measures evaluation noise (which examples
 happened to be drawn). Both matter with the few hundred examples a CPU budget allows, so the report
@@ -77,7 +78,48 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, *, resamples: int = 9999, co
     )
 
 
+def clustered_comparison(
+    a: np.ndarray, b: np.ndarray, clusters: list[str], *, resamples: int = 9999, confidence: float = 0.95, seed: int = 0,
+) -> PairedComparison:
+    """`paired_comparison` for examples that come in clusters: several examples about one subject
+    (an item asked about in four tasks and two phrasings, a user's four recommendation rows) are not
+    independent, so both procedures resample whole clusters. The difference is still the mean over
+    examples. The interval is the percentile bootstrap over clusters drawn with replacement (the
+    ratio of their summed differences to their example counts); the p-value is a two-sided test that
+    flips the sign of each cluster's differences together (a and b exchangeable within a subject).
+    `examples` counts the examples; the clusters are what the resampling counts."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(clusters) != len(a):
+        raise ValueError(f"clustered scores must be two 1-d arrays and one cluster per example, got {a.shape}, {b.shape}, {len(clusters)}")
+    _, cluster = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    sums, counts = np.bincount(cluster, weights=a - b), np.bincount(cluster).astype(np.float64)
+    if len(sums) < 2:
+        raise ValueError(f"a clustered comparison needs at least two clusters, got {len(sums)}")
+    observed = sums.sum() / counts.sum()
+    rng = np.random.default_rng(seed)
+    batch = max(1, 2**20 // len(sums))
+    drawn, flipped = [], []
+    for start in range(0, resamples, batch):
+        size = min(batch, resamples - start)
+        picks = rng.integers(0, len(sums), size=(size, len(sums)))
+        drawn.append(sums[picks].sum(axis=1) / counts[picks].sum(axis=1))
+        signs = rng.integers(0, 2, size=(size, len(sums))) * 2 - 1
+        flipped.append((signs * sums).sum(axis=1) / counts.sum())
+    drawn, flipped = np.concatenate(drawn), np.concatenate(flipped)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(drawn, [tail, 1 - tail])
+    # as extreme as observed, with a little room for floating-point ties; +1 counts the observed arrangement
+    extreme = np.sum(np.abs(flipped) >= abs(observed) * (1 - 1e-12))
+    return PairedComparison(difference=float(observed), low=float(low), high=float(high), p_value=float((extreme + 1) / (resamples + 1)),
+                            examples=len(a), confidence=confidence)
+
+
+def paired_keys(a: dict[str, float], b: dict[str, float]) -> list[str]:
+    """The examples both models answered, in a fixed order."""
+    return sorted(set(a) & set(b))
+
+
 def align(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the examples both models answered, matched by key, in a fixed order."""
-    keys = sorted(set(a) & set(b))
+    keys = paired_keys(a, b)
     return np.array([a[k] for k in keys]), np.array([b[k] for k in keys])

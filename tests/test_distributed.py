@@ -116,3 +116,13 @@ def test_processes_take_process_0s_answer_to_whether_bfloat16_is_faster(tmp_path
                           capture_output=True, text=True, env=torchrun_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("process")) == ["process 0: False", "process 1: False"]
+
+
+def test_stage2_validates_on_two_processes_between_log_and_checkpoint_steps(tiny_llm_folder, data_home, tmp_path):  # noqa: F811
+    """The learning-curve probe runs on process 0 alone, at steps where nothing else makes the processes
+    meet: they must still meet there (a check that only process 0 made crashed or hung the run)."""
+    overrides = stage2_overrides(tiny_llm_folder, data_home, tmp_path / "run") + [
+        "steps=5", "log_every=4", "checkpoint_every=4", "validate_every=3", "validation_names=2", "validation_sc=1"]
+    torchrun("stage2", overrides)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "validation" in r] == [0, 3, 5]

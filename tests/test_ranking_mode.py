@@ -262,3 +262,26 @@ def test_position_rows_never_reach_past_training_and_calibration_fits_the_head_o
     assert calibration["rows"] > 0 and np.isfinite(calibration["loss"]) and isinstance(calibration["llm_used"], bool)
     head = ItemLanguageModel.from_pretrained(out / "model").ranker.head
     assert head.llm_weight.item() == pytest.approx(calibration["llm_weight"], abs=1e-3)  # the calibrated head is what was saved
+
+
+def test_the_retriever_leaves_the_runs_random_stream_as_it_was(tiny_llm_folder, data_home, tmp_path, monkeypatch):
+    """A retriever trained now (SASRec reseeds and draws) or read from the cache (it draws less) must not
+    change what the bridge's dropout and warm start draw after it: a run does not depend on the cache."""
+    import itemlm.train.stage2 as stage2
+    from safetensors.torch import load_file
+
+    real = stage2.load_or_train_retriever
+
+    def drawing(*args, **kwargs):  # a retriever whose loading uses the global random stream
+        torch.manual_seed(123)
+        torch.rand(1000)
+        return real(*args, **kwargs)
+
+    ranking = {"ranking.enabled": "true", "ranking.retriever": "mf", "ranking.candidates": 5, "ranking.history": 3,
+               "task_weights.ranking": 4, "steps": 3}
+    weights = []
+    for name, load in (("plain", real), ("drawing", drawing)):
+        monkeypatch.setattr(stage2, "load_or_train_retriever", load)
+        folder = train_stage2(tiny_config(tiny_llm_folder, data_home, tmp_path / name, **ranking), progress=False, evaluate=False)
+        weights.append(load_file(str(folder / "bridge.safetensors")))
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

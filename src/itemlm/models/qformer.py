@@ -351,15 +351,18 @@ class ItemQFormer(nn.Module):
                     own[dst].copy_(state[src])
         return model
 
-    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
-        """model.safetensors + config.json (+ the tokenizer files), written to a temporary folder
-        beside `folder` and renamed, so a crash never leaves a half-written checkpoint."""
+    def save_pretrained(self, folder: str | Path, tokenizer=None, records: dict[str, dict] | None = None) -> None:
+        """model.safetensors + config.json (+ the tokenizer files, + `records`: file name -> JSON
+        object kept with the model), written to a temporary folder beside `folder` and renamed, so a
+        crash never leaves a half-written checkpoint or a model without its records."""
         from safetensors.torch import save_file
 
         with atomic_folder(Path(folder)) as staging:
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
             (staging / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            for name, record in (records or {}).items():
+                (staging / name).write_text(json.dumps(record, indent=2) + "\n")
             if tokenizer is not None:
                 tokenizer.save_pretrained(staging)
 

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from itemlm.cf.cache import load_or_train_mf
-from itemlm.cf.identity import write_cf_identity
+from itemlm.cf.identity import FILE as CF_RECORD, cf_identity
 from itemlm.cf.mf import CFEmbeddings, MFConfig
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
@@ -278,8 +278,7 @@ def train_stage1(
         return out / "model"
 
     final = out / "model"
-    model.save_pretrained(final, tokenizer=tokenizer)
-    write_cf_identity(final, cf)  # stage 2 must feed this Q-Former the same vectors
+    model.save_pretrained(final, tokenizer=tokenizer, records={CF_RECORD: cf_identity(cf)})  # stage 2 must feed it the same vectors
     metrics = evaluate_stage1(model.eval(), data)
     metrics["train"] = {
         "variant": config.variant,

@@ -264,7 +264,8 @@ def training_step(
     anchor_targets: str = "titles",
 ):
     """One update on this process's rows of a global batch; returns the (detached) LM loss, the
-    number of label tokens and the (detached) ranking loss, NaN without ranking rows. Nothing in
+    number of label tokens, the (detached) ranking loss, NaN without ranking rows, and whether the
+    whole loss (LM, anchor and ranking) was finite. Nothing in
     it waits for the device: the batch is laid out on the host while the device still works on
     the previous step. With an `anchor`, the warm start's title regression on a batch of items
     joins the loss (no LLM forward: it is cheap). Ranking rows (ranking mode) add their
@@ -290,7 +291,7 @@ def training_step(
         ranking_loss = model.ranker.loss(model, [s.prompt for s in ranked], scores, answers)
         total = total + share * ranking_loss
     update_parameters(accelerator, total, model.bridge.parameters(), optimizer, scheduler, config.grad_clip)
-    return loss.detach(), tokens, ranking_loss.detach()
+    return loss.detach(), tokens, ranking_loss.detach(), torch.isfinite(total.detach())
 
 
 def row_length(model: ItemLanguageModel, config: Stage2Config):
@@ -346,10 +347,11 @@ def train_stage2(
     if config.ranking.enabled:
         if accelerator.num_processes > 1:
             raise InputError("ranking mode trains in one process for now: run without torchrun, or set ranking.enabled=false")
-        retriever = load_or_train_retriever(
-            split, config.ranking.retriever, dataset=config.dataset, home=config.data_home, item_vectors=cf.item_vectors,
-            seed=config.seed, progress=progress and main,
-        )
+        with torch.random.fork_rng(devices=[]):  # trained or read from the cache, the retriever leaves the run's random stream as it was
+            retriever = load_or_train_retriever(
+                split, config.ranking.retriever, dataset=config.dataset, home=config.data_home, item_vectors=cf.item_vectors,
+                seed=config.seed, progress=progress and main,
+            )
         ranker = model.ranker = Ranker(retriever, config.ranking).to(accelerator.device)
         validation_rows = ranking_samples(split, retriever, "valid", config.ranking, catalogue.domain, only_hits=True)
         # with calibration the validation rows are kept from the bridge: they fit the head afterwards
@@ -440,16 +442,17 @@ def train_stage2(
             if anchor_targets == "current":  # the bridge as this phase found it (saved: a resumed run reads it back)
                 anchor.hold_current(accelerator.unwrap_model(bridge), phase_start(config.curriculum, step),
                                     out / "anchor_targets.safetensors", write=main)
-        loss, tokens, ranking_loss = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple,
-                                                   anchor, step, anchor_weight, anchor_targets)
-        nonfinite |= ~torch.isfinite(loss)
+        loss, tokens, ranking_loss, finite = training_step(model, rows, config, accelerator, optimizer, scheduler, pad_to_multiple,
+                                                           anchor, step, anchor_weight, anchor_targets)
+        nonfinite |= ~finite
         done = step + 1
         if done % 5 == 0:
             return_freed_memory()
         logging = done % config.log_every == 0 or done == steps
         # the last step is saved too: a crash in saving or evaluation never trains again
         saving = done % config.checkpoint_every == 0 or done == steps
-        validating = probe is not None and (done % config.validate_every == 0 or done == last_step)
+        # the same on every process (the probe runs on process 0 alone), since the check below is a collective
+        validating = bool(config.validate_every) and (done % config.validate_every == 0 or done == last_step)
         if logging or saving or validating:  # the only points where the host waits for the device
             if bool(global_sum(nonfinite, accelerator)):
                 raise RuntimeError(f"stage-2 loss became NaN or infinite by step {done}; lower the learning rate")
@@ -470,8 +473,11 @@ def train_stage2(
                            "samples_per_s": round(speed, 2), "train_seconds": round(clock, 1)})
             bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()})
         if validating:
+            began = time.perf_counter()
             validate(done)
-            logged_at = step_started = time.perf_counter()  # validation time is not training time
+            paused = time.perf_counter() - began
+            logged_at += paused  # validation time is not training time: neither the clock nor the speed counts it
+            step_started += paused
         if saving:
             save_checkpoint(accelerator, checkpoints, done, trained_parts, optimizer, scheduler, generator)
     bar.close()

@@ -74,6 +74,8 @@ def test_metrics_report_seen_and_held_out_items(tiny_bert, data_home, tmp_path):
         assert metrics[group]["itg_perplexity"] > 1.0
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved["num_queries"] == 2 and saved["cf_scale"] > 1.0
+    record = json.loads((tmp_path / "run" / "model" / "cf_vectors.json").read_text())  # saved with the model, in one swap
+    assert record["dataset"] == "ml-100k" and record["dim"] == 8 and record["train_fingerprint"]
 
 
 def test_random_init_and_zero_steps_saves_the_untrained_baseline(tiny_bert, data_home, tmp_path):

@@ -162,6 +162,7 @@ def test_feedback_recommendations_and_items(client, model):
         ("post", "/v1/recommendations", {"history": ["1"], "k": 51}, 422, "k"),
         ("post", "/v1/recommendations", {"user": 10**9}, 404, "user"),
         ("post", "/v1/recommendations", {"text": "hi", "mode": "rank"}, 422, "ranker"),
+        ("post", "/v1/recommendations", {"text": "<user:0>" * 51}, 422, "more than 50 items and users"),
         ("post", "/v1/recommendations", {"history": ["1"], "surprise": 1}, 422, "surprise"),
         ("get", "/v1/items?query=", None, 422, "query"),
         ("get", "/v1/items/no-such-item", None, 404, "no-such-item"),

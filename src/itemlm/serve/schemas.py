@@ -11,12 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from itemlm.tasks.templates import find_placeholders
+
 MAX_MESSAGE_CHARS = 4000
 MAX_MESSAGES = 100
 MAX_HISTORY = 200
 MAX_EXCLUDE = 2000
 MAX_K = 50
 MAX_NEW_TOKENS = 256
+MAX_PLACEHOLDERS = 50  # <item:N> / <user:N> in one recommendation text (each becomes several vectors, or titles)
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ItemId = str  # the dataset's own item id ("1", "B000052YJM"), as /v1/items lists it
 
@@ -95,6 +98,8 @@ class RecommendationRequest(BaseModel):
         if len(given) != 1:
             raise ValueError(f"give exactly one of history, user, text (got {', '.join(given) or 'none'})")
         require_unicode(self.text)
+        if self.text and len(find_placeholders(self.text)) > MAX_PLACEHOLDERS:
+            raise ValueError(f"text names more than {MAX_PLACEHOLDERS} items and users (<item:N>, <user:N>)")
         return self
 
 

@@ -82,3 +82,20 @@ def test_a_failing_writer_leaves_the_old_folder(tmp_path):
             raise RuntimeError("boom")
     assert (target / "v").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_atomic_write_bytes_replaces_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "plot.png"
+    io.atomic_write_bytes(target, b"\x89PNG old")
+    real_fsync = os.fsync
+
+    def crash(fd):  # the new bytes are written but never made durable: the old file must stay
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        io.atomic_write_bytes(target, b"\x89PNG new")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert target.read_bytes() == b"\x89PNG old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    io.atomic_write_bytes(target, b"\x89PNG new")
+    assert target.read_bytes() == b"\x89PNG new"

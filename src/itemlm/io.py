@@ -38,12 +38,17 @@ def _fsync_folder(folder: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that a crash leaves the old file or the new one, never a part;
     the new file gets the permissions of a plain `open` (the umask's), and is on disk when this returns."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_text` for bytes (a plot, a copied file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())

@@ -10,7 +10,6 @@ significance.py write the sections, plots.py draws, environment.py describes the
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +28,7 @@ from itemlm.bench.tables import (
     ABLATION_HEADER, ablation_rows, cells_section, examples_section, primary_headline, ranking_section, sc_section, stage1_rerun_notes,
     subjects_section,
 )
-from itemlm.io import atomic_write_text
+from itemlm.io import atomic_write_bytes, atomic_write_text
 
 
 def write_report(config: BenchConfig, out: Path) -> Path:
@@ -100,7 +99,7 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         summaries.mkdir(parents=True, exist_ok=True)
         atomic_write_text(summaries / "results.json", json.dumps(results_json, indent=2, default=float))
         for plot in drawn:  # only this report's plots: an older report's left in `out` would be stale
-            shutil.copyfile(out / plot, summaries / plot)
+            atomic_write_bytes(summaries / plot, (out / plot).read_bytes())
         atomic_write_text(summaries / "report.md", "\n".join(line.committed() if isinstance(line, Examples) else line for line in lines))
     return report
 

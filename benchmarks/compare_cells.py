@@ -16,10 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from itemlm.bench.results import per_example_scores, subject_of
-from itemlm.bench.stats import clustered_comparison, paired_keys
+from itemlm.bench.results import paired_by_subject, per_example_scores
+from itemlm.bench.stats import clustered_comparison
 from itemlm.io import atomic_write_text, read_json
 
 
@@ -44,11 +42,9 @@ def main() -> None:
     result = {"a": a["id"], "b": b["id"], "measures": {}}
     b_scores = scores(b)
     for measure, a_scores in scores(a).items():
-        keys = paired_keys(a_scores, b_scores[measure])
-        subjects = [subject_of(k) for k in keys]
+        x, y, subjects = paired_by_subject(a_scores, b_scores[measure])
         if len(set(subjects)) < 2:
             continue
-        x, y = np.array([a_scores[k] for k in keys]), np.array([b_scores[measure][k] for k in keys])
         comparison = clustered_comparison(x, y, subjects, resamples=10000)
         result["measures"][measure] = {"a": float(x.mean()), "b": float(y.mean()), "examples": len(x), "subjects": len(set(subjects)),
                                        "difference": comparison.difference, "low": comparison.low, "high": comparison.high,

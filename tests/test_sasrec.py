@@ -45,6 +45,11 @@ def test_every_training_sequence_is_read_once_an_epoch(ml100k, monkeypatch):
     assert len(set(first)) == count and set(second) == set(first) and second != first
 
 
+def batches_per_epoch(split, config: SASRecConfig) -> int:
+    """The batches one epoch reads: every training sequence of at least two items, once."""
+    return -(-sum(1 for s in split.train_sequences() if len(s) >= 2) // config.batch_size)
+
+
 def test_a_stopped_training_continues_from_its_last_epoch_to_the_same_weights(ml100k, monkeypatch, tmp_path):
     import itemlm.cf.sasrec as sasrec
     from itemlm.cf.epoch_checkpoint import EpochCheckpoint
@@ -73,8 +78,7 @@ def test_a_stopped_training_continues_from_its_last_epoch_to_the_same_weights(ml
     real_left_pad = sasrec.left_pad
     monkeypatch.setattr(sasrec, "left_pad", lambda chunk, length: batches.append(1) or real_left_pad(chunk, length))
     resumed = sasrec.train_sasrec(split, config, resume_folder=folder).model.state_dict()
-    per_epoch = -(-sum(1 for s in split.train_sequences() if len(s) >= 2) // config.batch_size)
-    assert len(batches) == 2 * per_epoch  # only the two epochs left were trained
+    assert len(batches) == 2 * batches_per_epoch(split, config)  # only the two epochs left were trained
     assert all(torch.equal(unbroken[name], resumed[name]) for name in unbroken)
     assert not folder.exists()  # removed once training ended
 
@@ -95,5 +99,5 @@ def test_a_saved_epoch_of_another_training_is_not_continued(ml100k, monkeypatch,
     trained = sasrec.train_sasrec(split, config, resume_folder=folder).model.state_dict()
     trained_batches = len(batches)
     fresh = sasrec.train_sasrec(split, config).model.state_dict()
-    assert trained_batches == 2 * -(-sum(1 for s in split.train_sequences() if len(s) >= 2) // config.batch_size)
+    assert trained_batches == 2 * batches_per_epoch(split, config)
     assert all(torch.equal(trained[name], fresh[name]) for name in fresh)

@@ -87,6 +87,12 @@ def subject_of(key: str) -> str:
     return f"item={fields['item']}" if fields.get("item", "None") != "None" else f"user={fields.get('user')}"
 
 
+def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Two models' scores on the examples both answered, matched by key (`align`'s order), and the subject of each."""
+    keys = sorted(set(a) & set(b))
+    return np.array([a[k] for k in keys]), np.array([b[k] for k in keys]), [subject_of(k) for k in keys]
+
+
 def seed_average(score_sets: list[dict[str, float]]) -> dict[str, float]:
     """Per example, the mean over seeds (examples every seed answered)."""
     keys = set.intersection(*(set(s) for s in score_sets)) if score_sets else set()

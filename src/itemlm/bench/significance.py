@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from itemlm.bench.grid import BenchConfig
 from itemlm.bench.markdown import p_text, table
-from itemlm.bench.results import DEFAULT_QUERIES, TEXT_METRICS, DatasetResults, subject_of
-from itemlm.bench.stats import clustered_comparison, paired_keys
+from itemlm.bench.results import DEFAULT_QUERIES, TEXT_METRICS, DatasetResults, paired_by_subject
+from itemlm.bench.stats import clustered_comparison
 
 
 def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[str, list[dict]]:
@@ -36,12 +34,10 @@ def comparison_section(results: DatasetResults, config: BenchConfig) -> tuple[st
         # the text-only LLM trains nothing: the type it was loaded in does not enter its scores
         types = ("n/a", "n/a") if "text-only" in (a, b) else (results.llm_type(a, qa), results.llm_type(b, qb))
         for metric in TEXT_METRICS:
-            keys = paired_keys(scores_a[metric], scores_b[metric])
-            subjects = [subject_of(k) for k in keys]
+            x, y, subjects = paired_by_subject(scores_a[metric], scores_b[metric])
             if len(set(subjects)) < 2:
                 continue
-            result = clustered_comparison(np.array([scores_a[metric][k] for k in keys]), np.array([scores_b[metric][k] for k in keys]),
-                                          subjects, resamples=config.bootstrap_resamples, seed=0)
+            result = clustered_comparison(x, y, subjects, resamples=config.bootstrap_resamples, seed=0)
             unpaired = len(set(scores_a[metric]) ^ set(scores_b[metric]))  # examples only one side answered: left out
             data.append({"a": name_a, "b": name_b, "metric": metric, **result.to_dict(), "subjects": len(set(subjects)),
                          "unpaired": unpaired, "llm_types": list(types)})

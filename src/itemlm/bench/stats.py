@@ -91,7 +91,7 @@ def clustered_comparison(
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(clusters) != len(a):
         raise ValueError(f"clustered scores must be two 1-d arrays and one cluster per example, got {a.shape}, {b.shape}, {len(clusters)}")
-    _, cluster = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    _, cluster = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
     sums, counts = np.bincount(cluster, weights=a - b), np.bincount(cluster).astype(np.float64)
     if len(sums) < 2:
         raise ValueError(f"a clustered comparison needs at least two clusters, got {len(sums)}")
@@ -114,12 +114,7 @@ def clustered_comparison(
                             examples=len(a), confidence=confidence)
 
 
-def paired_keys(a: dict[str, float], b: dict[str, float]) -> list[str]:
-    """The examples both models answered, in a fixed order."""
-    return sorted(set(a) & set(b))
-
-
 def align(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the examples both models answered, matched by key, in a fixed order."""
-    keys = paired_keys(a, b)
+    keys = sorted(set(a) & set(b))
     return np.array([a[k] for k in keys]), np.array([b[k] for k in keys])

@@ -149,7 +149,7 @@ class ItemLanguageAPI:
             if not 0 <= user < len(self.catalogue.histories):
                 raise InputError(f"user {user} is not in the catalogue (0..{len(self.catalogue.histories) - 1})")
         known = self._known_items(history, user, text)
-        if self.uses_ranking(mode, history=history, user=user, text=text):
+        if self._ranks(mode, known, text):
             if self.ranker is None:
                 raise InputError("this model has no ranker (train stage 2 with ranking.enabled=true), use mode='generate'")
             if text is not None:
@@ -183,9 +183,12 @@ class ItemLanguageAPI:
         """Whether `recommend` with these arguments orders the retriever's candidates (else it generates).
         auto: ranking mode needs something to rank from; a user without training items is generated for
         from their vector, and free text always is."""
+        return self._ranks(mode, self._known_items(history, user, text), text)
+
+    def _ranks(self, mode: str, known: list[int], text: str | None) -> bool:
         if mode != "auto":
             return mode == "rank"
-        return self.ranker is not None and text is None and bool(self._known_items(history, user, text))
+        return self.ranker is not None and text is None and bool(known)
 
     def _known_items(self, history: list[int] | None, user: int | None, text: str | None) -> list[int]:
         if text is not None:

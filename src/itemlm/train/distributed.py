@@ -35,8 +35,15 @@ T = TypeVar("T")
 
 
 def make_accelerator() -> Accelerator:
-    """GPUs when there are any (NCCL between processes), else CPU processes talking over gloo."""
-    return Accelerator(cpu=not torch.cuda.is_available())
+    """GPUs when there are any (NCCL between processes), else CPU processes talking over gloo.
+
+    With several processes, the group is released at exit (`release_process_group`), whoever
+    made the accelerator: a process that leaves it to the interpreter's teardown can abort."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.num_processes > 1:
+        atexit.unregister(release_process_group)  # registered once however many accelerators this process makes
+        atexit.register(release_process_group)
+    return accelerator
 
 
 def start_run(config, *, resume: bool = False, overwrite: bool = False, may_change: tuple[str, ...] = ()) -> Accelerator:
@@ -44,9 +51,6 @@ def start_run(config, *, resume: bool = False, overwrite: bool = False, may_chan
     divides over the processes, and (process 0) the run folder claimed for this run
     (`itemlm.train.run_folder`: refused when it holds another run, unless resuming or overwriting)."""
     accelerator = make_accelerator()
-    if accelerator.num_processes > 1:
-        atexit.unregister(release_process_group)  # registered once however many recipes this process runs
-        atexit.register(release_process_group)
     check_global_batch(config.batch_size, accelerator)
     for index, phase in enumerate(getattr(config, "curriculum", None) or []):  # a phase may have a batch of its own
         if phase.get("batch_size"):

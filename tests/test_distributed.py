@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -116,6 +117,24 @@ def test_processes_take_process_0s_answer_to_whether_bfloat16_is_faster(tmp_path
                           capture_output=True, text=True, env=torchrun_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("process")) == ["process 0: False", "process 1: False"]
+
+
+def test_every_accelerator_of_several_processes_releases_its_group_at_exit(monkeypatch):
+    """A process that leaves its gloo group to the interpreter's teardown can abort (SIGABRT): the
+    script above made its accelerator without a recipe's `start_run`, and failed 3 runs in 8."""
+    import itemlm.train.distributed as distributed
+
+    registered = []
+    monkeypatch.setattr(distributed.atexit, "register", registered.append)
+    monkeypatch.setattr(distributed.atexit, "unregister", lambda f: registered.remove(f) if f in registered else None)
+    monkeypatch.setattr(distributed, "Accelerator", lambda cpu: SimpleNamespace(num_processes=2))
+    distributed.make_accelerator()
+    distributed.make_accelerator()
+    assert registered == [distributed.release_process_group]  # once, however many accelerators
+    registered.clear()
+    monkeypatch.setattr(distributed, "Accelerator", lambda cpu: SimpleNamespace(num_processes=1))
+    distributed.make_accelerator()
+    assert registered == []  # one process holds no group
 
 
 def test_stage2_validates_on_two_processes_between_log_and_checkpoint_steps(tiny_llm_folder, data_home, tmp_path):  # noqa: F811

@@ -540,6 +540,29 @@ def test_the_report_says_first_whether_the_primary_ilm_clears_the_learning_bars(
     assert primary_headline(results, config) == ""  # no finished primary cell: nothing to say yet
 
 
+def test_without_descriptions_the_headline_reads_the_mean_over_item_tasks_with_both_numbers():
+    """Beauty has no item_description: the bars are read on the item tasks where the CF neighbour has a
+    text-held-out reference (user_profile has none), and there is no text-only cell to compare with."""
+    from types import SimpleNamespace
+
+    from itemlm.bench.tables import primary_headline
+
+    models = {"ilm-it-ii": {"SC_held/item_title": (0.346, 0.0, 1), "SC_held/item_pitch": (0.350, 0.0, 1),
+                            "SC_held/user_profile": (0.9, 0.0, 1)}}
+    floors = {"item_title": {"CF neighbour's reference": {"SC_text_held_out": 0.433}},
+              "item_pitch": {"CF neighbour's reference": {"SC_text_held_out": 0.479}},
+              "user_profile": {"CF neighbour's reference": {"SC": 0.605}}}
+    results = SimpleNamespace(aggregate=lambda bridge: models.get(bridge, {}), floors=floors,
+                              text_tasks=lambda: ["item_title", "item_pitch", "user_profile"])
+    config = BenchConfig(primary="ilm-it-ii", bridges=["ilm-it-ii"], compare_with=[])
+    line = primary_headline(results, config)
+    assert "SC averaged over item tasks" in line and "text-seen" not in line
+    assert "text-held-out subjects (item_pitch, item_title) 0.348 vs the CF neighbour's reference 0.456 (**below**)" in line
+    floors["item_title"]["CF neighbour's reference"]["SC_text_held_out"] = 0.2
+    floors["item_pitch"]["CF neighbour's reference"]["SC_text_held_out"] = 0.3
+    assert "0.348 vs the CF neighbour's reference 0.250 (above)" in primary_headline(results, config)
+
+
 def test_a_variants_ablation_row_reads_its_bridges_stage1_recall():
     from types import SimpleNamespace
 

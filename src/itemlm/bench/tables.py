@@ -53,19 +53,54 @@ def sc_section(results: DatasetResults, config: BenchConfig) -> tuple[str, dict]
 
 def primary_headline(results: DatasetResults, config: BenchConfig, task: str = "item_description") -> str:
     """The learning issue's two bars for the primary ILM, said before any table: above the text-only
-    LLM on text-seen subjects, above the CF neighbour's reference on text-held-out ones ("" without numbers)."""
+    LLM on text-seen subjects, above the CF neighbour's reference on text-held-out ones ("" without numbers).
+
+    The bars are read on `task`; a dataset without it (Beauty has no descriptions) is read on the mean
+    over the item tasks that have both numbers, named in the line."""
     label = config.claimed(config.primary)
     primary, baseline = results.aggregate(label), results.aggregate("text-only")
+    if not primary:
+        return ""
+    if not any(f"SC_{side}/{task}" in primary for side in ("seen", "held")):
+        return pooled_headline(results, label, primary, baseline)
     neighbour = results.floors.get(task, {}).get("CF neighbour's reference") or {}
     seen, held = primary.get(f"SC_seen/{task}"), primary.get(f"SC_held/{task}")
     parts = []
     if seen is not None and baseline.get(f"SC_seen/{task}") is not None:
-        bar = baseline[f"SC_seen/{task}"]
-        parts.append(f"text-seen subjects {fmt(seen)} vs the text-only LLM's {fmt(bar)} ({'above' if seen[0] > bar[0] else '**below**'})")
+        parts.append(bar_clause("text-seen subjects", seen, "the text-only LLM's", baseline[f"SC_seen/{task}"]))
     if held is not None and neighbour.get("SC_text_held_out") is not None:
-        bar = neighbour["SC_text_held_out"]
-        parts.append(f"text-held-out subjects {fmt(held)} vs the CF neighbour's reference {fmt(bar)} ({'above' if held[0] > bar else '**below**'})")
+        parts.append(bar_clause("text-held-out subjects", held, "the CF neighbour's reference", neighbour["SC_text_held_out"]))
     return f"**The primary ILM ({label}), {task} SC:** " + "; ".join(parts) + "." if parts else ""
+
+
+def pooled_headline(results: DatasetResults, label: str, primary: dict, baseline: dict) -> str:
+    """`primary_headline` on the mean over the item tasks where both sides of a bar have a number."""
+    neighbour = {t: f.get("CF neighbour's reference") or {} for t, f in results.floors.items()}
+    seen_tasks = sorted(t for t in results.text_tasks() if f"SC_seen/{t}" in primary and f"SC_seen/{t}" in baseline)
+    held_tasks = sorted(t for t in results.text_tasks() if f"SC_held/{t}" in primary and "SC_text_held_out" in neighbour.get(t, {}))
+    parts = []
+    if seen_tasks:
+        parts.append(bar_clause(f"text-seen subjects ({', '.join(seen_tasks)})", mean_of(primary, "SC_seen", seen_tasks),
+                                "the text-only LLM's", mean_of(baseline, "SC_seen", seen_tasks)))
+    if held_tasks:
+        parts.append(bar_clause(f"text-held-out subjects ({', '.join(held_tasks)})", mean_of(primary, "SC_held", held_tasks),
+                                "the CF neighbour's reference", float(np.mean([neighbour[t]["SC_text_held_out"] for t in held_tasks]))))
+    return f"**The primary ILM ({label}), SC averaged over item tasks:** " + "; ".join(parts) + "." if parts else ""
+
+
+def mean_of(aggregate: dict, prefix: str, tasks: list[str]) -> float:
+    """The mean over tasks of a model's seed-averaged SC."""
+    return float(np.mean([aggregate[f"{prefix}/{t}"][0] for t in tasks]))
+
+
+def bar_clause(subjects: str, value: tuple | float, bar_name: str, bar: tuple | float) -> str:
+    """"<subjects> <value> vs <bar_name> <bar> (above|**below**)"."""
+    return f"{subjects} {fmt(value)} vs {bar_name} {fmt(bar)} ({'above' if mean_value(value) > mean_value(bar) else '**below**'})"
+
+
+def mean_value(value: tuple | float) -> float:
+    """A seed-averaged (mean, std, seeds) tuple's mean, or the number itself."""
+    return value[0] if isinstance(value, tuple) else value
 
 
 def subjects_section(results: DatasetResults, config: BenchConfig) -> str:

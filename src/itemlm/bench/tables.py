@@ -94,7 +94,7 @@ def mean_of(aggregate: dict, prefix: str, tasks: list[str]) -> float:
 
 
 def bar_clause(subjects: str, value: tuple | float, bar_name: str, bar: tuple | float) -> str:
-    """"<subjects> <value> vs <bar_name> <bar> (above|**below**)"."""
+    """One bar's clause, e.g. `text-held-out subjects 0.348 vs the CF neighbour's reference 0.456 (**below**)`."""
     return f"{subjects} {fmt(value)} vs {bar_name} {fmt(bar)} ({'above' if mean_value(value) > mean_value(bar) else '**below**'})"
 
 

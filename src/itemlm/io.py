@@ -36,13 +36,13 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a crash leaves the old file or the new one, never a part;
-    the new file gets the permissions of a plain `open` (the umask's), and is on disk when this returns."""
+    """`atomic_write_bytes` for text, in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """`atomic_write_text` for bytes (a plot, a copied file)."""
+    """Write `data` to `path` so that a crash leaves the old file or the new one, never a part;
+    the new file gets the permissions of a plain `open` (the umask's), and is on disk when this returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -9,7 +9,7 @@ import numpy as np
 from itemlm.bench.grid import Cell
 from itemlm.bench.records import read_json
 from itemlm.bench.summaries import SummaryStore, trained_llm_type
-from itemlm.bench.stats import mean_std
+from itemlm.bench.stats import aligned_keys, mean_std
 from itemlm.eval.stage2_eval import RANKED_TASKS
 
 DEFAULT_QUERIES = 8
@@ -89,8 +89,8 @@ def subject_of(key: str) -> str:
 
 def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Two models' scores on the examples both answered, matched by key (`align`'s order), and the subject of each."""
-    keys = sorted(set(a) & set(b))
-    return np.array([a[k] for k in keys]), np.array([b[k] for k in keys]), [subject_of(k) for k in keys]
+    keys, x, y = aligned_keys(a, b)
+    return x, y, [subject_of(k) for k in keys]
 
 
 def seed_average(score_sets: list[dict[str, float]]) -> dict[str, float]:

@@ -116,5 +116,11 @@ def clustered_comparison(
 
 def align(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the examples both models answered, matched by key, in a fixed order."""
+    _, x, y = aligned_keys(a, b)
+    return x, y
+
+
+def aligned_keys(a: dict[str, float], b: dict[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`align`, with the keys the two arrays follow."""
     keys = sorted(set(a) & set(b))
-    return np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
+    return keys, np.array([a[k] for k in keys]), np.array([b[k] for k in keys])

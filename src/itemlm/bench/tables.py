@@ -61,35 +61,28 @@ def primary_headline(results: DatasetResults, config: BenchConfig, task: str = "
     primary, baseline = results.aggregate(label), results.aggregate("text-only")
     if not primary:
         return ""
-    if not any(f"SC_{side}/{task}" in primary for side in ("seen", "held")):
-        return pooled_headline(results, label, primary, baseline)
-    neighbour = results.floors.get(task, {}).get("CF neighbour's reference") or {}
-    seen, held = primary.get(f"SC_seen/{task}"), primary.get(f"SC_held/{task}")
-    parts = []
-    if seen is not None and baseline.get(f"SC_seen/{task}") is not None:
-        parts.append(bar_clause("text-seen subjects", seen, "the text-only LLM's", baseline[f"SC_seen/{task}"]))
-    if held is not None and neighbour.get("SC_text_held_out") is not None:
-        parts.append(bar_clause("text-held-out subjects", held, "the CF neighbour's reference", neighbour["SC_text_held_out"]))
-    return f"**The primary ILM ({label}), {task} SC:** " + "; ".join(parts) + "." if parts else ""
-
-
-def pooled_headline(results: DatasetResults, label: str, primary: dict, baseline: dict) -> str:
-    """`primary_headline` on the mean over the item tasks where both sides of a bar have a number."""
-    neighbour = {t: f.get("CF neighbour's reference") or {} for t, f in results.floors.items()}
-    seen_tasks = sorted(t for t in results.text_tasks() if f"SC_seen/{t}" in primary and f"SC_seen/{t}" in baseline)
-    held_tasks = sorted(t for t in results.text_tasks() if f"SC_held/{t}" in primary and "SC_text_held_out" in neighbour.get(t, {}))
+    pooled = not any(f"SC_{side}/{task}" in primary for side in ("seen", "held"))
+    tasks = sorted(results.text_tasks()) if pooled else [task]
+    neighbour = {t: (results.floors.get(t, {}).get("CF neighbour's reference") or {}).get("SC_text_held_out") for t in tasks}
+    seen_tasks = [t for t in tasks if f"SC_seen/{t}" in primary and f"SC_seen/{t}" in baseline]
+    held_tasks = [t for t in tasks if f"SC_held/{t}" in primary and neighbour[t] is not None]
     parts = []
     if seen_tasks:
-        parts.append(bar_clause(f"text-seen subjects ({', '.join(seen_tasks)})", mean_of(primary, "SC_seen", seen_tasks),
-                                "the text-only LLM's", mean_of(baseline, "SC_seen", seen_tasks)))
+        subjects = "text-seen subjects" + (f" ({', '.join(seen_tasks)})" if pooled else "")
+        parts.append(bar_clause(subjects, task_mean(primary, "SC_seen", seen_tasks),
+                                "the text-only LLM's", task_mean(baseline, "SC_seen", seen_tasks)))
     if held_tasks:
-        parts.append(bar_clause(f"text-held-out subjects ({', '.join(held_tasks)})", mean_of(primary, "SC_held", held_tasks),
-                                "the CF neighbour's reference", float(np.mean([neighbour[t]["SC_text_held_out"] for t in held_tasks]))))
-    return f"**The primary ILM ({label}), SC averaged over item tasks:** " + "; ".join(parts) + "." if parts else ""
+        subjects = "text-held-out subjects" + (f" ({', '.join(held_tasks)})" if pooled else "")
+        parts.append(bar_clause(subjects, task_mean(primary, "SC_held", held_tasks),
+                                "the CF neighbour's reference", float(np.mean([neighbour[t] for t in held_tasks]))))
+    subject = "SC averaged over item tasks" if pooled else f"{task} SC"
+    return f"**The primary ILM ({label}), {subject}:** " + "; ".join(parts) + "." if parts else ""
 
 
-def mean_of(aggregate: dict, prefix: str, tasks: list[str]) -> float:
-    """The mean over tasks of a model's seed-averaged SC."""
+def task_mean(aggregate: dict, prefix: str, tasks: list[str]) -> tuple | float:
+    """A model's seed-averaged SC on one task (mean, std, seeds), or the mean of its means over several."""
+    if len(tasks) == 1:
+        return aggregate[f"{prefix}/{tasks[0]}"]
     return float(np.mean([aggregate[f"{prefix}/{t}"][0] for t in tasks]))
 
 

@@ -225,3 +225,41 @@ def test_a_prior_in_the_search_adds_weight_times_its_log_to_each_exact_score(tin
     assert [item for item, _ in ruled] == [9, 8, 7]
     with pytest.raises(ValueError, match="node_bonus has 2 values"):
         constrained_beam_search(tiny_llm, embeds, mask, trie, node_bonus=[0.0, 0.0])
+
+
+def test_prefix_best_rows_bounds_each_rows_items_below_every_node(trie):
+    priors = torch.log(torch.rand(3, len(TITLES), generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    rows = trie.prefix_best_rows(priors)
+    assert rows.shape == (3, len(trie.children))
+    for node in range(len(trie.children)):  # brute force: the items whose path passes through the node
+        below = [item for item in range(len(TITLES)) if node == 0 or _on_path(trie, item, node)]
+        assert rows[:, node].tolist() == pytest.approx(priors[:, below].max(dim=1).values.tolist())
+    assert trie.prefix_best(priors[1].tolist()) == pytest.approx(rows[1].tolist())
+    with pytest.raises(ValueError, match="expected \\[rows, 10\\]"):
+        trie.prefix_best_rows(priors[:, :4])
+
+
+def _on_path(trie, item, node):
+    walk = trie.terminal[item]
+    while walk != -1:
+        if walk == node:
+            return True
+        walk = trie.parent[walk]
+    return False
+
+
+def test_each_prompt_decodes_with_its_own_prior(tiny_llm, trie):
+    question = "I liked Casino. What should I watch next?"
+    embeds, mask = prompt_embeds(tiny_llm, [question, question])
+    rising = np.log(np.linspace(0.01, 1.0, len(TITLES)))
+    priors = torch.tensor(np.stack([rising, rising[::-1].copy()]))
+    best = trie.prefix_best_rows(priors)
+    exact = exact_scores(tiny_llm, question, trie)
+    up, down = constrained_beam_search(tiny_llm, embeds, mask, trie, num_beams=len(TITLES), k=len(TITLES), node_bonus=2.0 * best)
+    for row, ranked in enumerate((up, down)):  # the same prompt, each scored with its own row of the bonus
+        for item, score in ranked:
+            assert score == pytest.approx(exact[item] + 2.0 * float(best[row, trie.terminal[item]]), abs=1e-3)
+    ruled = constrained_beam_search(tiny_llm, embeds, mask, trie, num_beams=4, k=3, node_bonus=1e6 * best)
+    assert [[item for item, _ in found] for found in ruled] == [[9, 8, 7], [0, 1, 2]]
+    with pytest.raises(ValueError, match="node_bonus has shape \\(1, "):
+        constrained_beam_search(tiny_llm, embeds, mask, trie, node_bonus=best[:1])

@@ -198,6 +198,7 @@ def test_ranking_mode_trains_in_the_mixture_saves_and_recommends(tiny_llm_folder
         tiny_llm_folder, data_home, out, bridge="mlp", mlp_tokens=2, **{
             "ranking.enabled": "true", "ranking.retriever": "mf", "ranking.candidates": 5, "ranking.history": 3,
             "task_weights.ranking": 4, "eval_rank_users": 12, "steps": 3, "checkpoint_every": 2, "log_every": 1,
+            "retriever_prior": 0.5,
         },
     )
     train_stage2(config, progress=False)
@@ -217,6 +218,18 @@ def test_ranking_mode_trains_in_the_mixture_saves_and_recommends(tiny_llm_folder
     assert len(items) == len(set(items)) == 8 and not set(items) & {0, 1, 2, 3}
     generated = model.recommend(history=[0, 1, 2], k=3, mode="generate")
     assert len(generated) == 3
+    # trie generation with the retriever as its prior (saved with the model; the evaluation above used it):
+    # weighted far above the LLM, it returns the retriever's best items for the history, none consumed or excluded
+    assert model.retriever_prior == 0.5 and 0 <= metrics["test"]["sequential"]["seen"]["HR@10"] <= 1
+    retrieved = model.ranker.retriever.scores([[0, 1, 2]])[0].double()
+    allowed = sorted((float(v) for i, v in enumerate(retrieved) if i not in (0, 1, 2, 3)), reverse=True)
+    named = model.name([0, 5])
+    model.retriever_prior = 1e6
+    ruled = model.recommend(history=[0, 1, 2], k=3, exclude=[3], mode="generate")
+    assert [float(retrieved[item]) for item, _, _ in ruled] == pytest.approx(allowed[:3])
+    assert model.name([0, 5]) == named  # a name is the vectors' alone: no prior joins it
+    with pytest.raises(InputError, match="retriever_prior must be a number >= 0"):
+        model.recommend_prompts(["Recommend a movie."], 3, retriever_prior=float("inf"), histories=[[0]])
     with pytest.raises(InputError, match="not free text"):
         model.recommend(text="anything", mode="rank")
     # a user without training items: auto mode generates from their vector, rank mode says what it lacks

@@ -1,6 +1,7 @@
 """Stage 2 on a tiny random LLM: the LLM stays bit-identical, only the bridge learns, resume is exact."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,17 @@ def test_recipe_resumes_exactly_saves_one_folder_and_reports(tiny_llm_folder, da
         loaded.recommend_prompts(["Recommend a movie."], 3, popularity_prior=float("nan"))
     with pytest.raises(InputError, match="popularity_prior"):
         tiny_config(tiny_llm_folder, data_home, tmp_path / "bad", popularity_prior=-0.5)
+    # the retriever prior is ranking mode's retriever: a model without one says so, and so does a config
+    with pytest.raises(InputError, match="retriever_prior needs a model with a retriever"):
+        loaded.recommend_prompts(["Recommend a movie."], 3, retriever_prior=1.0, histories=[[0]])
+    with pytest.raises(InputError, match="retriever_prior.*needs ranking.enabled"):
+        tiny_config(tiny_llm_folder, data_home, tmp_path / "bad", retriever_prior=1.0)
+    copy = Path(shutil.copytree(final, tmp_path / "copy"))
+    meta = json.loads((copy / "bridge.json").read_text())
+    for prior, message in [(-1, "retriever_prior must be a number >= 0, got -1"), (1.0, "retriever_prior is set but the model has no ranking/")]:
+        (copy / "bridge.json").write_text(json.dumps(meta | {"retriever_prior": prior}))
+        with pytest.raises(InputError, match=message):
+            ItemLanguageModel.from_pretrained(copy)
     # the LLM folder is stored absolute: the model loads from any working directory
     assert Path(json.loads((final / "bridge.json").read_text())["llm"]).is_absolute()
 

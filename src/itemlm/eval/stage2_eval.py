@@ -149,7 +149,8 @@ def evaluate_ranked_task(
     for start in tqdm(batches, desc="recommend", disable=not progress, leave=False):
         chunk = samples[start : start + batch_size]
         exclude = [consumed_before(model, s) for s in chunk]
-        for sample, ranked in zip(chunk, model.recommend_prompts([s.prompt for s in chunk], k, exclude, num_beams)):
+        histories = [list(s.consumed) for s in chunk]  # what a retriever prior reads: the user's whole history, as ranking mode does
+        for sample, ranked in zip(chunk, model.recommend_prompts([s.prompt for s in chunk], k, exclude, num_beams, histories=histories)):
             items = [item for item, _ in ranked]
             ranks.append(items.index(sample.target_item) if sample.target_item in items else k)
         if part is not None and time.perf_counter() - saved_at >= save_every_s and len(ranks) < len(samples):
@@ -194,6 +195,8 @@ def evaluate_stage2(
                 "k": k, "num_beams": num_beams, "max_new_tokens": max_new_tokens, "seed": seed, "encoder": encoder}
     if getattr(model, "consensus", 0):  # only when on: parts computed before the switch existed stay valid
         settings["consensus"] = model.consensus
+    if getattr(model, "retriever_prior", 0.0):  # likewise
+        settings["retriever_prior"] = model.retriever_prior
     report: dict = {}
     per_example: dict = {}
     for (task, prompt_set), chosen in evaluation_plan(samples, max_text_samples, max_rec_samples, seed).items():

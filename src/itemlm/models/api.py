@@ -6,6 +6,7 @@ and `ranker`), kept apart from the module's layout and training code.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -56,27 +57,52 @@ class ItemLanguageAPI:
 
     def popularity_bonus(self, weight: float) -> list[float] | None:
         """Per trie node, `weight` x the largest log popularity of the titles below it (None at weight 0)."""
-        if not weight >= 0:  # NaN too
-            raise InputError(f"popularity_prior must be a number >= 0, got {weight}")
+        check_prior_weight("popularity_prior", weight)
         if weight == 0:
             return None
         if self._best_popularity is None:
             self._best_popularity = self.trie.prefix_best(self.catalogue.log_popularity())
         return [weight * m for m in self._best_popularity]
 
+    def prior_bonus(
+        self, popularity: float, retriever: float, histories: list[list[int]] | None, exclude: list[list[int]] | None,
+    ) -> list[float] | torch.Tensor | None:
+        """The node bonus of trie generation: shared by every prompt when only popularity weighs in;
+        with the retriever, one row per prompt, bounding each title below a node by its items' largest
+        `popularity x log popularity + retriever x log softmax(retriever scores of the prompt's history)`,
+        the items a prompt may not get left out of the bound."""
+        check_prior_weight("retriever_prior", retriever)
+        if retriever == 0:
+            return self.popularity_bonus(popularity)
+        check_prior_weight("popularity_prior", popularity)
+        if self.ranker is None:
+            raise InputError("retriever_prior needs a model with a retriever (train stage 2 with ranking.enabled=true)")
+        if histories is None:
+            raise ValueError("a retriever prior needs each prompt's item history")
+        prior = retriever * torch.log_softmax(self.ranker.retriever.scores(histories).double(), dim=-1)
+        if popularity:
+            prior += popularity * torch.as_tensor(self.catalogue.log_popularity(), dtype=torch.float64)
+        for row, banned in enumerate(exclude or []):
+            prior[row, list(banned)] = -math.inf
+        return self.trie.prefix_best_rows(prior)
+
     @torch.no_grad()
     def recommend_prompts(
         self, prompts: list[str], k: int = 10, exclude: list[list[int]] | None = None, num_beams: int | None = None,
-        popularity_prior: float | None = None,
+        popularity_prior: float | None = None, retriever_prior: float | None = None, histories: list[list[int]] | None = None,
     ) -> list[list[tuple[int, float]]]:
         """Top-k distinct catalogue items per prompt (constrained beam search over titles).
 
         popularity_prior: weight w of the items' training popularity in the search, each title
         scoring log p(title) + w log popularity (None: the model's `popularity_prior`; 0: the LLM alone,
-        the paper's protocol)."""
-        weight = self.popularity_prior if popularity_prior is None else popularity_prior
+        the paper's protocol). retriever_prior: weight v of the model's retriever (ranking mode's), each
+        title scoring + v log softmax(retriever scores) of the prompt's item history in `histories`
+        (None: the model's `retriever_prior`; 0: no retriever)."""
+        popularity = self.popularity_prior if popularity_prior is None else popularity_prior
+        retriever = self.retriever_prior if retriever_prior is None else retriever_prior
+        bonus = self.prior_bonus(popularity, retriever, histories, exclude)
         embeds, mask = self.encode_prompts(prompts)
-        return constrained_beam_search(self.llm, embeds, mask, self.trie, num_beams or max(k, 10), k, exclude, self.popularity_bonus(weight))
+        return constrained_beam_search(self.llm, embeds, mask, self.trie, num_beams or max(k, 10), k, exclude, bonus)
 
     @torch.no_grad()
     def name(self, items: list[int], num_beams: int = 10) -> list[tuple[int, str, float]]:
@@ -86,11 +112,13 @@ class ItemLanguageAPI:
         longer than the bridge's title vectors; this one is always a real title, and on the
         bench's MLP cells it names 0.86-0.89 of text-seen items where greedy answers name 0.76-0.79
         (docs/benchmarks.md, "Naming within the catalogue"). An item whose text training never
-        read gets the title its vectors are closest to, usually another item's."""
+        read gets the title its vectors are closest to, usually another item's. No prior joins the
+        search: the name is the vectors' alone."""
         for item in items:
             if not 0 <= item < len(self.catalogue.titles):
                 raise InputError(f"item {item} is not in the catalogue (0..{len(self.catalogue.titles) - 1})")
-        found = self.recommend_prompts([f"What is the title of {item_placeholder(i)}?" for i in items], 1, num_beams=num_beams) if items else []
+        questions = [f"What is the title of {item_placeholder(i)}?" for i in items]
+        found = self.recommend_prompts(questions, 1, num_beams=num_beams, popularity_prior=0.0, retriever_prior=0.0) if items else []
         return [(best[0][0], self.catalogue.titles[best[0][0]], best[0][1]) for best in found]
 
     @torch.no_grad()
@@ -175,7 +203,7 @@ class ItemLanguageAPI:
         else:
             raise InputError("recommend needs a history, a user or a text")
         banned = sorted(set(seen if exclude_seen else []) | set(exclude or []))
-        ranked = self.recommend_prompts([prompt], k, [banned])[0]
+        ranked = self.recommend_prompts([prompt], k, [banned], histories=[list(seen)])[0]
         return [(item, self.catalogue.titles[item], score) for item, score in ranked]
 
     def uses_ranking(self, mode: str = "auto", *, history: list[int] | None = None, user: int | None = None,
@@ -199,6 +227,11 @@ class ItemLanguageAPI:
         """The model's free-form answer to one message (placeholders allowed in it). A conversation
         of several turns, with preferences kept between them, is `itemlm.chat.session.ChatSession`."""
         return self.generate([message], max_new_tokens)[0]
+
+
+def check_prior_weight(name: str, weight: float) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or not math.isfinite(weight):  # NaN too
+        raise InputError(f"{name} must be a number >= 0, got {weight!r}")
 
 
 def _first_sentence(text: str) -> str:

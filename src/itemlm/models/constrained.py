@@ -27,6 +27,7 @@ prior rules out.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Sequence
 from numbers import Integral
 from typing import Any
@@ -51,6 +52,7 @@ class TitleTrie:
         self.items: list[list[int]] = [[]]  # node -> items whose sequence ends here (ascending)
         self.terminal: list[int] = []  # item -> the node its sequence ends at
         self.titles = list(titles) if titles is not None else None
+        self._depth_levels: list[tuple[Tensor, Tensor]] | None = None
         for item, sequence in enumerate(sequences):
             if len(sequence) == 0:
                 raise ValueError(f"item {item} has an empty token sequence")
@@ -124,12 +126,32 @@ class TitleTrie:
         exactly, so a beam ranked by log-probability + weight x this keeps the titles the prior favours."""
         if len(item_log_prior) != len(self):
             raise ValueError(f"the prior has {len(item_log_prior)} values for {len(self)} items")
-        best = np.full(len(self.children), -np.inf)
-        for item, node in enumerate(self.terminal):
-            best[node] = max(best[node], float(item_log_prior[item]))
-        for node in range(len(self.children) - 1, ROOT, -1):  # a child is always numbered after its parent
-            best[self.parent[node]] = max(best[self.parent[node]], best[node])
-        return best.tolist()
+        return self.prefix_best_rows(torch.as_tensor(np.asarray(item_log_prior, dtype=np.float64))[None])[0].tolist()
+
+    def prefix_best_rows(self, item_log_prior: Tensor) -> Tensor:
+        """`prefix_best` for several priors at once: [rows, items] -> [rows, nodes], one pass per depth."""
+        if item_log_prior.dim() != 2 or item_log_prior.shape[1] != len(self):
+            raise ValueError(f"the priors have shape {tuple(item_log_prior.shape)}; expected [rows, {len(self)}]")
+        rows = item_log_prior.shape[0]
+        best = item_log_prior.new_full((rows, len(self.children)), -math.inf)
+        terminal = torch.tensor(self.terminal, dtype=torch.long).expand(rows, -1)
+        best.scatter_reduce_(1, terminal, item_log_prior, reduce="amax")
+        for nodes, parents in self._levels():  # deepest first: a node's value is final before it reaches its parent
+            best.scatter_reduce_(1, parents.expand(rows, -1), best[:, nodes], reduce="amax")
+        return best
+
+    def _levels(self) -> list[tuple[Tensor, Tensor]]:
+        """(nodes, their parents) for each depth below the root, deepest first."""
+        if self._depth_levels is None:
+            depth = [0] * len(self.children)
+            for node in range(1, len(self.children)):  # a child is always numbered after its parent
+                depth[node] = depth[self.parent[node]] + 1
+            by_depth: dict[int, list[int]] = {}
+            for node in range(1, len(self.children)):
+                by_depth.setdefault(depth[node], []).append(node)
+            self._depth_levels = [(torch.tensor(nodes), torch.tensor([self.parent[n] for n in nodes]))
+                                  for _, nodes in sorted(by_depth.items(), reverse=True)]
+        return self._depth_levels
 
     def dead_nodes(self, excluded: set[int]) -> set[int]:
         """Nodes below which no allowed item remains, given excluded item indices."""
@@ -164,21 +186,20 @@ def constrained_beam_search(
     num_beams: int = 10,
     k: int = 10,
     exclude_items: Iterable[int] | Sequence[Iterable[int]] | None = None,
-    node_bonus: Sequence[float] | None = None,
+    node_bonus: Sequence[float] | Tensor | None = None,
 ) -> list[list[tuple[int, float]]]:
     """Top-k distinct catalogue items per (left-padded) prompt, as (item index, score): the
     log-probability, plus the bonus of the title's end node when `node_bonus` is given.
 
     exclude_items: one collection of item indices for every prompt, or one collection per prompt.
-    node_bonus: a score per trie node added to each prefix's log-probability; it must not rise from
-    a node to its children (e.g. `weight * trie.prefix_best(log_prior)`, weight >= 0).
+    node_bonus: a score per trie node added to each prefix's log-probability, one list for every
+    prompt or a [prompts, nodes] tensor (a prior per prompt); it must not rise from a node to its
+    children (e.g. `weight * trie.prefix_best(log_prior)`, weight >= 0, or `trie.prefix_best_rows`).
     Fewer than k items come back only when the beams run out (small catalogue, many exclusions,
     or num_beams much smaller than k).
     """
-    bonus = node_bonus if node_bonus is not None else [0.0] * len(trie.children)
-    if len(bonus) != len(trie.children):
-        raise ValueError(f"node_bonus has {len(bonus)} values for a trie of {len(trie.children)} nodes")
     rows = inputs_embeds.shape[0]
+    bonus = _bonus_per_prompt(node_bonus, rows, len(trie.children))
     excluded = _per_prompt(exclude_items, rows)
     dead = [trie.dead_nodes(ex) for ex in excluded]
     logits, state = llm.prefill(inputs_embeds, attention_mask)
@@ -199,7 +220,7 @@ def constrained_beam_search(
         where = torch.tensor([(beam, tok) for beam, tok, _ in moves], dtype=torch.long, device=logprobs.device).view(-1, 2)
         for (beam, tok, child), lp in zip(moves, logprobs[where[:, 0], where[:, 1]].tolist()):
             score, _, row = beams[beam]
-            candidates[row].append((score + lp + bonus[child], score + lp, child, beam, tok))
+            candidates[row].append((score + lp + bonus[row][child], score + lp, child, beam, tok))
 
         next_beams, sources, tokens = [], [], []
         for row in range(rows):
@@ -225,6 +246,20 @@ def constrained_beam_search(
 
     return [[(item, score) for score, item in sorted(found[row], key=lambda f: (-f[0], f[1]))[:k]]
             for row in range(rows)]
+
+
+def _bonus_per_prompt(node_bonus: Sequence[float] | Tensor | None, rows: int, nodes: int) -> list[list[float]]:
+    """One list of node bonuses per prompt (the same list object where every prompt shares it)."""
+    if node_bonus is None:
+        return [[0.0] * nodes] * rows
+    if isinstance(node_bonus, Tensor) and node_bonus.dim() == 2:
+        if tuple(node_bonus.shape) != (rows, nodes):
+            raise ValueError(f"node_bonus has shape {tuple(node_bonus.shape)} for {rows} prompts and a trie of {nodes} nodes")
+        return node_bonus.tolist()
+    shared = node_bonus.tolist() if isinstance(node_bonus, Tensor) else list(node_bonus)
+    if len(shared) != nodes:
+        raise ValueError(f"node_bonus has {len(shared)} values for a trie of {nodes} nodes")
+    return [shared] * rows
 
 
 def _per_prompt(exclude_items: Any, rows: int) -> list[set[int]]:

@@ -78,6 +78,7 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         self._trie: TitleTrie | None = None
         self._best_popularity: list[float] | None = None  # per trie node (popularity_bonus)
         self.popularity_prior = 0.0  # trie generation: weight of the items' popularity (0: the LLM alone)
+        self.retriever_prior = 0.0  # trie generation: weight of the ranker's retriever on the prompt's history (0: none)
         self.trained_tasks: list[str] = []  # what stage 2 trained the bridge on (empty: not recorded)
         self.ranker = None  # ranking mode (itemlm.rank.Ranker): a retriever + head, when trained
         self.no_repeat_ngram = NO_REPEAT_NGRAM  # greedy answers never repeat a 3-gram (decode.forbid_repeated_ngrams)
@@ -333,13 +334,16 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
             bridge.eval()
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
         model.unknown_titles = UnknownTitles.load(folder)
-        prior = meta.get("popularity_prior", 0.0)
-        if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not math.isfinite(prior) or prior < 0:
-            raise InputError(f"popularity_prior must be a number >= 0, got {prior!r}", path=folder / "bridge.json")
-        model.popularity_prior = float(prior)
+        for field in ("popularity_prior", "retriever_prior"):
+            prior = meta.get(field, 0.0)
+            if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not math.isfinite(prior) or prior < 0:
+                raise InputError(f"{field} must be a number >= 0, got {prior!r}", path=folder / "bridge.json")
+            setattr(model, field, float(prior))
         model.trained_tasks = [str(task) for task in meta.get("tasks") or []]
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker
 
             model.ranker = Ranker.from_pretrained(folder / "ranking")
+        if model.retriever_prior and model.ranker is None:
+            raise InputError("retriever_prior is set but the model has no ranking/ folder with a retriever", path=folder / "bridge.json")
         return model

@@ -122,6 +122,9 @@ class Stage2Config:
     # trie generation: weight of the items' training popularity beside the LLM's log-probability,
     # saved with the model (0: the LLM alone, the paper's protocol; docs/benchmarks.md, "A popularity prior")
     popularity_prior: float = 0.0
+    # trie generation: weight of ranking mode's retriever, read on each prompt's item history, beside the
+    # LLM's log-probability (0: none; needs ranking.enabled; docs/benchmarks.md, "A retriever prior")
+    retriever_prior: float = 0.0
     eval_rank_users: int = 0  # ranking mode: test users scored (0: all of them)
     eval_seed: int = 0  # which test examples are scored: the same for every model, whatever its seed
     eval_consensus: int = 0  # free answers in the evaluation: 0 greedy (every bench cell), n > 0 the consensus of greedy + n samples (models/consensus.py)
@@ -145,8 +148,11 @@ class Stage2Config:
             raise FieldError("qformer_dropout", f"must be at least 0 and below 1, got {self.qformer_dropout}")
         if self.eval_prompts not in PROMPT_SETS:
             raise FieldError("eval_prompts", f"must be one of {', '.join(PROMPT_SETS)}, got '{self.eval_prompts}'")
-        if not self.popularity_prior >= 0:
-            raise FieldError("popularity_prior", f"must be a number >= 0, got {self.popularity_prior}")
+        for prior in ("popularity_prior", "retriever_prior"):
+            if not getattr(self, prior) >= 0 or not math.isfinite(getattr(self, prior)):
+                raise FieldError(prior, f"must be a number >= 0, got {getattr(self, prior)}")
+        if self.retriever_prior and not self.ranking.enabled:
+            raise FieldError("retriever_prior", "needs ranking.enabled=true (the prior is ranking mode's retriever)")
         if self.bridge == "ilm" and not self.stage1_model:
             raise InputError("bridge=ilm needs stage1_model=<folder of a stage-1 model> (run `itemlm stage1` first)")
 
@@ -513,6 +519,7 @@ def train_stage2(
         "trainable_parameters": count_parameters(trained),
         "system_prompt": config.system_prompt,
         "popularity_prior": config.popularity_prior,
+        "retriever_prior": config.retriever_prior,
         "tasks": [task for task in TRAINING_TASKS if task in samples_by_task and weighed(config, task)],
     }
     final = model.save_pretrained(out / "model", meta)

@@ -3,7 +3,7 @@ retriever alone, on the evaluator's own ranked samples.
 
     .venv/bin/python benchmarks/trie_prior.py --model DIR --dataset ml-100k-text --stage valid --users 300 --weights 0 0.5 1 2
     .venv/bin/python benchmarks/trie_prior.py --model DIR --dataset ml-100k-text --prior retriever --stage test --users 943 \\
-        --weights 0 1 --out docs/results/trie_retriever_prior_ml100k.json
+        --weights 8 0 --out docs/results/trie_retriever_prior_ml100k_test.json
 
 Each item's score in the beam search is log p(title | prompt) + w x log prior (`ItemLanguageModel.recommend_prompts`):
 `--prior popularity`, training interactions, add-one smoothed; `--prior retriever`, the softmax of ranking mode's
@@ -29,8 +29,8 @@ from itemlm.bench.stats import paired_comparison
 from itemlm.cf.evaluate import metrics_from_ranks
 from itemlm.data.prepare import load_dataset
 from itemlm.data.splits import make_split
-from itemlm.io import atomic_write_text
 from itemlm.eval.stage2_eval import consumed_before, evaluate_ranked_task, evaluation_plan
+from itemlm.io import atomic_write_text
 from itemlm.models.ilm import ItemLanguageModel
 from itemlm.tasks.build import build_samples
 

@@ -344,7 +344,7 @@ def test_a_recommendation_part_killed_inside_continues_from_its_last_kept_batch_
     class Killed(Exception):
         pass
 
-    def recommend_prompts(prompts, k, exclude, num_beams, kill_after=None):
+    def recommend_prompts(prompts, k, exclude, num_beams, histories=None, kill_after=None):
         calls.append(len(prompts))
         if kill_after is not None and len(calls) > kill_after:
             raise Killed
@@ -352,7 +352,7 @@ def test_a_recommendation_part_killed_inside_continues_from_its_last_kept_batch_
 
     def model(kill_after=None):
         catalogue = SimpleNamespace(histories=[[u % 10] for u in range(11)])
-        return SimpleNamespace(catalogue=catalogue, recommend_prompts=lambda *a: recommend_prompts(*a, kill_after=kill_after))
+        return SimpleNamespace(catalogue=catalogue, recommend_prompts=lambda *a, **kw: recommend_prompts(*a, **kw, kill_after=kill_after))
 
     expected = evaluate_ranked_task(model(), samples, 5, 5, 2, False)
     part = PartialResult(tmp_path, "sequential-seen", {"model": "a"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import torch
 
@@ -229,9 +230,10 @@ class ItemLanguageAPI:
         return self.generate([message], max_new_tokens)[0]
 
 
-def check_prior_weight(name: str, weight: float) -> None:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or not math.isfinite(weight):  # NaN too
-        raise InputError(f"{name} must be a number >= 0, got {weight!r}")
+def check_prior_weight(name: str, weight: float, path: Path | None = None) -> None:
+    """A prior's weight is a finite number >= 0 (not NaN, not a bool); `path`: the file it came from."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or not math.isfinite(weight):
+        raise InputError(f"{name} must be a number >= 0, got {weight!r}", path=path)
 
 
 def _first_sentence(text: str) -> str:

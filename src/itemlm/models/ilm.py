@@ -17,7 +17,6 @@ model knows are `catalogue.py`.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 
 from itemlm.errors import InputError
 from itemlm.io import atomic_folder, read_json_object
-from itemlm.models.api import ItemLanguageAPI
+from itemlm.models.api import ItemLanguageAPI, check_prior_weight
 from itemlm.models.bridges import load_bridge, save_bridge
 from itemlm.models.catalogue import Catalogue
 from itemlm.models.llm import EMBEDDED_GGUF, FrozenLLM, to_device
@@ -335,10 +334,8 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
         model.unknown_titles = UnknownTitles.load(folder)
         for field in ("popularity_prior", "retriever_prior"):
-            prior = meta.get(field, 0.0)
-            if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not math.isfinite(prior) or prior < 0:
-                raise InputError(f"{field} must be a number >= 0, got {prior!r}", path=folder / "bridge.json")
-            setattr(model, field, float(prior))
+            check_prior_weight(field, meta.get(field, 0.0), path=folder / "bridge.json")
+            setattr(model, field, float(meta.get(field, 0.0)))
         model.trained_tasks = [str(task) for task in meta.get("tasks") or []]
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker

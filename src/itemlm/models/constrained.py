@@ -21,7 +21,8 @@ plus `weight x` the largest log prior among the items below it (`TitleTrie.prefi
 bound only falls as the prefix grows, so the early stop stays exact, and a finished title scores
 log p(title) + weight x log prior(title) (a shared title: its items' largest prior): the LLM and
 the prior decoded jointly rather than re-ranked afterwards, so beams are not spent on titles the
-prior rules out.
+prior rules out. Each prompt can have its own prior (a user's retriever scores): `prefix_best_rows`
+bounds a batch of priors at once and the search takes their [prompts, nodes] bonus.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class TitleTrie:
         self.items: list[list[int]] = [[]]  # node -> items whose sequence ends here (ascending)
         self.terminal: list[int] = []  # item -> the node its sequence ends at
         self.titles = list(titles) if titles is not None else None
-        self._depth_levels: list[tuple[Tensor, Tensor]] | None = None
+        self._tensors: tuple[Tensor, list[tuple[Tensor, Tensor]]] | None = None  # prefix_best_rows' index, built once
         for item, sequence in enumerate(sequences):
             if len(sequence) == 0:
                 raise ValueError(f"item {item} has an empty token sequence")
@@ -133,25 +134,25 @@ class TitleTrie:
         if item_log_prior.dim() != 2 or item_log_prior.shape[1] != len(self):
             raise ValueError(f"the priors have shape {tuple(item_log_prior.shape)}; expected [rows, {len(self)}]")
         rows = item_log_prior.shape[0]
+        terminal, levels = self._tensor_index()
         best = item_log_prior.new_full((rows, len(self.children)), -math.inf)
-        terminal = torch.tensor(self.terminal, dtype=torch.long).expand(rows, -1)
-        best.scatter_reduce_(1, terminal, item_log_prior, reduce="amax")
-        for nodes, parents in self._levels():  # deepest first: a node's value is final before it reaches its parent
+        best.scatter_reduce_(1, terminal.expand(rows, -1), item_log_prior, reduce="amax")
+        for nodes, parents in levels:  # deepest first: a node's value is final before it reaches its parent
             best.scatter_reduce_(1, parents.expand(rows, -1), best[:, nodes], reduce="amax")
         return best
 
-    def _levels(self) -> list[tuple[Tensor, Tensor]]:
-        """(nodes, their parents) for each depth below the root, deepest first."""
-        if self._depth_levels is None:
+    def _tensor_index(self) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Built once: each item's end node, and (nodes, their parents) for each depth below the root, deepest first."""
+        if self._tensors is None:
             depth = [0] * len(self.children)
+            by_depth: dict[int, list[int]] = {}
             for node in range(1, len(self.children)):  # a child is always numbered after its parent
                 depth[node] = depth[self.parent[node]] + 1
-            by_depth: dict[int, list[int]] = {}
-            for node in range(1, len(self.children)):
                 by_depth.setdefault(depth[node], []).append(node)
-            self._depth_levels = [(torch.tensor(nodes), torch.tensor([self.parent[n] for n in nodes]))
-                                  for _, nodes in sorted(by_depth.items(), reverse=True)]
-        return self._depth_levels
+            levels = [(torch.tensor(nodes), torch.tensor([self.parent[n] for n in nodes]))
+                      for _, nodes in sorted(by_depth.items(), reverse=True)]
+            self._tensors = (torch.tensor(self.terminal, dtype=torch.long), levels)
+        return self._tensors
 
     def dead_nodes(self, excluded: set[int]) -> set[int]:
         """Nodes below which no allowed item remains, given excluded item indices."""

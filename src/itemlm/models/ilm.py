@@ -334,8 +334,9 @@ class ItemLanguageModel(ItemLanguageAPI, nn.Module):
         model = cls(llm, bridge, meta["bridge"], Catalogue.load(folder))
         model.unknown_titles = UnknownTitles.load(folder)
         for field in ("popularity_prior", "retriever_prior"):
-            check_prior_weight(field, meta.get(field, 0.0), path=folder / "bridge.json")
-            setattr(model, field, float(meta.get(field, 0.0)))
+            weight = meta.get(field, 0.0)
+            check_prior_weight(field, weight, path=folder / "bridge.json")
+            setattr(model, field, float(weight))
         model.trained_tasks = [str(task) for task in meta.get("tasks") or []]
         if (folder / "ranking").is_dir():
             from itemlm.rank.ranker import Ranker

@@ -12,6 +12,11 @@ references, paired with the CF-neighbour floor:
     medoid of k neighbours     of the k nearest text-seen items' references, the one closest (by the
                                same encoder) to the other k - 1: a kNN answer less tied to one neighbour
     true genres + medoid       the genre sentence, then that medoid
+    true kind                  "A 1995 comedy and drama film." (`kind_phrase`, what `describe` says of such an
+                               item), from the true genres and the true year
+    true genres, <source> year the same sentence with a year from CF: the nearest text-seen item's, the median
+                               of the k nearest ones', or the most common year of text-seen items (a control
+                               that reads nothing: how much is the sentence's form)
 
 Every answer uses information a model has at its best (true genres, human references of read items),
 so a composed answer from the model itself scores below these. Numbers only (no dataset text).
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +62,7 @@ def main() -> None:
     from itemlm.models.sentence_encoder import embed_sentences
     from itemlm.tasks.build import build_samples
     from itemlm.tasks.facts import ItemFacts
+    from itemlm.tasks.phrasing import capitalized, kind_phrase, title_year
     from itemlm.tasks.templates import infer_domain
 
     started = time.perf_counter()
@@ -71,7 +78,8 @@ def main() -> None:
         raise SystemExit(f"{error} (prepare it first, e.g. by running the bench)") from None
     split = make_split(dataset, settings.split)
     cf, _ = load_or_train_mf(split, settings.mf, dataset=args.dataset, home=home)
-    facts = ItemFacts.from_dataset(dataset, infer_domain(dataset))
+    domain = infer_domain(dataset)
+    facts = ItemFacts.from_dataset(dataset, domain)
     samples = build_samples(dataset, split, "test", seed=settings.eval_seed, history_length=settings.history_length,
                             prompts="all", tasks=["item_description"])
     plan = evaluation_plan(samples, settings.eval_text_samples, 0, settings.eval_seed)
@@ -90,6 +98,22 @@ def main() -> None:
     genres = [genres_only(facts, int(item)) for item in subjects]
     answers = {"CF neighbour's reference": neighbour, "true genres": genres,
                "true genres + neighbour": [f"{g} {n}" for g, n in zip(genres, neighbour)]}
+    if domain == "movies":
+        year_of = {int(item): title_year(facts.titles[int(item)]) for item in readable}
+        common = Counter(y for y in year_of.values() if y is not None).most_common(1)[0][0]
+
+        def kind(item: int, year: int | None) -> str:
+            return capitalized(kind_phrase(facts.pick_tags(facts.tags[item], 3), domain, year)) + "."
+
+        def median_year(order: np.ndarray, k: int) -> int | None:
+            found = [year_of[int(readable[j])] for j in order[:k] if year_of[int(readable[j])] is not None]
+            return int(np.median(found)) if found else None
+
+        answers["true kind (genres and year)"] = [kind(int(i), title_year(facts.titles[int(i)])) for i in subjects]
+        answers["true genres, CF neighbour's year"] = [kind(int(i), median_year(order, 1)) for i, order in zip(subjects, nearest_first)]
+        for k in args.neighbours:
+            answers[f"true genres, median year of {k} neighbours"] = [kind(int(i), median_year(order, k)) for i, order in zip(subjects, nearest_first)]
+        answers["true genres, most common year"] = [kind(int(i), common) for i in subjects]
     readable_vectors = embed_sentences([reference_of[int(item)] for item in readable], bench.encoder)  # each reference once
     for k in args.neighbours:
         medoids = []

@@ -147,11 +147,12 @@ def test_mlp_and_text_only_bridges_train_and_save(tiny_llm_folder, data_home, tm
         model = ItemLanguageModel.from_pretrained(folder)
         assert model.bridge_kind == bridge
         assert isinstance(model.describe(0, max_new_tokens=4), str)
-        # an item whose text training never read is described by the genres the model reads from its vectors
+        # an item whose text training never read is described by the year and genres the model reads from its vectors
         unread = int(np.flatnonzero(model.catalogue.text_held_out)[0])
         genres = model.read_genres([unread])[0]
         assert set(genres) <= set(model.catalogue.tag_names.values()) and len(genres) <= 3
-        assert model.describe(unread, max_new_tokens=4) == capitalized(kind_phrase(genres, model.catalogue.domain)) + "."
+        year = model.catalogue.neighbour_years([unread])[0]
+        assert model.describe(unread, max_new_tokens=4) == capitalized(kind_phrase(genres, model.catalogue.domain, year)) + "."
         with pytest.raises(InputError, match="item 99999 is not in the catalogue"):
             model.describe(99999)
         named = model.name([0, 3])  # always a catalogue title, with its log-probability

@@ -10,7 +10,7 @@ from itemlm.errors import InputError
 from itemlm.tasks.build import build_samples
 from itemlm.tasks.facts import ItemFacts
 from itemlm.tasks.mixture import mix_samples
-from itemlm.tasks.phrasing import capitalized, kind_phrase, natural_join, pitch_text, read_tags, reason_text, short_description, tag_phrase
+from itemlm.tasks.phrasing import capitalized, kind_phrase, natural_join, pitch_text, read_tags, reason_text, short_description, tag_phrase, title_year
 from itemlm.tasks.sample import group_by_task
 from itemlm.tasks.templates import (
     ALL_TASKS,
@@ -121,6 +121,10 @@ def test_tags_read_from_a_free_answer_and_the_phrase_built_from_them():
     assert read_tags("", known) == [] and read_tags("A fine film", known) == []
     assert capitalized(kind_phrase(["Action", "Sci-Fi"], "movies")) == "An action and sci-fi film"
     assert kind_phrase([], "movies") == "a film" and kind_phrase(["Mascara"], "products") == "a mascara product"
+    assert kind_phrase(["Drama", "Romance"], "movies", 1994) == "a 1994 drama and romance film"
+    assert kind_phrase([], "movies", 1994) == "a 1994 film" and kind_phrase([], "movies", 1896) == "an 1896 film"
+    assert title_year("Heat (1995)") == 1995 and title_year('"Jogging Shame" (1992) is a (1993) film') == 1993
+    assert title_year("Heat") is None and title_year("Heat 1995") is None
     assert capitalized("") == ""
 
 

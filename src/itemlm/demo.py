@@ -133,7 +133,7 @@ def run_demo(data_home: Path | None = None, console: Console | None = None, runs
         console.print(f"   item {item} ({kind}; truth: {truth})\n     title? {answer!r}  {mark}\n"
                       f"     title, within the catalogue? {catalogue_title!r}  {within}\n     about? {description!r}")
         if held[item]:  # a free answer describes another film; the chat says what the vectors carry
-            console.print(f"     what the chat says of it (the genres it reads): {model.describe(item)!r}")
+            console.print(f"     what the chat says of it (the year and genres it reads): {model.describe(item)!r}")
     history = split.train_sequences()[0][-5:].tolist()
     recs = model.recommend(history=history, k=5)
     how = "ranking mode: the retriever's candidates ordered by the LLM" if model.ranker is not None else "constrained decoding"

@@ -376,7 +376,7 @@ class ChatSession:
 
     def describe(self, item: int, max_new_tokens: int | None = None) -> str:
         """The model's own answer to "What is <item> about?" (a training prompt of item_description);
-        for an item whose text it never read, the genres it reads from the item's vectors."""
+        for an item whose text it never read, the year and genres it reads from the item's vectors."""
         return self.model.describe(item, max_new_tokens or self.max_new_tokens)
 
     # -------------------------------------------------------------- answering

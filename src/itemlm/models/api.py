@@ -130,20 +130,24 @@ class ItemLanguageAPI:
         answers = self.generate([ask.fill(item=item_placeholder(i)) for i in items], max_new_tokens) if items else []
         return [read_tags(answer, self.catalogue.tag_names) for answer in answers]
 
-    def genre_sentences(self, items: list[int]) -> list[str]:
-        """"A drama and romance film." per item, from the model's `read_genres`."""
-        return [capitalized(kind_phrase(tags, self.catalogue.domain)) + "." for tags in self.read_genres(items)]
+    def kind_sentences(self, items: list[int]) -> list[str]:
+        """"A 1994 drama and romance film." per item: the genres the model reads (`read_genres`) and,
+        where the catalogue's titles carry years, the median year of the item's CF neighbours
+        (`Catalogue.neighbour_years`): what the vectors say of an item whose text the model never read."""
+        years = self.catalogue.neighbour_years(items)
+        return [capitalized(kind_phrase(tags, self.catalogue.domain, year)) + "."
+                for tags, year in zip(self.read_genres(items), years)]
 
     def describe(self, item: int, max_new_tokens: int = 48) -> str:
         """The model's answer to "What is <item> about?". For an item whose text training never read,
-        what the model can tell from its vectors, its genres (`genre_sentences`): asked freely, it
-        describes whatever film the item's title vectors resemble ("The movie "Jogging Shame" (1992)
-        is ..."), which scores lower against the item's real description than the genre sentence
+        what its vectors tell, the genres the model reads and a year (`kind_sentences`): asked freely,
+        it describes whatever film the item's title vectors resemble ("The movie "Jogging Shame" (1992)
+        is ..."), which scores lower against the item's real description than the kind sentence
         does, and is invented (docs/benchmarks.md, "Descriptions of items the model never read about")."""
         if not 0 <= item < self.catalogue.num_items:
             raise InputError(f"item {item} is not in the catalogue (0..{self.catalogue.num_items - 1})")
         if self.catalogue.text_held_out[item]:
-            return self.genre_sentences([item])[0]
+            return self.kind_sentences([item])[0]
         return self.generate([f"What is {item_placeholder(item)} about?"], max_new_tokens)[0]
 
     def profile(self, user: int, max_new_tokens: int = 48) -> str:

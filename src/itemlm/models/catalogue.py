@@ -14,6 +14,7 @@ from itemlm.data.text_views import display_title
 from itemlm.errors import InputError
 from itemlm.io import read_json, read_parquet, read_safetensors
 from itemlm.tasks.facts import row_tags
+from itemlm.tasks.phrasing import title_year
 
 
 @dataclass
@@ -40,6 +41,26 @@ class Catalogue:
     def tag_names(self) -> dict[str, str]:
         """Every genre (else category) the items carry, keyed by its lowercase spelling."""
         return {tag.lower(): tag for row in self.items.to_dict("records") for tag in row_tags(row)}
+
+    def neighbour_years(self, items: list[int], k: int = 10) -> list[int | None]:
+        """Per item, the median release year of its k nearest items by CF cosine among those whose text
+        training read and whose title gives a year: when the films its audience watches came out. For
+        an item whose text the model never read this is the best year its vectors give: on the standard
+        preset's 100 such ML-100K test items the median of 10 is the item's year 0.38 of the time (off
+        by 2.8 years on average), where the year in the LLM's answer to the title question is right
+        0.03 of the time, the year of the title it names 0.16, as often as the catalogue's most common
+        year (docs/benchmarks.md, "A year for items the model never read about"). None where no such
+        item has a year (products)."""
+        years = np.array([title_year(title) or 0 for title in self.titles])
+        pool = np.flatnonzero(~self.text_held_out & (years > 0))
+        if not len(pool) or not len(items):
+            return [None] * len(items)
+        asked = np.asarray(items)
+        unit = self.item_vectors / np.maximum(np.linalg.norm(self.item_vectors, axis=1, keepdims=True), 1e-12)
+        similarity = unit[asked] @ unit[pool].T
+        similarity[asked[:, None] == pool[None, :]] = -np.inf  # an item is not its own neighbour
+        nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+        return [int(np.median(years[pool[row]])) for row in nearest]
 
     def log_popularity(self) -> np.ndarray:
         """Per item: log of its share of the training interactions, add-one smoothed (never -inf)."""

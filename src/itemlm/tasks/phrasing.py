@@ -19,7 +19,9 @@ def natural_join(words: Sequence[str]) -> str:
 
 
 def with_article(phrase: str) -> str:
-    return ("an " if phrase[:1].lower() in tuple("aeiou") else "a ") + phrase
+    """"an action film", "a 1995 film", "an 1896 film" (said "eighteen ...")."""
+    vowel_sound = phrase[:1].lower() in tuple("aeiou8") or phrase[:2] in ("11", "18")
+    return ("an " if vowel_sound else "a ") + phrase
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z']*")
@@ -40,11 +42,21 @@ def capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def kind_phrase(tags: Sequence[str], domain: str) -> str:
-    """"an action, crime and thriller film" / "a mascara product" / "a film" (no tags)."""
+def kind_phrase(tags: Sequence[str], domain: str, year: int | None = None) -> str:
+    """"an action, crime and thriller film" / "a mascara product" / "a film" (no tags);
+    with a year, "a 1995 action and crime film"."""
     noun = "film" if domain == "movies" else "product"
-    kind = natural_join([tag_phrase(t) for t in tags])
-    return with_article(f"{kind} {noun}" if kind else noun)
+    kind = " ".join(part for part in (str(year) if year is not None else "", natural_join([tag_phrase(t) for t in tags]), noun) if part)
+    return with_article(kind)
+
+
+_TITLE_YEAR = re.compile(r"\((\d{4})\)")
+
+
+def title_year(text: str) -> int | None:
+    """The year a title or an answer gives in parentheses, the last one ("Heat (1995)" -> 1995); None if none."""
+    found = _TITLE_YEAR.findall(text)
+    return int(found[-1]) if found else None
 
 
 def read_tags(answer: str, known: Mapping[str, str], limit: int = 3) -> list[str]:

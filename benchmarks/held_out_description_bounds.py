@@ -59,6 +59,7 @@ def main() -> None:
     from itemlm.errors import InputError
     from itemlm.eval.semantic_similarity import semantic_similarity
     from itemlm.eval.stage2_eval import evaluation_plan
+    from itemlm.models.catalogue import Catalogue
     from itemlm.models.sentence_encoder import embed_sentences
     from itemlm.tasks.build import build_samples
     from itemlm.tasks.facts import ItemFacts
@@ -98,22 +99,21 @@ def main() -> None:
     genres = [genres_only(facts, int(item)) for item in subjects]
     answers = {"CF neighbour's reference": neighbour, "true genres": genres,
                "true genres + neighbour": [f"{g} {n}" for g, n in zip(genres, neighbour)]}
-    if domain == "movies":
-        year_of = {int(item): title_year(facts.titles[int(item)]) for item in readable}
-        common = Counter(y for y in year_of.values() if y is not None).most_common(1)[0][0]
+    if domain == "movies":  # the years `describe` uses (`Catalogue.neighbour_years`), read off the bench's CF vectors
+        catalogue = Catalogue(dataset.items, [], cf.item_vectors, cf.user_vectors, domain)
+        common = Counter(y for y in (title_year(catalogue.titles[int(i)]) for i in readable) if y is not None).most_common(1)[0][0]
 
         def kind(item: int, year: int | None) -> str:
             return capitalized(kind_phrase(facts.pick_tags(facts.tags[item], 3), domain, year)) + "."
 
-        def median_year(order: np.ndarray, k: int) -> int | None:
-            found = [year_of[int(readable[j])] for j in order[:k] if year_of[int(readable[j])] is not None]
-            return int(np.median(found)) if found else None
+        def with_years(years: list) -> list[str]:
+            return [kind(int(i), year) for i, year in zip(subjects, years)]
 
-        answers["true kind (genres and year)"] = [kind(int(i), title_year(facts.titles[int(i)])) for i in subjects]
-        answers["true genres, CF neighbour's year"] = [kind(int(i), median_year(order, 1)) for i, order in zip(subjects, nearest_first)]
+        answers["true kind (genres and year)"] = with_years([title_year(facts.titles[int(i)]) for i in subjects])
+        answers["true genres, CF neighbour's year"] = with_years(catalogue.neighbour_years(subjects.tolist(), k=1))
         for k in args.neighbours:
-            answers[f"true genres, median year of {k} neighbours"] = [kind(int(i), median_year(order, k)) for i, order in zip(subjects, nearest_first)]
-        answers["true genres, most common year"] = [kind(int(i), common) for i in subjects]
+            answers[f"true genres, median year of {k} neighbours"] = with_years(catalogue.neighbour_years(subjects.tolist(), k=k))
+        answers["true genres, most common year"] = with_years([common] * len(subjects))
     readable_vectors = embed_sentences([reference_of[int(item)] for item in readable], bench.encoder)  # each reference once
     for k in args.neighbours:
         medoids = []

@@ -51,16 +51,26 @@ class Catalogue:
         0.03 of the time, the year of the title it names 0.16, as often as the catalogue's most common
         year (docs/benchmarks.md, "A year for items the model never read about"). None where no such
         item has a year (products)."""
-        years = np.array([title_year(title) or 0 for title in self.titles])
-        pool = np.flatnonzero(~self.text_held_out & (years > 0))
+        pool, years, unit = self._dated_readable_items
         if not len(pool) or not len(items):
             return [None] * len(items)
         asked = np.asarray(items)
-        unit = self.item_vectors / np.maximum(np.linalg.norm(self.item_vectors, axis=1, keepdims=True), 1e-12)
-        similarity = unit[asked] @ unit[pool].T
+        similarity = self._unit_item_vectors[asked] @ unit.T
         similarity[asked[:, None] == pool[None, :]] = -np.inf  # an item is not its own neighbour
         nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-        return [int(np.median(years[pool[row]])) for row in nearest]
+        return [int(np.median(years[row])) for row in nearest]
+
+    @cached_property
+    def _unit_item_vectors(self) -> np.ndarray:
+        return self.item_vectors / np.maximum(np.linalg.norm(self.item_vectors, axis=1, keepdims=True), 1e-12)
+
+    @cached_property
+    def _dated_readable_items(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`neighbour_years`' candidates, computed once: items whose text training read and whose title
+        gives a year, their years and their unit CF vectors."""
+        years = np.array([title_year(title) or 0 for title in self.titles])
+        pool = np.flatnonzero(~self.text_held_out & (years > 0))
+        return pool, years[pool], self._unit_item_vectors[pool]
 
     def log_popularity(self) -> np.ndarray:
         """Per item: log of its share of the training interactions, add-one smoothed (never -inf)."""

@@ -46,8 +46,9 @@ def kind_phrase(tags: Sequence[str], domain: str, year: int | None = None) -> st
     """"an action, crime and thriller film" / "a mascara product" / "a film" (no tags);
     with a year, "a 1995 action and crime film"."""
     noun = "film" if domain == "movies" else "product"
-    kind = " ".join(part for part in (str(year) if year is not None else "", natural_join([tag_phrase(t) for t in tags]), noun) if part)
-    return with_article(kind)
+    words = [str(year)] if year is not None else []
+    kind = natural_join([tag_phrase(t) for t in tags])
+    return with_article(" ".join([*words, kind, noun] if kind else [*words, noun]))
 
 
 _TITLE_YEAR = re.compile(r"\((\d{4})\)")
